@@ -1,0 +1,84 @@
+"""Every exception the library raises derives from :class:`AsyncEndpointsError`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from werkzeug.exceptions import HTTPException
+from werkzeug.sansio.response import Response as SansIOResponse
+from werkzeug.wrappers import Response
+
+
+class AsyncEndpointsError(Exception):
+    """The root of every exception raised by flask-asyncendpoints."""
+
+
+class ConfigurationError(AsyncEndpointsError):
+    """A configuration value or a registration is wrong; the message says how to fix it."""
+
+
+class StoreError(AsyncEndpointsError):
+    """The job store could not be reached or answered in a way that could not be used.
+
+    HTTP requests that hit it answer ``503``; the worker logs it and retries with back-off.
+    """
+
+
+class JobFailure(AsyncEndpointsError):
+    """Raise from a handler to fail the attempt with a chosen error code.
+
+    :param message: the error message recorded on the job.
+    :param code: the error ``code`` recorded on the job (default: ``JOBFAILURE``).
+    :param retry: ``False`` fails the job at once, without the retries it has left.
+    """
+
+    def __init__(self, message: str, *, code: str | None = None, retry: bool = True) -> None:
+        super().__init__(message)
+        self.code = code or "JOBFAILURE"
+        self.retry = retry
+
+
+class JobCanceled(AsyncEndpointsError):
+    """Raise from a handler that noticed ``ctx.cancelled`` to end the job as ``Canceled``."""
+
+
+class ProblemError(AsyncEndpointsError, HTTPException):
+    """An HTTP error answered as RFC 9457 problem JSON (``application/problem+json``).
+
+    :param status: the HTTP status code.
+    :param title: a short, fixed summary of the problem type.
+    :param detail: what went wrong with this request and what to do about it.
+    :param extra: more members for the problem document (such as ``errors``).
+    :param headers: extra response headers (such as ``Retry-After``).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        *,
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        AsyncEndpointsError.__init__(self, detail)
+        HTTPException.__init__(self, description=detail)
+        self.code = status
+        self.title = title
+        self.detail = detail
+        self.extra = dict(extra or {})
+        self.extra_headers = dict(headers or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The problem document: ``type``, ``title``, ``status``, ``detail`` and any extra members."""
+        return {"type": "about:blank", "title": self.title, "status": self.code, "detail": self.detail, **self.extra}
+
+    def get_response(self, environ: Any = None, scope: Any = None) -> SansIOResponse:
+        """The problem JSON response, so the error renders right wherever it is raised."""
+        response = Response(
+            json.dumps(self.to_dict(), ensure_ascii=False), status=self.code, mimetype="application/problem+json"
+        )
+        for name, value in self.extra_headers.items():
+            response.headers[name] = value
+        return response

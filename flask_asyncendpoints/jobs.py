@@ -1,0 +1,265 @@
+"""The job record: plain data shared by the stores, the worker and the HTTP layer.
+
+Nothing here imports Flask or redis. Timestamps are timezone-aware UTC
+:class:`~datetime.datetime` values; the stores keep them as epoch seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+#: Longest stack trace kept for one exception, in characters. A handler that fails
+#: with a huge traceback must not make every stored job record huge.
+MAX_STACK_TRACE_CHARS = 8192
+
+#: How many chained exceptions (``__cause__``/``__context__``) are kept.
+MAX_INNER_EXCEPTIONS = 5
+
+
+class JobStatus(str, enum.Enum):
+    """Where a job is in its lifecycle. The values are the strings on the wire."""
+
+    QUEUED = "Queued"
+    SCHEDULED = "Scheduled"
+    IN_PROGRESS = "InProgress"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    CANCELED = "Canceled"
+
+    @property
+    def is_final(self) -> bool:
+        """``True`` for ``Completed``, ``Failed`` and ``Canceled``: nothing will change the job again."""
+        return self in FINAL_STATUSES
+
+    @property
+    def is_pending(self) -> bool:
+        """``True`` while the job still waits for or occupies a worker."""
+        return not self.is_final
+
+
+FINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED})
+PENDING_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.IN_PROGRESS})
+
+
+@dataclass(frozen=True)
+class ExceptionInfo:
+    """What is kept of an exception raised by a handler."""
+
+    type: str
+    message: str
+    stack_trace: str | None = None
+    inner_exception: ExceptionInfo | None = None
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, _depth: int = 0) -> ExceptionInfo:
+        """Describe ``exc`` and the exceptions chained to it.
+
+        :param exc: the exception, usually caught from a handler.
+        """
+        inner_exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+        inner = None
+        if inner_exc is not None and _depth < MAX_INNER_EXCEPTIONS:
+            inner = cls.from_exception(inner_exc, _depth + 1)
+        trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, chain=False))
+        if len(trace) > MAX_STACK_TRACE_CHARS:
+            trace = "…" + trace[-MAX_STACK_TRACE_CHARS:]
+        return cls(type=exception_type_name(exc), message=str(exc), stack_trace=trace, inner_exception=inner)
+
+    def to_dict(self, *, expose_traceback: bool) -> dict[str, Any]:
+        """The wire form: ``type``, ``message``, ``stackTrace``, ``innerException``.
+
+        :param expose_traceback: write the stack traces; ``None`` is written in their place otherwise.
+        """
+        return {
+            "type": self.type,
+            "message": self.message,
+            "stackTrace": self.stack_trace if expose_traceback else None,
+            "innerException": (
+                self.inner_exception.to_dict(expose_traceback=expose_traceback)
+                if self.inner_exception is not None
+                else None
+            ),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExceptionInfo:
+        """Read the form written by :meth:`to_dict` (with tracebacks)."""
+        inner = data.get("innerException")
+        return cls(
+            type=str(data.get("type") or ""),
+            message=str(data.get("message") or ""),
+            stack_trace=data.get("stackTrace"),
+            inner_exception=cls.from_dict(inner) if isinstance(inner, dict) else None,
+        )
+
+
+@dataclass(frozen=True)
+class JobError:
+    """Why an attempt failed: a code, a message and, for exceptions, what was raised."""
+
+    code: str
+    message: str
+    exception: ExceptionInfo | None = None
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, code: str | None = None) -> JobError:
+        """Build the error for a failed attempt.
+
+        The code is ``code`` if given, else the ``code`` attribute of the exception when it is a
+        string (as on :class:`~flask_asyncendpoints.JobFailure`), else the exception's class name
+        upper-cased (``ValueError`` -> ``VALUEERROR``).
+        """
+        given = code or getattr(exc, "code", None)
+        if not isinstance(given, str) or not given:
+            given = type(exc).__name__.upper() or "UNKNOWN"
+        message = str(exc) or type(exc).__name__
+        return cls(code=given, message=message, exception=ExceptionInfo.from_exception(exc))
+
+    def to_dict(self, *, expose_traceback: bool) -> dict[str, Any]:
+        """The wire form: ``code``, ``message``, ``exception``."""
+        return {
+            "code": self.code,
+            "message": self.message,
+            "exception": (
+                self.exception.to_dict(expose_traceback=expose_traceback) if self.exception is not None else None
+            ),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobError:
+        """Read the form written by :meth:`to_dict` (with tracebacks)."""
+        exc = data.get("exception")
+        return cls(
+            code=str(data.get("code") or "UNKNOWN"),
+            message=str(data.get("message") or ""),
+            exception=ExceptionInfo.from_dict(exc) if isinstance(exc, dict) else None,
+        )
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a running job says it has come."""
+
+    fraction: float
+    message: str | None
+    updated_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form: ``fraction``, ``message``, ``updatedAt``."""
+        return {"fraction": self.fraction, "message": self.message, "updatedAt": isoformat(self.updated_at)}
+
+
+@dataclass(frozen=True)
+class JobPayload:
+    """What the handler is called with, as captured from the submitting request.
+
+    Everything here is JSON: ``body`` is the request body as the client sent it (validated, not yet
+    loaded through the request schema), ``headers`` a list of ``[name, value]`` pairs without the
+    redacted ones, ``query_params`` a mapping of name to every value given.
+    """
+
+    body: Any = None
+    headers: tuple[tuple[str, str], ...] = ()
+    route_params: dict[str, Any] = field(default_factory=dict)
+    query_params: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "body": self.body,
+            "headers": [list(pair) for pair in self.headers],
+            "routeParams": self.route_params,
+            "queryParams": self.query_params,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobPayload:
+        return cls(
+            body=data.get("body"),
+            headers=tuple((str(k), str(v)) for k, v in data.get("headers") or ()),
+            route_params=dict(data.get("routeParams") or {}),
+            query_params={str(k): [str(v) for v in vs] for k, vs in (data.get("queryParams") or {}).items()},
+        )
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job: its lifecycle fields (on the wire) and what it runs with (kept private).
+
+    Stores hand out copies; changing one never changes a stored job.
+    """
+
+    id: str
+    name: str
+    status: JobStatus
+    retry_count: int
+    max_retries: int
+    created_at: datetime
+    last_updated_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    result: Any = None
+    error: JobError | None = None
+    retry_delay_until: datetime | None = None
+    progress: Progress | None = None
+    payload: JobPayload = field(default_factory=JobPayload, repr=False)
+    #: Set when a cancel was asked for while the job was running.
+    cancel_requested: bool = False
+
+    def replace(self, **changes: Any) -> Job:
+        """A copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self, *, expose_traceback: bool = False) -> dict[str, Any]:
+        """The job record on the wire, keys in the documented order, nulls written out.
+
+        :param expose_traceback: include stack traces in ``error``.
+        """
+        return {
+            "id": self.id,
+            "name": self.name,
+            "status": self.status.value,
+            "retryCount": self.retry_count,
+            "maxRetries": self.max_retries,
+            "createdAt": isoformat(self.created_at),
+            "startedAt": isoformat(self.started_at),
+            "completedAt": isoformat(self.completed_at),
+            "lastUpdatedAt": isoformat(self.last_updated_at),
+            "result": self.result,
+            "error": self.error.to_dict(expose_traceback=expose_traceback) if self.error is not None else None,
+            "retryDelayUntil": isoformat(self.retry_delay_until),
+            "progress": self.progress.to_dict() if self.progress is not None else None,
+        }
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A job handed to one worker attempt. ``token`` proves the attempt still holds the lease."""
+
+    job: Job
+    token: str
+
+
+def exception_type_name(exc: BaseException) -> str:
+    """``ValueError`` for builtins, ``package.module.Class`` for everything else."""
+    cls = type(exc)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def from_timestamp(value: float | None) -> datetime | None:
+    """Epoch seconds to an aware UTC datetime (``None`` stays ``None``)."""
+    if value is None:
+        return None
+    return datetime.fromtimestamp(value, timezone.utc)
+
+
+def isoformat(value: datetime | None) -> str | None:
+    """ISO 8601 with the UTC offset written out, always to the microsecond, e.g.
+    ``2026-11-23T12:00:00.250000+00:00``."""
+    return value.isoformat(timespec="microseconds") if value is not None else None

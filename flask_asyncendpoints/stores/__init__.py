@@ -1,0 +1,73 @@
+"""Job stores, chosen by the scheme of ``ASYNCENDPOINTS_STORE``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import ConfigurationError
+from .base import CancelResult, LeaseState, PendingLimitReached, Store
+from .memory import MemoryStore
+
+__all__ = ["CancelResult", "LeaseState", "MemoryStore", "PendingLimitReached", "Store", "create_store"]
+
+
+def _memory(url: str, key_prefix: str) -> Store:
+    return MemoryStore()
+
+
+def _redis(url: str, key_prefix: str) -> Store:
+    from .redis import RedisStore
+
+    return RedisStore.from_url(url, key_prefix=key_prefix)
+
+
+#: Store factories by URL scheme.
+SCHEMES: dict[str, Callable[[str, str], Store]] = {
+    "memory": _memory,
+    "redis": _redis,
+    "rediss": _redis,
+    "unix": _redis,
+    "redis+sentinel": _redis,
+}
+
+
+def create_store(spec: Any, *, key_prefix: str) -> Store:
+    """Build the store that ``ASYNCENDPOINTS_STORE`` names.
+
+    :param spec: a URL (``memory://``, ``redis://…``, ``rediss://…``, ``unix://…``,
+        ``redis+sentinel://…``), a :class:`Store`, an existing ``redis.Redis`` client, or a callable
+        returning any of these.
+    :param key_prefix: the prefix of every Redis key.
+    :raises ConfigurationError: when ``spec`` names no store.
+    """
+    if isinstance(spec, Store):
+        return spec
+    if isinstance(spec, str):
+        scheme = urlsplit(spec).scheme.lower()
+        factory = SCHEMES.get(scheme)
+        if factory is None:
+            known = ", ".join(f"{name}://" for name in SCHEMES)
+            raise ConfigurationError(
+                f"ASYNCENDPOINTS_STORE={spec!r} names no known store. Use one of {known}, "
+                "a Store instance or a redis.Redis client."
+            )
+        return factory(spec, key_prefix)
+    if _is_redis_client(spec):
+        from .redis import RedisStore
+
+        return RedisStore(spec, key_prefix=key_prefix)
+    if callable(spec):
+        return create_store(spec(), key_prefix=key_prefix)
+    raise ConfigurationError(
+        f"ASYNCENDPOINTS_STORE must be a URL, a Store, a redis.Redis client or a callable, not {type(spec).__name__}."
+    )
+
+
+def _is_redis_client(value: Any) -> bool:
+    try:
+        import redis
+    except ImportError:
+        return False
+    return isinstance(value, redis.Redis)

@@ -1,0 +1,198 @@
+"""The store interface: every operation the extension and the worker need from a job store.
+
+Each method is one atomic step of the job lifecycle. Methods that take ``now`` (epoch seconds) use it
+as the current time; ``None`` means the store's own clock, which for a shared store is the one clock
+all processes agree on (the Redis server's). Tests pass ``now`` to drive time without sleeping.
+
+A store never raises for a missing job or a lost lease: it answers ``None``/``False`` so the caller
+can tell what happened. It raises :class:`~flask_asyncendpoints.errors.StoreError` when it cannot be
+reached, and :class:`PendingLimitReached` from :meth:`Store.create` at the pending-jobs limit.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Mapping, Sequence
+
+from ..errors import AsyncEndpointsError
+from ..jobs import ClaimedJob, Job, JobError, JobPayload, JobStatus
+
+#: Error code written on a job whose worker stopped renewing its lease and that has no retries left.
+LEASE_EXPIRED_CODE = "LEASEEXPIRED"
+LEASE_EXPIRED_MESSAGE = "The worker running this job stopped renewing its lease (it probably died)."
+
+
+class PendingLimitReached(AsyncEndpointsError):
+    """:meth:`Store.create` refused a job: as many jobs are pending as the limit allows."""
+
+
+class CancelResult(str, enum.Enum):
+    """What :meth:`Store.cancel` did."""
+
+    #: The job was queued or scheduled and is now ``Canceled``.
+    CANCELED = "canceled"
+    #: The job is running; cancellation was requested and the handler will see it.
+    REQUESTED = "requested"
+    #: The job had already finished; nothing changed.
+    FINISHED = "finished"
+    #: No such job.
+    NOT_FOUND = "not_found"
+
+
+class LeaseState(str, enum.Enum):
+    """The state of one lease after :meth:`Store.renew`."""
+
+    #: Renewed; the attempt still owns the job.
+    HELD = "held"
+    #: Renewed, and a cancel has been requested: the handler should stop.
+    CANCEL_REQUESTED = "cancel_requested"
+    #: The attempt no longer owns the job (lease expired and recovered, canceled, finished).
+    LOST = "lost"
+
+
+class Store(abc.ABC):
+    """Where jobs live. One instance is shared by every thread of a process."""
+
+    @abc.abstractmethod
+    def create(
+        self,
+        job_id: str,
+        name: str,
+        payload: JobPayload,
+        *,
+        max_retries: int,
+        max_pending: int | None = None,
+        now: float | None = None,
+    ) -> tuple[Job, bool]:
+        """Store a new ``Queued`` job, due at once, and wake an idle worker.
+
+        Creating is idempotent on ``job_id``: when a job with that id exists, nothing changes and
+        the existing job is returned.
+
+        :param job_id: the new job's id (a UUID string).
+        :param name: the handler's job name.
+        :param payload: what the handler will be called with.
+        :param max_retries: how many times a failed attempt is retried.
+        :param max_pending: refuse the job when this many jobs are ``Queued``, ``Scheduled`` or
+            ``InProgress`` (``None``: no limit).
+        :returns: the job and ``True`` if it was created, ``False`` if it already existed.
+        :raises PendingLimitReached: at ``max_pending``; nothing is stored.
+        """
+
+    @abc.abstractmethod
+    def get(self, job_id: str) -> Job | None:
+        """The job with this id, or ``None``."""
+
+    @abc.abstractmethod
+    def claim(self, limit: int, lease_seconds: float, *, now: float | None = None) -> list[ClaimedJob]:
+        """Take up to ``limit`` due jobs, oldest due first, and lease them to the caller.
+
+        Each job becomes ``InProgress`` with ``startedAt`` set and a lease that expires after
+        ``lease_seconds`` unless renewed. A claimed job is handed to exactly one caller.
+        """
+
+    @abc.abstractmethod
+    def renew(
+        self, leases: Sequence[tuple[str, str]], lease_seconds: float, *, now: float | None = None
+    ) -> dict[str, LeaseState]:
+        """Extend the leases of running attempts.
+
+        :param leases: ``(job_id, token)`` pairs of the attempts to renew.
+        :returns: for each job id, whether the lease is still held (and whether a cancel is wanted).
+        """
+
+    @abc.abstractmethod
+    def complete(
+        self, job_id: str, token: str, result_json: str, *, result_ttl: float | None, now: float | None = None
+    ) -> Job | None:
+        """Finish an attempt with a result: the job becomes ``Completed`` and its error is cleared.
+
+        :param result_json: the result, already serialized as JSON text.
+        :param result_ttl: seconds until the finished job is purged (``None``: keep it).
+        :returns: the completed job, or ``None`` when ``token`` no longer holds the lease (the
+            result is discarded).
+        """
+
+    @abc.abstractmethod
+    def fail(
+        self,
+        job_id: str,
+        token: str,
+        error: JobError,
+        *,
+        retry_delay: float | None,
+        result_ttl: float | None,
+        now: float | None = None,
+    ) -> Job | None:
+        """Fail an attempt.
+
+        With retries left (``retryCount < maxRetries``) and a ``retry_delay``, the job becomes
+        ``Scheduled``, ``retryCount`` goes up by one and it is due ``retry_delay`` seconds from now;
+        otherwise it becomes ``Failed``. The error is recorded either way.
+
+        :param retry_delay: seconds until the retry is due; ``None`` fails the job for good.
+        :returns: the updated job, or ``None`` when ``token`` no longer holds the lease.
+        """
+
+    @abc.abstractmethod
+    def finish_canceled(
+        self, job_id: str, token: str, *, result_ttl: float | None, now: float | None = None
+    ) -> Job | None:
+        """End a running attempt that stopped because a cancel was requested: ``Canceled``.
+
+        :returns: the canceled job, or ``None`` when ``token`` no longer holds the lease.
+        """
+
+    @abc.abstractmethod
+    def release(self, job_id: str, token: str, *, now: float | None = None) -> bool:
+        """Give a claimed job back untouched (at shutdown): ``Queued`` again, due at once, no retry counted.
+
+        :returns: ``False`` when ``token`` no longer holds the lease.
+        """
+
+    @abc.abstractmethod
+    def cancel(
+        self, job_id: str, *, result_ttl: float | None, now: float | None = None
+    ) -> tuple[CancelResult, Job | None]:
+        """Cancel a job: ``Queued``/``Scheduled`` ones at once, running ones by request."""
+
+    @abc.abstractmethod
+    def set_progress(
+        self, job_id: str, token: str, fraction: float, message: str | None, *, now: float | None = None
+    ) -> bool:
+        """Record a running attempt's progress. ``False`` when ``token`` no longer holds the lease."""
+
+    @abc.abstractmethod
+    def recover(
+        self, *, result_ttl: float | None, limit: int = 100, now: float | None = None
+    ) -> list[Job]:
+        """Take back up to ``limit`` jobs whose lease expired (their worker died or hung).
+
+        A job with retries left is ``Queued`` again at once with ``retryCount`` up by one; one without
+        becomes ``Failed`` with the error code ``LEASEEXPIRED``. Safe to run from many processes at once.
+
+        :returns: the recovered jobs, as they are now.
+        """
+
+    @abc.abstractmethod
+    def purge(self, *, limit: int = 1000, now: float | None = None) -> int:
+        """Delete up to ``limit`` finished jobs whose ``result_ttl`` has run out; the number deleted."""
+
+    @abc.abstractmethod
+    def counts(self) -> Mapping[JobStatus, int]:
+        """How many stored jobs are in each status (every status is present)."""
+
+    @abc.abstractmethod
+    def wait_for_work(self, timeout: float) -> None:
+        """Block until a job may be due (a create, a release, :meth:`wake`) or ``timeout`` seconds pass."""
+
+    @abc.abstractmethod
+    def wake(self) -> None:
+        """Wake the callers blocked in :meth:`wait_for_work` (used at shutdown)."""
+
+    def ping(self) -> None:
+        """Raise :class:`~flask_asyncendpoints.errors.StoreError` if the store cannot be reached."""
+
+    def close(self) -> None:
+        """Release connections. The store must not be used afterwards."""
