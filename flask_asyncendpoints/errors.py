@@ -74,7 +74,7 @@ class ProblemError(AsyncEndpointsError, HTTPException):
         """The problem document: ``type``, ``title``, ``status``, ``detail`` and any extra members."""
         return {"type": "about:blank", "title": self.title, "status": self.code, "detail": self.detail, **self.extra}
 
-    def get_response(self, environ: Any = None, scope: Any = None) -> SansIOResponse:
+    def get_response(self, environ: Any = None, scope: Any = None) -> SansIOResponse:  # type: ignore[override]
         """The problem JSON response, so the error renders right wherever it is raised."""
         response = Response(
             json.dumps(self.to_dict(), ensure_ascii=False), status=self.code, mimetype="application/problem+json"

@@ -164,9 +164,7 @@ class Store(abc.ABC):
         """Record a running attempt's progress. ``False`` when ``token`` no longer holds the lease."""
 
     @abc.abstractmethod
-    def recover(
-        self, *, result_ttl: float | None, limit: int = 100, now: float | None = None
-    ) -> list[Job]:
+    def recover(self, *, result_ttl: float | None, limit: int = 100, now: float | None = None) -> list[Job]:
         """Take back up to ``limit`` jobs whose lease expired (their worker died or hung).
 
         A job with retries left is ``Queued`` again at once with ``retryCount`` up by one; one without

@@ -126,9 +126,7 @@ class MemoryStore(Store):
             return job, True
 
     def _pending(self) -> int:
-        return (
-            self._counts[JobStatus.QUEUED] + self._counts[JobStatus.SCHEDULED] + self._counts[JobStatus.IN_PROGRESS]
-        )
+        return self._counts[JobStatus.QUEUED] + self._counts[JobStatus.SCHEDULED] + self._counts[JobStatus.IN_PROGRESS]
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:

@@ -1,0 +1,89 @@
+"""The example app: the seed's ProcessData endpoint and a body-less report endpoint.
+
+Run it with ``flask --app example_app run``; every ``ASYNCENDPOINTS_*`` key can be set from the
+environment as ``FLASK_ASYNCENDPOINTS_…`` (e.g. ``FLASK_ASYNCENDPOINTS_STORE=redis://127.0.0.1:6379/0``).
+``EXAMPLE_DELAY`` sets how long each job takes, in seconds (default 2).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from typing import Any
+
+from flask import Flask
+from marshmallow import Schema, fields
+
+from flask_asyncendpoints import AsyncEndpoints, JobCanceled, JobContext, problem
+
+ae = AsyncEndpoints()
+
+
+class ProcessDataRequest(Schema):
+    data = fields.String(required=True)
+    processingPriority = fields.Integer(required=True)
+
+
+class ProcessDataResult(Schema):
+    processedData = fields.String()
+    processedAt = fields.DateTime(format="iso")
+    characterCount = fields.Integer()
+
+
+def delay() -> float:
+    """Seconds each example job takes (``EXAMPLE_DELAY``, default 2)."""
+    try:
+        return max(0.0, float(os.environ.get("EXAMPLE_DELAY", "2")))
+    except ValueError:
+        return 2.0
+
+
+def work_for(seconds: float, ctx: JobContext, steps: int = 10) -> None:
+    """Wait ``seconds`` in steps, reporting progress and stopping early if the job is canceled."""
+    for step in range(steps):
+        if ctx.cancelled.wait(seconds / steps):
+            raise JobCanceled("canceled by the client")
+        ctx.report_progress((step + 1) / steps, f"step {step + 1} of {steps}")
+
+
+@ae.handler("ProcessData", request_schema=ProcessDataRequest, response_schema=ProcessDataResult)
+def process_data(ctx: JobContext) -> dict[str, Any]:
+    work_for(delay(), ctx)
+    data: str = ctx.request["data"]
+    return {
+        "processedData": f"Processed: {data.upper()}",
+        "processedAt": datetime.now(timezone.utc),
+        "characterCount": len(data),
+    }
+
+
+def validate_process_data(body: dict[str, Any]) -> Any:
+    """The seed's business rules: ``data`` must not be blank, ``processingPriority`` is 1 to 5."""
+    if not body["data"].strip():
+        return problem(400, "'data' must not be blank.", title="Invalid request")
+    if not 1 <= body["processingPriority"] <= 5:
+        return problem(400, "'processingPriority' must be from 1 to 5.", title="Invalid request")
+    return None
+
+
+@ae.handler("GenerateReport")
+def generate_report(ctx: JobContext) -> dict[str, Any]:
+    work_for(delay(), ctx)
+    return {"report": "daily", "generatedAt": datetime.now(timezone.utc).isoformat(), "rows": 42}
+
+
+ae.route("/api/process-data", "ProcessData", validator=validate_process_data)
+ae.route("/api/generate-report", "GenerateReport")
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the example app; ``config`` overrides what the environment sets."""
+    app = Flask(__name__)
+    app.config.from_prefixed_env()
+    if config:
+        app.config.update(config)
+    ae.init_app(app)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,370 @@
+"""The extension object: handler and route registration, per-app state, the Python API."""
+
+from __future__ import annotations
+
+import atexit
+import math
+import os
+import threading
+import uuid
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from flask import Flask, current_app
+from flask.typing import ResponseReturnValue
+from marshmallow import Schema
+
+from . import views
+from .config import Settings, set_defaults
+from .errors import ConfigurationError
+from .handlers import Handler, HandlerSpec
+from .jobs import Job, JobPayload
+from .stores import CancelResult, Store, create_store
+from .worker import Worker
+
+EXTENSION_KEY = "asyncendpoints"
+
+#: A validator hook: gets the loaded request body; returns ``None`` to accept, or a response to send instead.
+Validator = Callable[[Any], "ResponseReturnValue | None"]
+
+H = TypeVar("H", bound=Handler)
+
+ALLOWED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """An async endpoint: a URL rule that submits jobs for one handler."""
+
+    rule: str
+    job_name: str
+    methods: tuple[str, ...]
+    endpoint: str
+    #: ``None``: a JSON body exactly when the handler has a request schema.
+    body: bool | None = None
+    validator: Validator | None = None
+
+    def takes_body(self, spec: HandlerSpec) -> bool:
+        return self.body if self.body is not None else spec.request_schema is not None
+
+
+class _State:
+    """Everything the extension keeps for one app, in ``app.extensions["asyncendpoints"]``."""
+
+    def __init__(self, extension: AsyncEndpoints, settings: Settings, store: Store) -> None:
+        self.extension = extension
+        self.settings = settings
+        self.store = store
+        self.worker: Worker | None = None
+        self.lock = threading.Lock()
+        #: Seconds a client should wait before polling a job that is not finished.
+        self.retry_after = max(1, math.ceil(settings.poll_interval))
+
+    def max_retries_of(self, spec: HandlerSpec) -> int:
+        return spec.max_retries if spec.max_retries is not None else self.settings.default_max_retries
+
+    def get_worker(self, app: Flask) -> Worker:
+        """This process's worker for the app (a new one after a fork)."""
+        with self.lock:
+            if self.worker is None or self.worker.pid != os.getpid():
+                self.worker = Worker(app, self.settings, self.store, self.extension.find_handler)
+            return self.worker
+
+    def start_worker(self, app: Flask) -> Worker:
+        worker = self.get_worker(app)
+        with self.lock:
+            if worker.running:
+                return worker
+            worker.start()
+        atexit.register(_shutdown_at_exit, weakref.ref(worker))
+        return worker
+
+    def before_request(self) -> None:
+        worker = self.worker
+        if worker is not None and worker.pid == os.getpid():
+            return
+        self.start_worker(current_app._get_current_object())  # type: ignore[attr-defined]
+
+
+def _shutdown_at_exit(ref: weakref.ReferenceType[Worker]) -> None:
+    worker = ref()
+    if worker is not None and worker.pid == os.getpid():
+        worker.shutdown()
+
+
+class AsyncEndpoints:
+    """The flask-asyncendpoints extension.
+
+    Register handlers with :meth:`handler`, map them to URLs with :meth:`route`, and bind to apps
+    with ``AsyncEndpoints(app)`` or :meth:`init_app` in an app factory. Handlers and routes belong to
+    this object and serve every app it is bound to; jobs, stores and workers belong to each app.
+
+    :param app: bind to this app at once.
+    :param store: overrides ``ASYNCENDPOINTS_STORE`` for that app: a URL, a
+        :class:`~flask_asyncendpoints.stores.Store`, a ``redis.Redis`` client or a callable
+        returning one.
+    """
+
+    def __init__(self, app: Flask | None = None, *, store: Any = None) -> None:
+        self._handlers: dict[str, HandlerSpec] = {}
+        self._routes: list[RouteSpec] = []
+        self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
+        if app is not None:
+            self.init_app(app, store=store)
+
+    # -- binding to apps --------------------------------------------------------------------------
+
+    def init_app(self, app: Flask, *, store: Any = None) -> None:
+        """Bind the extension to ``app``: read its config, open its store, add the routes.
+
+        The worker starts lazily, with the first request the app serves (so it runs in the process
+        that serves, after any fork), unless ``ASYNCENDPOINTS_WORKER`` is false.
+
+        :param app: the Flask app.
+        :param store: overrides ``ASYNCENDPOINTS_STORE`` (see the class).
+        :raises ConfigurationError: when the app is already bound or a config value is wrong.
+        """
+        if EXTENSION_KEY in app.extensions:
+            raise ConfigurationError(
+                "flask-asyncendpoints is already initialized on this app. Call init_app() once per app "
+                "(AsyncEndpoints(app) already calls it)."
+            )
+        set_defaults(app.config)
+        settings = Settings.from_config(app.config, debug=app.debug)
+        rule = settings.job_details_url.replace("<uuid:job_id>", "<job_id>")
+        if "<job_id>" not in rule:
+            raise ConfigurationError(
+                f"ASYNCENDPOINTS_JOB_DETAILS_URL={settings.job_details_url!r} must contain '<uuid:job_id>'."
+            )
+        state = _State(
+            self, settings, create_store(store if store is not None else settings.store, key_prefix=settings.key_prefix)
+        )
+        app.extensions[EXTENSION_KEY] = state
+        app.add_url_rule(
+            rule,
+            endpoint=views.JOB_ENDPOINT,
+            view_func=lambda job_id: views.job_details(state, job_id),
+            methods=["GET"],
+        )
+        app.add_url_rule(
+            rule,
+            endpoint="asyncendpoints.cancel",
+            view_func=lambda job_id: views.cancel_job(state, job_id),
+            methods=["DELETE"],
+        )
+        for route in self._routes:
+            self._add_route(app, state, route)
+        if settings.worker:
+            app.before_request(state.before_request)
+        self._apps.add(app)
+
+    @staticmethod
+    def _add_route(app: Flask, state: _State, route: RouteSpec) -> None:
+        def view(**route_params: Any) -> ResponseReturnValue:
+            return views.submit_view(state, route, **route_params)
+
+        app.add_url_rule(route.rule, endpoint=route.endpoint, view_func=view, methods=list(route.methods))
+
+    def _state(self, app: Flask | None = None) -> _State:
+        app = app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]
+        state = app.extensions.get(EXTENSION_KEY)
+        if state is None or state.extension is not self:
+            raise ConfigurationError(
+                "flask-asyncendpoints is not initialized on this app. Did you forget to call init_app()?"
+            )
+        return state  # type: ignore[no-any-return]
+
+    # -- registration -----------------------------------------------------------------------------
+
+    def handler(
+        self,
+        name: str,
+        *,
+        request_schema: Schema | type[Schema] | None = None,
+        response_schema: Schema | type[Schema] | None = None,
+        max_retries: int | None = None,
+        timeout: float | None = None,
+    ) -> Callable[[H], H]:
+        """Register the decorated function as the handler of the job name ``name``.
+
+        .. code-block:: python
+
+            @ae.handler("ProcessData", request_schema=ProcessDataSchema)
+            def process_data(ctx):
+                return {"processedData": ctx.request["data"].upper()}
+
+        :param name: the job name, written in each job record's ``name``.
+        :param request_schema: a marshmallow schema (class or instance) that validates the request
+            body on submit (``422`` on errors) and loads it into ``ctx.request`` when the job runs.
+        :param response_schema: a marshmallow schema that dumps the handler's return value.
+        :param max_retries: overrides ``ASYNCENDPOINTS_DEFAULT_MAX_RETRIES`` for this handler.
+        :param timeout: overrides ``ASYNCENDPOINTS_JOB_TIMEOUT`` (seconds) for this handler.
+        :raises ConfigurationError: when ``name`` already has a handler.
+        """
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError("A handler needs a non-empty job name, e.g. @ae.handler('ProcessData').")
+        if max_retries is not None and (isinstance(max_retries, bool) or max_retries < 0):
+            raise ConfigurationError(f"max_retries must be a whole number ≥ 0, not {max_retries!r}.")
+        if timeout is not None and not timeout > 0:
+            raise ConfigurationError(f"timeout must be a number of seconds > 0, not {timeout!r}.")
+
+        def decorator(func: H) -> H:
+            if name in self._handlers:
+                raise ConfigurationError(
+                    f"A handler is already registered for the job name {name!r} "
+                    f"({self._handlers[name].func.__qualname__}). Give each handler its own name."
+                )
+            self._handlers[name] = HandlerSpec(
+                name=name,
+                func=func,
+                request_schema=_schema(request_schema),
+                response_schema=_schema(response_schema),
+                max_retries=max_retries,
+                timeout=timeout,
+            )
+            return func
+
+        return decorator
+
+    def route(
+        self,
+        rule: str,
+        job_name: str,
+        *,
+        methods: Iterable[str] = ("POST",),
+        body: bool | None = None,
+        validator: Validator | None = None,
+        endpoint: str | None = None,
+    ) -> None:
+        """Map a URL to a handler: a request to ``rule`` submits a job and answers ``202``.
+
+        :param rule: a Flask URL rule; its variables reach the handler as ``ctx.route_params``.
+        :param job_name: the name the handler was registered under (register it first).
+        :param methods: any of ``POST``, ``PUT``, ``PATCH``, ``DELETE``.
+        :param body: whether the endpoint takes a JSON body. ``None`` (default): exactly when the
+            handler has a request schema. ``True`` without a schema accepts any JSON value.
+        :param validator: called with the loaded body before the job is queued; return ``None`` to
+            accept, or a response (anything a view may return) to answer with instead.
+        :param endpoint: the Flask endpoint name (default ``asyncendpoints.<job_name>``).
+        :raises ConfigurationError: for an unknown job name or an unsupported method.
+        """
+        self.get_handler(job_name)
+        methods = tuple(m.upper() for m in methods)
+        bad = [m for m in methods if m not in ALLOWED_METHODS]
+        if bad or not methods:
+            raise ConfigurationError(
+                f"Async endpoints take POST, PUT, PATCH or DELETE, not {', '.join(bad) or 'no method'}."
+            )
+        spec = RouteSpec(
+            rule=rule,
+            job_name=job_name,
+            methods=methods,
+            endpoint=endpoint or f"asyncendpoints.{job_name}",
+            body=body,
+            validator=validator,
+        )
+        self._routes.append(spec)
+        for app in list(self._apps):
+            self._add_route(app, self._state(app), spec)
+
+    def get_handler(self, name: str) -> HandlerSpec:
+        """The handler registered under ``name``.
+
+        :raises ConfigurationError: when there is none.
+        """
+        spec = self._handlers.get(name)
+        if spec is None:
+            raise ConfigurationError(
+                f"No handler is registered for the job name {name!r}. Register one first with @ae.handler({name!r})."
+            )
+        return spec
+
+    def find_handler(self, name: str) -> HandlerSpec | None:
+        """The handler registered under ``name``, or ``None``."""
+        return self._handlers.get(name)
+
+    # -- the Python API ---------------------------------------------------------------------------
+
+    def submit(
+        self,
+        job_name: str,
+        body: Any = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        route_params: Mapping[str, Any] | None = None,
+        query_params: Mapping[str, list[str]] | None = None,
+        job_id: str | uuid.UUID | None = None,
+        app: Flask | None = None,
+    ) -> Job:
+        """Submit a job without HTTP (from scripts, CLI commands, other views or tests).
+
+        The body is validated by the handler's request schema, as on the HTTP endpoint.
+
+        :param job_name: the handler's job name.
+        :param body: the request body (JSON data).
+        :param job_id: the job's id; submitting an id that exists returns that job (idempotent).
+        :param app: the app (default: the current app).
+        :returns: the stored job record.
+        :raises marshmallow.ValidationError: when the body fails the request schema.
+        :raises ~flask_asyncendpoints.stores.PendingLimitReached: at ``ASYNCENDPOINTS_MAX_PENDING_JOBS``.
+        :raises ~flask_asyncendpoints.errors.StoreError: when the store cannot be reached.
+        """
+        state = self._state(app)
+        spec = self.get_handler(job_name)
+        if spec.request_schema is not None:
+            spec.request_schema.load(body)
+        redact = state.settings.redact_headers
+        payload = JobPayload(
+            body=body,
+            headers=tuple((k, v) for k, v in (headers or {}).items() if k.lower() not in redact),
+            route_params=dict(route_params or {}),
+            query_params={k: list(v) for k, v in (query_params or {}).items()},
+        )
+        job, _ = state.store.create(
+            str(uuid.UUID(str(job_id))) if job_id is not None else str(uuid.uuid4()),
+            job_name,
+            payload,
+            max_retries=state.max_retries_of(spec),
+            max_pending=state.settings.max_pending_jobs,
+        )
+        return job
+
+    def get_job(self, job_id: str | uuid.UUID, *, app: Flask | None = None) -> Job | None:
+        """The job with this id, or ``None``."""
+        return self._state(app).store.get(str(job_id))
+
+    def cancel(self, job_id: str | uuid.UUID, *, app: Flask | None = None) -> tuple[CancelResult, Job | None]:
+        """Cancel a job: queued or scheduled ones at once, running ones by request (the handler sees it)."""
+        state = self._state(app)
+        return state.store.cancel(str(job_id), result_ttl=state.settings.result_ttl)
+
+    def get_store(self, app: Flask | None = None) -> Store:
+        """The app's job store."""
+        return self._state(app).store
+
+    def get_worker(self, app: Flask | None = None) -> Worker:
+        """The app's worker in this process (not started: see :meth:`start_worker`)."""
+        app = app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]
+        return self._state(app).get_worker(app)
+
+    def start_worker(self, app: Flask | None = None) -> Worker:
+        """Start the app's worker threads in this process now, rather than at the first request."""
+        app = app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]
+        return self._state(app).start_worker(app)
+
+    def shutdown(self, app: Flask | None = None, *, timeout: float | None = None) -> None:
+        """Stop the app's worker in this process (see :meth:`Worker.shutdown`)."""
+        state = self._state(app)
+        worker = state.worker
+        if worker is not None and worker.pid == os.getpid():
+            worker.shutdown(timeout)
+
+
+def _schema(schema: Schema | type[Schema] | None) -> Schema | None:
+    if schema is None or isinstance(schema, Schema):
+        return schema
+    if isinstance(schema, type) and issubclass(schema, Schema):
+        return schema()
+    raise ConfigurationError(f"Expected a marshmallow Schema class or instance, not {schema!r}.")

@@ -1,0 +1,74 @@
+"""Registered handlers and the context a handler is called with."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from marshmallow import Schema
+from werkzeug.datastructures import Headers, MultiDict
+
+#: A handler: takes the job's context, returns the job's result (JSON, or what the response schema dumps).
+Handler = Callable[["JobContext"], Any]
+
+
+@dataclass(frozen=True)
+class HandlerSpec:
+    """A handler registered under a job name, with what shapes its input and output."""
+
+    name: str
+    func: Handler
+    request_schema: Schema | None = None
+    response_schema: Schema | None = None
+    #: ``None``: ``ASYNCENDPOINTS_DEFAULT_MAX_RETRIES``.
+    max_retries: int | None = None
+    #: ``None``: ``ASYNCENDPOINTS_JOB_TIMEOUT``.
+    timeout: float | None = None
+
+
+@dataclass
+class JobContext:
+    """What a handler gets: the captured request and the means to talk back to the job record.
+
+    :ivar request: the request body, loaded through the handler's request schema (or as sent).
+    :ivar headers: the request headers, without the redacted ones.
+    :ivar route_params: the URL rule's variables (``/items/<int:item_id>`` gives ``item_id``).
+    :ivar query_params: the query string; ``query_params.get(name)`` gives the first value,
+        ``getlist(name)`` all of them.
+    :ivar job_id: the job's id.
+    :ivar attempt: 1 for the first run, 2 for the first retry, and so on.
+    :ivar cancelled: set when a cancel was requested or the attempt timed out; a long handler checks
+        it (``ctx.cancelled.is_set()``) and stops, returning or raising
+        :class:`~flask_asyncendpoints.JobCanceled`.
+    """
+
+    request: Any
+    headers: Headers
+    route_params: dict[str, Any]
+    query_params: MultiDict[str, str]
+    job_id: str
+    attempt: int
+    name: str = ""
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    _on_progress: Callable[[float, str | None], None] | None = field(default=None, repr=False)
+
+    def report_progress(self, fraction: float, message: str | None = None) -> None:
+        """Record how far the job has come; pollers see it in the job's ``progress``.
+
+        Cheap to call often: writes to the store are throttled.
+
+        :param fraction: from ``0.0`` to ``1.0``.
+        :param message: a short human-readable note, e.g. ``"3 of 10 files"``.
+        :raises ValueError: if ``fraction`` is not a number from 0 to 1.
+        """
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not math.isfinite(fraction):
+            raise ValueError(f"fraction must be a number from 0 to 1, not {fraction!r}")
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"fraction must be from 0 to 1, not {fraction!r}")
+        if message is not None and not isinstance(message, str):
+            raise ValueError(f"message must be a string or None, not {type(message).__name__}")
+        if self._on_progress is not None:
+            self._on_progress(float(fraction), message)

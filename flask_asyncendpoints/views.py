@@ -1,0 +1,280 @@
+"""The HTTP surface: submit to an async endpoint, read a job, cancel a job.
+
+Every error is answered as problem JSON (RFC 9457); none of these views lets an exception through.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from flask import Response, current_app, request, url_for
+from marshmallow import ValidationError
+
+from .errors import ProblemError, StoreError
+from .jobs import Job, JobPayload
+from .stores import CancelResult, PendingLimitReached
+
+if TYPE_CHECKING:
+    from .extension import RouteSpec, _State
+
+#: The header a client sets to make a submit idempotent: its value (a UUID) becomes the job id.
+REQUEST_ID_HEADER = "X-Async-Request-Id"
+
+#: Endpoint name of the job details view (``url_for("asyncendpoints.job", job_id=…)``).
+JOB_ENDPOINT = "asyncendpoints.job"
+
+JSON_MIMETYPE = "application/json"
+PROBLEM_MIMETYPE = "application/problem+json"
+
+
+def problem(
+    status: int,
+    detail: str,
+    *,
+    title: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    """A problem JSON response (RFC 9457), e.g. for a validator hook to return.
+
+    :param status: the HTTP status code.
+    :param detail: what went wrong with this request and what to do about it.
+    :param title: a short summary of the problem type (default: the status phrase).
+    :param headers: extra response headers.
+    :param extra: extension members, such as ``errors``.
+    """
+    error = ProblemError(status, title or _status_phrase(status), detail, extra=extra, headers=headers)
+    return error.get_response()  # type: ignore[return-value]
+
+
+def _status_phrase(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def job_response(job: Job, status: int, state: _State, *, location: bool = False) -> Response:
+    """The job record as JSON; ``Retry-After`` while the job is not finished."""
+    body = json.dumps(
+        job.to_dict(expose_traceback=state.settings.expose_tracebacks), ensure_ascii=False, separators=(",", ":")
+    )
+    response = Response(body, status=status, mimetype=JSON_MIMETYPE)
+    if location:
+        response.headers["Location"] = url_for(JOB_ENDPOINT, job_id=job.id)
+    if not job.status.is_final:
+        response.headers["Retry-After"] = str(state.retry_after)
+    return response
+
+
+def _store_unavailable(exc: StoreError) -> ProblemError:
+    current_app.logger.warning("job store unavailable: %s", exc)
+    return ProblemError(
+        503,
+        "Job store unavailable",
+        "The job store cannot be reached right now; nothing was changed. Try again shortly.",
+        headers={"Retry-After": "5"},
+    )
+
+
+def _parse_job_id(raw: str) -> str | None:
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        return None
+
+
+def job_details(state: _State, job_id: str) -> Response:
+    """``GET`` the job record: 200, or 404 problem JSON for an unknown or malformed id."""
+    try:
+        parsed = _parse_job_id(job_id)
+        job = state.store.get(parsed) if parsed is not None else None
+        if job is None:
+            raise ProblemError(404, "Job not found", f"There is no job with the id {job_id!r}.")
+        return job_response(job, 200, state)
+    except StoreError as exc:
+        return _store_unavailable(exc).get_response()  # type: ignore[return-value]
+    except ProblemError as exc:
+        return exc.get_response()  # type: ignore[return-value]
+
+
+def cancel_job(state: _State, job_id: str) -> Response:
+    """``DELETE`` a job: 200 canceled, 202 cancel requested (running), 409 finished, 404 unknown."""
+    try:
+        parsed = _parse_job_id(job_id)
+        if parsed is None:
+            raise ProblemError(404, "Job not found", f"There is no job with the id {job_id!r}.")
+        outcome, job = state.store.cancel(parsed, result_ttl=state.settings.result_ttl)
+        if outcome is CancelResult.NOT_FOUND or job is None:
+            raise ProblemError(404, "Job not found", f"There is no job with the id {job_id!r}.")
+        if outcome is CancelResult.FINISHED:
+            raise ProblemError(
+                409,
+                "Job already finished",
+                f"The job is {job.status.value}; only queued, scheduled or running jobs can be canceled.",
+            )
+        return job_response(job, 200 if outcome is CancelResult.CANCELED else 202, state)
+    except StoreError as exc:
+        return _store_unavailable(exc).get_response()  # type: ignore[return-value]
+    except ProblemError as exc:
+        return exc.get_response()  # type: ignore[return-value]
+
+
+def submit_view(state: _State, route: RouteSpec, **route_params: Any) -> Response:
+    """Accept a request for an async endpoint: validate it, store the job, answer ``202``."""
+    try:
+        return _submit(state, route, route_params)
+    except StoreError as exc:
+        return _store_unavailable(exc).get_response()  # type: ignore[return-value]
+    except ProblemError as exc:
+        return exc.get_response()  # type: ignore[return-value]
+
+
+def _submit(state: _State, route: RouteSpec, route_params: dict[str, Any]) -> Response:
+    spec = state.extension.get_handler(route.job_name)
+    job_id = _request_id()
+    if job_id is not None:
+        existing = state.store.get(job_id)
+        if existing is not None:
+            return _existing_job(existing, route.job_name, state)
+
+    body: Any = None
+    loaded: Any = None
+    if route.takes_body(spec):
+        body = _read_json_body(state.settings.max_payload_bytes)
+        loaded = body
+        if spec.request_schema is not None:
+            if not isinstance(body, dict):
+                raise ProblemError(
+                    400, "Invalid request body", f"The request body must be a JSON object, not {_json_kind(body)}."
+                )
+            try:
+                loaded = spec.request_schema.load(body)
+            except ValidationError as exc:
+                raise ProblemError(
+                    422,
+                    "Validation failed",
+                    "The request body did not pass validation; see 'errors' for each field.",
+                    extra={"errors": _jsonable(exc.messages)},
+                ) from exc
+    if route.validator is not None:
+        answer = route.validator(loaded)
+        if answer is not None:
+            return current_app.make_response(answer)
+
+    payload = JobPayload(
+        body=body,
+        headers=tuple((k, v) for k, v in request.headers.items() if k.lower() not in state.settings.redact_headers),
+        route_params={k: _jsonable(v) for k, v in route_params.items()},
+        query_params=request.args.to_dict(flat=False),
+    )
+    try:
+        job, created = state.store.create(
+            job_id or str(uuid.uuid4()),
+            spec.name,
+            payload,
+            max_retries=state.max_retries_of(spec),
+            max_pending=state.settings.max_pending_jobs,
+        )
+    except PendingLimitReached as exc:
+        raise ProblemError(
+            503,
+            "Too many pending jobs",
+            f"The server already has {state.settings.max_pending_jobs} jobs waiting or running; try again later.",
+            headers={"Retry-After": str(state.retry_after)},
+        ) from exc
+    if not created:
+        return _existing_job(job, route.job_name, state)
+    return job_response(job, 202, state, location=True)
+
+
+def _existing_job(job: Job, job_name: str, state: _State) -> Response:
+    if job.name != job_name:
+        raise ProblemError(
+            409,
+            "Request id already used",
+            f"The {REQUEST_ID_HEADER} given belongs to a job of another endpoint; send a new UUID.",
+        )
+    return job_response(job, 200 if job.status.is_final else 202, state, location=True)
+
+
+def _request_id() -> str | None:
+    raw = request.headers.get(REQUEST_ID_HEADER)
+    if raw is None:
+        return None
+    job_id = _parse_job_id(raw.strip())
+    if job_id is None:
+        raise ProblemError(
+            400, "Invalid request id", f"The {REQUEST_ID_HEADER} header must be a UUID, e.g. {uuid.uuid4()}."
+        )
+    return job_id
+
+
+def _read_json_body(limit: int) -> Any:
+    length = request.content_length
+    if length is not None and length > limit:
+        raise _too_large(limit)
+    raw = request.stream.read(limit + 1)
+    if len(raw) > limit:
+        raise _too_large(limit)
+    if not raw.strip():
+        raise ProblemError(400, "Missing request body", "This endpoint needs a JSON body; none was sent.")
+    mimetype = request.mimetype
+    if mimetype != JSON_MIMETYPE and not mimetype.endswith("+json"):
+        raise ProblemError(
+            415,
+            "Unsupported media type",
+            f"Send the body as JSON with 'Content-Type: {JSON_MIMETYPE}' (got {mimetype or 'none'!r}).",
+        )
+    charset = request.mimetype_params.get("charset", "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):
+        raise ProblemError(415, "Unsupported media type", "JSON bodies must be encoded as UTF-8.")
+    try:
+        text = raw.decode("utf-8")
+        return json.loads(text, parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise ProblemError(400, "Malformed JSON", "The request body is not valid UTF-8.") from None
+    except RecursionError:
+        raise ProblemError(400, "Malformed JSON", "The request body is nested too deeply.") from None
+    except ValueError as exc:
+        raise ProblemError(400, "Malformed JSON", f"The request body is not valid JSON: {exc}") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _too_large(limit: int) -> ProblemError:
+    return ProblemError(413, "Request body too large", f"The request body must be at most {limit} bytes.")
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__
+
+
+def _jsonable(value: Any) -> Any:
+    """Make route values and error messages plain JSON (UUIDs and other objects become strings)."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return str(value)

@@ -1,0 +1,465 @@
+"""The worker: a dispatcher thread that claims jobs and a pool of threads that run them.
+
+The dispatcher claims only as many jobs as the pool has room for (``BATCH_SIZE`` at most per claim),
+renews the leases of running attempts, fails attempts that pass their timeout, and runs recovery and
+expiry every ``RECOVERY_INTERVAL``. Idle, it blocks in the store's wake-up wait, so a new job starts at
+once.
+
+The pool is daemon threads fed from a queue rather than a ``ThreadPoolExecutor``: an executor's
+threads are joined without a time limit when the interpreter exits, so one stuck handler would hang
+shutdown forever, and a timed-out thread could never be replaced. Here shutdown waits at most
+``SHUTDOWN_TIMEOUT``, and a thread stuck past its timeout is replaced by a fresh one.
+
+Tests and scripts drive the same code without threads: :meth:`Worker.run_once` claims a batch and runs
+it in the calling thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import queue
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask
+from werkzeug.datastructures import Headers, MultiDict
+
+from .config import Settings
+from .errors import JobCanceled, JobFailure, StoreError
+from .handlers import HandlerSpec, JobContext
+from .jobs import ClaimedJob, Job, JobError
+from .stores import LeaseState, Store
+
+logger = logging.getLogger("flask_asyncendpoints")
+
+#: Progress is written to the store at most this often per attempt (seconds).
+PROGRESS_INTERVAL = 0.2
+
+#: Longest back-off after repeated store errors (seconds).
+MAX_ERROR_BACKOFF = 30.0
+
+HANDLER_NOT_FOUND = "HANDLERNOTFOUND"
+RESULT_NOT_SERIALIZABLE = "RESULTNOTSERIALIZABLE"
+INVALID_REQUEST = "INVALIDREQUEST"
+TIMEOUT = "TIMEOUT"
+
+
+def retry_delay(retry_count: int, settings: Settings, rand: Callable[[], float] = random.random) -> float:
+    """Seconds before retry number ``retry_count`` (1 for the first retry) is due.
+
+    ``min(RETRY_DELAY_BASE * 2 ** retry_count, RETRY_MAX_DELAY)``; with ``RETRY_JITTER`` a random
+    point in the upper half of that ("equal jitter"), so retries of many failed jobs spread out.
+    """
+    try:
+        delay = min(settings.retry_delay_base * 2.0**retry_count, settings.retry_max_delay)
+    except OverflowError:
+        delay = settings.retry_max_delay
+    if settings.retry_jitter:
+        delay = delay / 2 + rand() * delay / 2
+    return delay
+
+
+@dataclass(eq=False)
+class _Attempt:
+    """One claimed job in this process, from claim to the store's last word on it."""
+
+    claimed: ClaimedJob
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    #: ``time.monotonic()`` when a pool thread started running it; ``None`` while buffered.
+    started: float | None = None
+    #: Set when the attempt timed out: its thread is no longer counted and its result is discarded.
+    abandoned: bool = False
+    last_progress_write: float = 0.0
+    pending_progress: tuple[float, str | None] | None = None
+
+    @property
+    def job(self) -> Job:
+        return self.claimed.job
+
+
+class Worker:
+    """Runs the jobs of one app in this process.
+
+    :param app: the Flask app; handlers run inside its app context.
+    :param settings: the app's extension settings.
+    :param store: the app's job store.
+    :param find_handler: returns the handler registered under a job name, or ``None``.
+    """
+
+    def __init__(
+        self,
+        app: Flask,
+        settings: Settings,
+        store: Store,
+        find_handler: Callable[[str], HandlerSpec | None],
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.store = store
+        self.find_handler = find_handler
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        self._attempts: dict[str, _Attempt] = {}
+        self._tasks: queue.SimpleQueue[_Attempt | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._dispatcher: threading.Thread | None = None
+        self._stopping = threading.Event()
+        #: Pool threads to retire when they next finish a job (after replacements for stuck threads).
+        self._excess_threads = 0
+        self._stuck = 0
+        self.pid = os.getpid()
+
+    # -- capacity ---------------------------------------------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        """Jobs this process holds at most: one per thread plus a small claimed-ahead buffer."""
+        return self.settings.max_concurrency + min(self.settings.batch_size, self.settings.max_queue_size)
+
+    def _free_slots(self) -> int:
+        return self.capacity - sum(1 for a in self._attempts.values() if not a.abandoned)
+
+    @property
+    def running(self) -> bool:
+        """``True`` between :meth:`start` and :meth:`shutdown`."""
+        return self._dispatcher is not None and not self._stopping.is_set()
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the dispatcher and the pool threads (daemon threads)."""
+        with self._lock:
+            if self._dispatcher is not None:
+                return
+            for _ in range(self.settings.max_concurrency):
+                self._spawn_pool_thread()
+            self._dispatcher = threading.Thread(
+                target=self._dispatch_loop, name="asyncendpoints-dispatcher", daemon=True
+            )
+            self._dispatcher.start()
+        logger.info("worker %s started: %d threads on %s", self.worker_id, self.settings.max_concurrency, self.store)
+
+    def _spawn_pool_thread(self) -> None:
+        thread = threading.Thread(
+            target=self._pool_loop, name=f"asyncendpoints-worker-{len(self._threads)}", daemon=True
+        )
+        self._threads.append(thread)
+        thread.start()
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Stop claiming, let running jobs finish, give back every job not finished.
+
+        :param timeout: seconds to wait for running jobs (default ``SHUTDOWN_TIMEOUT``). Jobs still
+            running then are released too; their late results are discarded.
+        """
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        timeout = self.settings.shutdown_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        self.store.wake()
+        dispatcher = self._dispatcher
+        if dispatcher is not None and dispatcher is not threading.current_thread():
+            dispatcher.join(timeout)
+        for _ in self._threads:
+            self._tasks.put(None)
+        with self._room:
+            while any(a.started is not None and not a.abandoned for a in self._attempts.values()):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._room.wait(remaining)
+            leftovers = list(self._attempts.values())
+            self._attempts.clear()
+        released = 0
+        for attempt in leftovers:
+            attempt.cancelled.set()
+            if attempt.abandoned:
+                continue
+            try:
+                if self.store.release(attempt.job.id, attempt.claimed.token):
+                    released += 1
+            except StoreError:
+                logger.warning(
+                    "could not release job %s at shutdown; it is recovered when its lease expires",
+                    attempt.job.id,
+                    exc_info=True,
+                )
+        logger.info("worker %s stopped; %d unfinished job(s) released", self.worker_id, released)
+
+    # -- the dispatcher ---------------------------------------------------------------------------
+
+    def _dispatch_loop(self) -> None:
+        settings = self.settings
+        renew_every = min(settings.claim_timeout / 3, settings.poll_interval)
+        next_renew = next_recovery = time.monotonic()
+        backoff = 0.0
+        while not self._stopping.is_set():
+            try:
+                now = time.monotonic()
+                if now >= next_renew:
+                    self.renew_leases()
+                    self.check_timeouts()
+                    next_renew = now + renew_every
+                if settings.recovery_enabled and now >= next_recovery:
+                    self.recover_once()
+                    next_recovery = now + settings.recovery_interval
+                wait = max(0.0, min(next_renew, next_recovery) - time.monotonic())
+                with self._room:
+                    free = self._free_slots()
+                    if free <= 0:
+                        self._room.wait(min(wait, settings.poll_interval))
+                        continue
+                claimed = self.store.claim(min(settings.batch_size, free), settings.claim_timeout)
+                if claimed:
+                    with self._room:
+                        for job in claimed:
+                            attempt = _Attempt(job)
+                            self._attempts[job.job.id] = attempt
+                            self._tasks.put(attempt)
+                else:
+                    self.store.wait_for_work(min(wait, settings.poll_interval))
+                backoff = 0.0
+            except StoreError:
+                backoff = min(max(backoff * 2, settings.poll_interval), MAX_ERROR_BACKOFF)
+                logger.warning("job store unavailable; retrying in %.1f s", backoff, exc_info=True)
+                self._stopping.wait(backoff)
+            except Exception:
+                logger.exception("unexpected error in the worker's dispatcher; it carries on")
+                self._stopping.wait(settings.poll_interval)
+
+    def renew_leases(self, now: float | None = None) -> None:
+        """Renew the leases of every attempt held here; pass cancel requests on to their handlers."""
+        with self._lock:
+            attempts = [a for a in self._attempts.values() if not a.abandoned]
+        if not attempts:
+            return
+        leases = [(a.job.id, a.claimed.token) for a in attempts]
+        states = self.store.renew(leases, self.settings.claim_timeout, now=now)
+        for attempt in attempts:
+            state = states.get(attempt.job.id, LeaseState.LOST)
+            if state is LeaseState.CANCEL_REQUESTED:
+                attempt.cancelled.set()
+            elif state is LeaseState.LOST:
+                logger.warning("lost the lease on job %s; its result will be discarded", attempt.job.id)
+                attempt.cancelled.set()
+                self._forget(attempt, abandon=True)
+
+    def check_timeouts(self, now: float | None = None) -> None:
+        """Fail every attempt running past its timeout and stop counting its thread.
+
+        :param now: a ``time.monotonic()`` reading (tests pass one).
+        """
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            late = [
+                a
+                for a in self._attempts.values()
+                if a.started is not None and not a.abandoned and now - a.started > self._timeout_of(a.job)
+            ]
+        for attempt in late:
+            timeout = self._timeout_of(attempt.job)
+            logger.error(
+                "job %s (%s) ran past its %.0f s timeout; failing the attempt (its thread cannot be stopped)",
+                attempt.job.id,
+                attempt.job.name,
+                timeout,
+            )
+            attempt.cancelled.set()
+            self._forget(attempt, abandon=True)
+            error = JobError(code=TIMEOUT, message=f"The job ran longer than its timeout of {timeout:g} seconds.")
+            self._fail(attempt, error, retry=True)
+            with self._lock:
+                # The stuck thread keeps running its handler; give the pool a fresh one in its place,
+                # up to as many replacements as the pool has threads.
+                if self.running and self._stuck < self.settings.max_concurrency:
+                    self._stuck += 1
+                    self._excess_threads += 1
+                    self._spawn_pool_thread()
+
+    def _timeout_of(self, job: Job) -> float:
+        spec = self.find_handler(job.name)
+        if spec is not None and spec.timeout is not None:
+            return spec.timeout
+        return self.settings.job_timeout if self.settings.job_timeout is not None else math.inf
+
+    def recover_once(self, now: float | None = None) -> list[Job]:
+        """Recover jobs whose lease expired anywhere and purge expired finished jobs."""
+        recovered = self.store.recover(result_ttl=self.settings.result_ttl, now=now)
+        for job in recovered:
+            logger.warning("recovered job %s (%s) after its lease expired: now %s", job.id, job.name, job.status.value)
+        self.store.purge(now=now)
+        return recovered
+
+    # -- the pool ---------------------------------------------------------------------------------
+
+    def _pool_loop(self) -> None:
+        while True:
+            attempt = self._tasks.get()
+            if attempt is None:
+                return
+            if self._stopping.is_set():
+                # Claimed but not started: shutdown() gives it back.
+                continue
+            self.execute(attempt)
+            with self._lock:
+                if self._excess_threads > 0:
+                    self._excess_threads -= 1
+                    self._stuck = max(0, self._stuck - 1)
+                    return
+
+    def _forget(self, attempt: _Attempt, *, abandon: bool = False) -> None:
+        with self._room:
+            if abandon:
+                attempt.abandoned = True
+            if self._attempts.get(attempt.job.id) is attempt:
+                del self._attempts[attempt.job.id]
+            self._room.notify_all()
+
+    # -- running one job --------------------------------------------------------------------------
+
+    def run_once(self, now: float | None = None) -> int:
+        """Claim one batch and run it in the calling thread; the number of jobs run.
+
+        For tests, scripts and ``--burst`` workers. Timeouts are not enforced here.
+        """
+        claimed = self.store.claim(self.settings.batch_size, self.settings.claim_timeout, now=now)
+        for job in claimed:
+            attempt = _Attempt(job)
+            with self._lock:
+                self._attempts[job.job.id] = attempt
+            self.execute(attempt, now=now)
+        return len(claimed)
+
+    def execute(self, attempt: _Attempt, now: float | None = None) -> Job | None:
+        """Run one claimed job and record its outcome. Never raises.
+
+        :returns: the job as the store has it afterwards, or ``None`` if the attempt's result was discarded.
+        """
+        attempt.started = time.monotonic()
+        job = attempt.job
+        try:
+            return self._run(attempt, now)
+        except BaseException:
+            logger.exception("job %s (%s): could not record its outcome", job.id, job.name)
+            return None
+        finally:
+            self._forget(attempt)
+
+    def _run(self, attempt: _Attempt, now: float | None) -> Job | None:
+        job = attempt.job
+        spec = self.find_handler(job.name)
+        if spec is None:
+            message = f"No handler is registered for the job name {job.name!r} in this process."
+            return self._fail(attempt, JobError(code=HANDLER_NOT_FOUND, message=message), retry=True, now=now)
+        started = time.perf_counter()
+        logger.debug("job %s (%s) attempt %d started", job.id, job.name, job.retry_count + 1)
+        try:
+            ctx = self._context(attempt, spec, now)
+            with self.app.app_context():
+                value = spec.func(ctx)
+            result_json = self._serialize(spec, value)
+        except JobCanceled:
+            return self._finish_canceled(attempt, now)
+        except JobFailure as exc:
+            if attempt.cancelled.is_set() and not attempt.abandoned:
+                return self._finish_canceled(attempt, now)
+            return self._fail(attempt, JobError.from_exception(exc), retry=exc.retry, now=now)
+        except BaseException as exc:  # the worker must survive SystemExit, KeyboardInterrupt and all
+            if attempt.cancelled.is_set() and not attempt.abandoned:
+                return self._finish_canceled(attempt, now)
+            logger.info("job %s (%s) attempt %d failed: %r", job.id, job.name, job.retry_count + 1, exc)
+            return self._fail(attempt, JobError.from_exception(exc), retry=True, now=now)
+        if attempt.cancelled.is_set() and not attempt.abandoned:
+            return self._finish_canceled(attempt, now)
+        self._flush_progress(attempt, now)
+        done = self.store.complete(
+            job.id, attempt.claimed.token, result_json, result_ttl=self.settings.result_ttl, now=now
+        )
+        elapsed = time.perf_counter() - started
+        if done is None:
+            logger.warning("job %s (%s): result discarded, this attempt no longer holds the job", job.id, job.name)
+        else:
+            logger.debug("job %s (%s) completed in %.3f s", job.id, job.name, elapsed)
+        return done
+
+    def _context(self, attempt: _Attempt, spec: HandlerSpec, now: float | None) -> JobContext:
+        job = attempt.job
+        payload = job.payload
+        body = payload.body
+        if spec.request_schema is not None:
+            try:
+                body = spec.request_schema.load(body)
+            except Exception as exc:
+                raise JobFailure(
+                    f"The stored request no longer passes the handler's request schema: {exc}",
+                    code=INVALID_REQUEST,
+                    retry=False,
+                ) from exc
+        return JobContext(
+            request=body,
+            headers=Headers(list(payload.headers)),
+            route_params=dict(payload.route_params),
+            query_params=MultiDict([(k, v) for k, values in payload.query_params.items() for v in values]),
+            job_id=job.id,
+            attempt=job.retry_count + 1,
+            name=job.name,
+            cancelled=attempt.cancelled,
+            _on_progress=lambda fraction, message: self._progress(attempt, fraction, message, now),
+        )
+
+    @staticmethod
+    def _serialize(spec: HandlerSpec, value: Any) -> str:
+        try:
+            if spec.response_schema is not None:
+                value = spec.response_schema.dump(value)
+            return json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise JobFailure(
+                f"The handler's result is not JSON-serializable ({exc}); return dicts, lists, strings, "
+                "numbers, booleans or None, or give the handler a response schema.",
+                code=RESULT_NOT_SERIALIZABLE,
+            ) from exc
+
+    def _fail(self, attempt: _Attempt, error: JobError, *, retry: bool, now: float | None = None) -> Job | None:
+        job = attempt.job
+        delay = retry_delay(job.retry_count + 1, self.settings) if retry else None
+        failed = self.store.fail(
+            job.id, attempt.claimed.token, error, retry_delay=delay, result_ttl=self.settings.result_ttl, now=now
+        )
+        if failed is None:
+            logger.warning("job %s (%s): failure discarded, this attempt no longer holds the job", job.id, job.name)
+        elif failed.status.is_final:
+            logger.error("job %s (%s) failed for good: %s: %s", job.id, job.name, error.code, error.message)
+        return failed
+
+    def _finish_canceled(self, attempt: _Attempt, now: float | None) -> Job | None:
+        return self.store.finish_canceled(
+            attempt.job.id, attempt.claimed.token, result_ttl=self.settings.result_ttl, now=now
+        )
+
+    def _progress(self, attempt: _Attempt, fraction: float, message: str | None, now: float | None) -> None:
+        attempt.pending_progress = (fraction, message)
+        tick = time.monotonic()
+        if tick - attempt.last_progress_write >= PROGRESS_INTERVAL or fraction >= 1.0:
+            self._flush_progress(attempt, now)
+
+    def _flush_progress(self, attempt: _Attempt, now: float | None) -> None:
+        pending, attempt.pending_progress = attempt.pending_progress, None
+        if pending is None:
+            return
+        attempt.last_progress_write = time.monotonic()
+        try:
+            self.store.set_progress(attempt.job.id, attempt.claimed.token, pending[0], pending[1], now=now)
+        except StoreError:
+            logger.warning("could not record progress of job %s", attempt.job.id, exc_info=True)
