@@ -37,6 +37,7 @@ from .config import Settings
 from .errors import JobCanceled, JobFailure, StoreError
 from .handlers import HandlerSpec, JobContext
 from .jobs import ClaimedJob, Job, JobError
+from .signals import job_finished, job_started
 from .stores import LeaseState, Store
 
 logger = logging.getLogger("flask_asyncendpoints")
@@ -51,6 +52,15 @@ HANDLER_NOT_FOUND = "HANDLERNOTFOUND"
 RESULT_NOT_SERIALIZABLE = "RESULTNOTSERIALIZABLE"
 INVALID_REQUEST = "INVALIDREQUEST"
 TIMEOUT = "TIMEOUT"
+
+
+def _send(signal: Any, sender: Flask, **kwargs: Any) -> None:
+    if not signal.receivers:
+        return
+    try:
+        signal.send(sender, **kwargs)
+    except Exception:
+        logger.exception("a receiver of %s failed", signal.name)
 
 
 def retry_delay(retry_count: int, settings: Settings, rand: Callable[[], float] = random.random) -> float:
@@ -348,13 +358,16 @@ class Worker:
         """
         attempt.started = time.monotonic()
         job = attempt.job
+        outcome: Job | None = None
         try:
-            return self._run(attempt, now)
+            _send(job_started, self.app, job=job, job_id=job.id)
+            outcome = self._run(attempt, now)
         except BaseException:
             logger.exception("job %s (%s): could not record its outcome", job.id, job.name)
-            return None
         finally:
             self._forget(attempt)
+        _send(job_finished, self.app, job=outcome, job_id=job.id)
+        return outcome
 
     def _run(self, attempt: _Attempt, now: float | None) -> Job | None:
         job = attempt.job

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient
 
+from flask_asyncendpoints import AsyncEndpoints, Job
+from flask_asyncendpoints.signals import job_finished
 from flask_asyncendpoints.stores import MemoryStore, Store
+from flask_asyncendpoints.worker import Worker
 
 #: Set to a Redis URL (e.g. ``redis://127.0.0.1:6379/15``) to run the real-Redis tests.
 REDIS_URL_ENV = "ASYNCENDPOINTS_TEST_REDIS_URL"
+#: Set (CI does) to make a missing real Redis fail the real-Redis tests instead of skipping them.
+REQUIRE_REDIS_ENV = "ASYNCENDPOINTS_REQUIRE_REDIS"
 
 #: A fixed starting time for the fake clock: 2026-01-01T00:00:00Z.
 T0 = 1_767_225_600.0
@@ -45,6 +53,8 @@ def redis_url() -> str:
     """The real Redis URL; the test is skipped when none is given."""
     url = real_redis_url()
     if url is None:
+        if os.environ.get(REQUIRE_REDIS_ENV):
+            pytest.fail(f"{REQUIRE_REDIS_ENV} is set but {REDIS_URL_ENV} is not")
         pytest.skip(f"real Redis not configured (set {REDIS_URL_ENV})")
     return url
 
@@ -95,3 +105,72 @@ STORE_KINDS = ["memory", "fakeredis", "redis"]
 def store(request: pytest.FixtureRequest, clock: FakeClock, key_prefix: str) -> Store:
     """Every kind of store, one test run each: the contract holds for all of them."""
     return make_store(request.param, request, clock, key_prefix)
+
+
+@pytest.fixture
+def app_config() -> dict[str, object]:
+    """Config for the ``app`` fixture; override this fixture in a module to change it."""
+    return {}
+
+
+@pytest.fixture
+def ae() -> AsyncEndpoints:
+    return AsyncEndpoints()
+
+
+@pytest.fixture
+def memory_store(clock: FakeClock) -> MemoryStore:
+    return MemoryStore(clock=clock)
+
+
+@pytest.fixture
+def app(ae: AsyncEndpoints, memory_store: MemoryStore, app_config: dict[str, object]) -> Iterator[Flask]:
+    """An app on the memory store with the fake clock; no worker threads unless a test starts them."""
+    app = Flask("testapp")
+    app.config.update(TESTING=True, ASYNCENDPOINTS_WORKER=False, ASYNCENDPOINTS_MAX_CONCURRENCY=2)
+    app.config.update(app_config)
+    ae.init_app(app, store=memory_store)
+    yield app
+    ae.shutdown(app, timeout=5)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def worker(ae: AsyncEndpoints, app: Flask) -> Worker:
+    """The app's worker, not started: tests drive it with ``run_once()``."""
+    return ae.get_worker(app)
+
+
+class Finished:
+    """Collects ``job_finished`` signals so a test can wait for a job without sleeping."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.jobs: dict[str, Job | None] = {}
+        self._cond = threading.Condition()
+        job_finished.connect(self._receive, sender=app, weak=False)
+
+    def _receive(self, sender: Flask, job: Job | None, job_id: str, **extra: object) -> None:
+        with self._cond:
+            self.jobs[job_id] = job
+            self._cond.notify_all()
+
+    def wait(self, job_id: str, timeout: float = 10.0) -> Job | None:
+        with self._cond:
+            if not self._cond.wait_for(lambda: job_id in self.jobs, timeout):
+                raise AssertionError(f"job {job_id} did not finish within {timeout} s")
+            return self.jobs.pop(job_id)
+
+    def close(self) -> None:
+        job_finished.disconnect(self._receive, sender=self.app)
+
+
+@pytest.fixture
+def finished(app: Flask) -> Iterator[Finished]:
+    watcher = Finished(app)
+    yield watcher
+    watcher.close()

@@ -1,0 +1,457 @@
+"""The worker: retries, failures of every kind, timeouts, cancel, progress, shutdown.
+
+Most tests drive ``run_once()`` with the fake clock; the threaded ones wait on events and on the
+``job_finished`` signal, never on a sleep.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import Any
+
+import pytest
+from flask import Flask, current_app
+from flask.testing import FlaskClient
+from marshmallow import Schema, fields
+
+from flask_asyncendpoints import AsyncEndpoints, JobCanceled, JobContext, JobFailure, JobStatus
+from flask_asyncendpoints.config import Settings
+from flask_asyncendpoints.jobs import JobPayload
+from flask_asyncendpoints.stores import MemoryStore
+from flask_asyncendpoints.worker import Worker, retry_delay
+
+from .conftest import FakeClock, Finished
+
+
+def submit(ae: AsyncEndpoints, app: Flask, name: str, body: Any = None) -> str:
+    with app.app_context():
+        return ae.submit(name, body).id
+
+
+def wire(client: FlaskClient, job_id: str) -> dict[str, Any]:
+    return client.get(f"/jobs/{job_id}").get_json()  # type: ignore[no-any-return]
+
+
+class Flaky:
+    """Fails ``failures`` times, then returns ``"ok"``."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls: list[int] = []
+
+    def __call__(self, ctx: JobContext) -> str:
+        self.calls.append(ctx.attempt)
+        if len(self.calls) <= self.failures:
+            raise ValueError(f"attempt {ctx.attempt} failed")
+        return "ok"
+
+
+class TestRetries:
+    def test_retries_back_off_then_succeed_and_clear_the_error(
+        self, ae: AsyncEndpoints, app: Flask, client: FlaskClient, worker: Worker, clock: FakeClock
+    ) -> None:
+        flaky = Flaky(failures=2)
+        ae.handler("Flaky")(flaky)
+        job_id = submit(ae, app, "Flaky")
+
+        worker.run_once()
+        first = wire(client, job_id)
+        assert first["status"] == "Scheduled"
+        assert first["retryCount"] == 1
+        assert first["error"]["code"] == "VALUEERROR"
+        assert first["error"]["message"] == "attempt 1 failed"
+        # min(RETRY_DELAY_BASE * 2 ** retryCount, RETRY_MAX_DELAY) = 2 * 2 ** 1
+        assert first["retryDelayUntil"] == _iso(clock.now + 4)
+
+        assert worker.run_once() == 0
+        clock.advance(4)
+        worker.run_once()
+        second = wire(client, job_id)
+        assert second["status"] == "Scheduled"
+        assert second["retryCount"] == 2
+        assert second["retryDelayUntil"] == _iso(clock.now + 8)
+
+        clock.advance(8)
+        worker.run_once()
+        done = wire(client, job_id)
+        assert done["status"] == "Completed"
+        assert done["result"] == "ok"
+        assert done["error"] is None
+        assert done["retryCount"] == 2
+        assert flaky.calls == [1, 2, 3]
+
+    def test_out_of_retries_fails_with_the_structured_error(
+        self, ae: AsyncEndpoints, app: Flask, client: FlaskClient, worker: Worker, clock: FakeClock
+    ) -> None:
+        ae.handler("Broken", max_retries=1)(Flaky(failures=99))
+        job_id = submit(ae, app, "Broken")
+
+        worker.run_once()
+        clock.advance(60)
+        worker.run_once()
+
+        body = wire(client, job_id)
+        assert body["status"] == "Failed"
+        assert body["retryCount"] == 1
+        assert body["maxRetries"] == 1
+        assert body["completedAt"] == _iso(clock.now)
+        assert body["error"] == {
+            "code": "VALUEERROR",
+            "message": "attempt 2 failed",
+            "exception": {
+                "type": "ValueError",
+                "message": "attempt 2 failed",
+                "stackTrace": None,
+                "innerException": None,
+            },
+        }
+
+    def test_job_failure_sets_the_code_and_can_skip_retries(
+        self, ae: AsyncEndpoints, app: Flask, client: FlaskClient, worker: Worker
+    ) -> None:
+        @ae.handler("Permanent")
+        def permanent(ctx: JobContext) -> None:
+            raise JobFailure("the file is gone", code="FILE_GONE", retry=False)
+
+        job_id = submit(ae, app, "Permanent")
+        worker.run_once()
+
+        body = wire(client, job_id)
+        assert body["status"] == "Failed"
+        assert body["retryCount"] == 0
+        assert body["error"]["code"] == "FILE_GONE"
+        assert body["error"]["message"] == "the file is gone"
+
+    def test_retry_delay_formula_cap_and_jitter(self) -> None:
+        settings = Settings.from_config(_config(RETRY_DELAY_BASE=2.0, RETRY_MAX_DELAY=100.0))
+        assert [retry_delay(n, settings) for n in (1, 2, 3, 5, 6, 50, 5000)] == [4, 8, 16, 64, 100, 100, 100]
+        jittered = Settings.from_config(_config(RETRY_DELAY_BASE=2.0, RETRY_MAX_DELAY=100.0, RETRY_JITTER=True))
+        assert retry_delay(3, jittered, rand=lambda: 0.0) == 8
+        assert retry_delay(3, jittered, rand=lambda: 0.999999) == pytest.approx(16, abs=1e-4)
+
+
+class TestWhatAHandlerCanDo:
+    @pytest.mark.parametrize(
+        ("exc", "code"),
+        [
+            (SystemExit(3), "SYSTEMEXIT"),
+            (KeyboardInterrupt(), "KEYBOARDINTERRUPT"),
+            (GeneratorExit(), "GENERATOREXIT"),
+            (RecursionError("deep"), "RECURSIONERROR"),
+            (MemoryError(), "MEMORYERROR"),
+        ],
+    )
+    def test_base_exceptions_fail_the_attempt(
+        self, ae: AsyncEndpoints, app: Flask, client: FlaskClient, worker: Worker, exc: BaseException, code: str
+    ) -> None:
+        @ae.handler("Raiser")
+        def raiser(ctx: JobContext) -> None:
+            raise exc
+
+        job_id = submit(ae, app, "Raiser")
+        worker.run_once()
+
+        body = wire(client, job_id)
+        assert body["status"] == "Scheduled"
+        assert body["error"]["code"] == code
+
+    @pytest.mark.parametrize(
+        "value",
+        [object(), {1, 2}, math.nan, math.inf, {"nested": [float("-inf")]}, b"bytes", {(1, 2): "tuple key"}],
+    )
+    def test_results_that_are_not_json_fail_the_attempt(
+        self, ae: AsyncEndpoints, app: Flask, client: FlaskClient, worker: Worker, value: Any
+    ) -> None:
+        @ae.handler("BadResult")
+        def bad_result(ctx: JobContext) -> Any:
+            return value
+
+        job_id = submit(ae, app, "BadResult")
+        worker.run_once()
+
+        body = wire(client, job_id)
+        assert body["status"] == "Scheduled"
+        assert body["error"]["code"] == "RESULTNOTSERIALIZABLE"
+        assert "JSON" in body["error"]["message"]
+
+    def test_response_schema_dumps_the_result(
+        self, ae: AsyncEndpoints, app: Flask, client: FlaskClient, worker: Worker
+    ) -> None:
+        class Out(Schema):
+            when = fields.Date()
+            count = fields.Integer()
+
+        import datetime
+
+        @ae.handler("Dumped", response_schema=Out)
+        def dumped(ctx: JobContext) -> dict[str, Any]:
+            return {"when": datetime.date(2026, 1, 2), "count": 3, "dropped": object()}
+
+        job_id = submit(ae, app, "Dumped")
+        worker.run_once()
+        assert wire(client, job_id)["result"] == {"when": "2026-01-02", "count": 3}
+
+    def test_the_handler_runs_in_the_app_context(
+        self, ae: AsyncEndpoints, app: Flask, client: FlaskClient, worker: Worker
+    ) -> None:
+        @ae.handler("WhichApp")
+        def which_app(ctx: JobContext) -> str:
+            return str(current_app.name)
+
+        job_id = submit(ae, app, "WhichApp")
+        worker.run_once()
+        assert wire(client, job_id)["result"] == app.name
+
+    def test_a_job_without_a_handler_here_fails_its_attempt(
+        self, app: Flask, client: FlaskClient, worker: Worker, memory_store: MemoryStore
+    ) -> None:
+        job, _ = memory_store.create("8d7e1a52-3a57-4d84-9d0f-0a1b2c3d4e5f", "Unknown", JobPayload(), max_retries=0)
+        worker.run_once()
+        body = wire(client, job.id)
+        assert body["status"] == "Failed"
+        assert body["error"]["code"] == "HANDLERNOTFOUND"
+
+    def test_progress_is_visible_to_pollers(
+        self, ae: AsyncEndpoints, app: Flask, client: FlaskClient, worker: Worker
+    ) -> None:
+        polled: list[Any] = []
+
+        @ae.handler("Progressing")
+        def progressing(ctx: JobContext) -> None:
+            ctx.report_progress(0.0, "starting")
+            polled.append(wire(client, ctx.job_id)["progress"])
+            for step in range(1000):
+                ctx.report_progress(step / 1000)
+            with pytest.raises(ValueError, match="from 0 to 1"):
+                ctx.report_progress(1.5)
+            with pytest.raises(ValueError, match="from 0 to 1"):
+                ctx.report_progress(math.nan)
+            ctx.report_progress(1.0, "done")
+
+        job_id = submit(ae, app, "Progressing")
+        worker.run_once()
+
+        assert polled[0]["fraction"] == 0.0
+        assert polled[0]["message"] == "starting"
+        body = wire(client, job_id)
+        assert body["status"] == "Completed"
+        assert body["progress"]["fraction"] == 1.0
+        assert body["progress"]["message"] == "done"
+
+
+class TestTracebacks:
+    @pytest.fixture
+    def app_config(self) -> dict[str, object]:
+        return {"ASYNCENDPOINTS_EXPOSE_TRACEBACKS": True}
+
+    def test_exposed_when_configured(self, ae: AsyncEndpoints, app: Flask, client: FlaskClient, worker: Worker) -> None:
+        @ae.handler("Chained", max_retries=0)
+        def chained(ctx: JobContext) -> None:
+            try:
+                {}["key"]
+            except KeyError as exc:
+                raise RuntimeError("wrapped") from exc
+
+        job_id = submit(ae, app, "Chained")
+        worker.run_once()
+
+        exception = wire(client, job_id)["error"]["exception"]
+        assert exception["type"] == "RuntimeError"
+        assert "Traceback" in exception["stackTrace"]
+        assert 'raise RuntimeError("wrapped") from exc' in exception["stackTrace"]
+        assert exception["innerException"]["type"] == "KeyError"
+        assert "Traceback" in exception["innerException"]["stackTrace"]
+
+
+class TestThreadedWorker:
+    @pytest.fixture
+    def app_config(self) -> dict[str, object]:
+        # A poll interval far longer than any wait below: a job only starts promptly if the
+        # submit woke the worker.
+        return {"ASYNCENDPOINTS_POLL_INTERVAL": 60, "ASYNCENDPOINTS_MAX_CONCURRENCY": 1}
+
+    def test_an_idle_worker_starts_a_new_job_at_once(
+        self, ae: AsyncEndpoints, app: Flask, client: FlaskClient, finished: Finished
+    ) -> None:
+        ae.handler("Echo")(lambda ctx: "echo")
+        ae.start_worker(app)
+
+        job_id = submit(ae, app, "Echo")
+
+        job = finished.wait(job_id)
+        assert job is not None
+        assert job.status is JobStatus.COMPLETED
+        assert wire(client, job_id)["result"] == "echo"
+
+    def test_the_worker_survives_everything_a_handler_does(
+        self, ae: AsyncEndpoints, app: Flask, finished: Finished
+    ) -> None:
+        @ae.handler("Exit", max_retries=0)
+        def exiting(ctx: JobContext) -> None:
+            raise SystemExit(1)
+
+        @ae.handler("Interrupt", max_retries=0)
+        def interrupted(ctx: JobContext) -> None:
+            raise KeyboardInterrupt
+
+        ae.handler("Echo")(lambda ctx: "still here")
+        ae.start_worker(app)
+
+        for name in ("Exit", "Interrupt"):
+            job = finished.wait(submit(ae, app, name))
+            assert job is not None
+            assert job.status is JobStatus.FAILED
+        job = finished.wait(submit(ae, app, "Echo"))
+        assert job is not None
+        assert job.result == "still here"
+
+    def test_shutdown_finishes_running_jobs_and_releases_the_rest(
+        self, ae: AsyncEndpoints, app: Flask, memory_store: MemoryStore, finished: Finished
+    ) -> None:
+        running = threading.Event()
+        proceed = threading.Event()
+
+        @ae.handler("Slow")
+        def slow(ctx: JobContext) -> str:
+            running.set()
+            assert proceed.wait(10)
+            return "finished"
+
+        first, second, third = (submit(ae, app, "Slow") for _ in range(3))
+        worker = ae.start_worker(app)
+        assert running.wait(10)
+        assert memory_store.counts()[JobStatus.IN_PROGRESS] == 3  # one running, two claimed ahead
+
+        stopper = threading.Thread(target=worker.shutdown, kwargs={"timeout": 10})
+        stopper.start()
+        proceed.set()
+        stopper.join()
+
+        done = memory_store.get(first)
+        assert done is not None
+        assert done.status is JobStatus.COMPLETED
+        for job_id in (second, third):
+            job = memory_store.get(job_id)
+            assert job is not None
+            assert job.status is JobStatus.QUEUED
+            assert job.retry_count == 0
+
+    def test_a_job_still_running_at_the_shutdown_timeout_is_released(
+        self, ae: AsyncEndpoints, app: Flask, memory_store: MemoryStore, finished: Finished
+    ) -> None:
+        running = threading.Event()
+        proceed = threading.Event()
+
+        @ae.handler("Stuck")
+        def stuck(ctx: JobContext) -> str:
+            running.set()
+            proceed.wait(10)
+            return "too late"
+
+        job_id = submit(ae, app, "Stuck")
+        worker = ae.start_worker(app)
+        assert running.wait(10)
+
+        worker.shutdown(timeout=0.05)
+
+        job = memory_store.get(job_id)
+        assert job is not None
+        assert job.status is JobStatus.QUEUED
+        assert job.retry_count == 0
+        proceed.set()
+        assert finished.wait(job_id) is None  # the late result is discarded
+        job = memory_store.get(job_id)
+        assert job is not None
+        assert job.status is JobStatus.QUEUED
+
+    def test_a_timed_out_attempt_is_failed_and_its_late_result_discarded(
+        self, ae: AsyncEndpoints, app: Flask, client: FlaskClient, memory_store: MemoryStore, finished: Finished
+    ) -> None:
+        running = threading.Event()
+        proceed = threading.Event()
+
+        @ae.handler("Hangs", timeout=5)
+        def hangs(ctx: JobContext) -> str:
+            running.set()
+            proceed.wait(10)
+            return "late"
+
+        ae.handler("Echo")(lambda ctx: "fresh thread")
+        job_id = submit(ae, app, "Hangs")
+        worker = ae.start_worker(app)
+        assert running.wait(10)
+
+        worker.check_timeouts(now=time.monotonic() + 6)
+
+        body = wire(client, job_id)
+        assert body["status"] == "Scheduled"
+        assert body["error"]["code"] == "TIMEOUT"
+        # The stuck thread is replaced: another job runs while it still hangs.
+        other = finished.wait(submit(ae, app, "Echo"))
+        assert other is not None
+        assert other.result == "fresh thread"
+        proceed.set()
+        assert finished.wait(job_id) is None
+        assert wire(client, job_id)["status"] == "Scheduled"
+
+    def test_cancel_reaches_a_running_handler(
+        self, ae: AsyncEndpoints, app: Flask, client: FlaskClient, finished: Finished
+    ) -> None:
+        running = threading.Event()
+
+        @ae.handler("Cancelable")
+        def cancelable(ctx: JobContext) -> str:
+            running.set()
+            if ctx.cancelled.wait(10):
+                raise JobCanceled("stopping")
+            return "not canceled"
+
+        job_id = submit(ae, app, "Cancelable")
+        worker = ae.start_worker(app)
+        assert running.wait(10)
+
+        assert client.delete(f"/jobs/{job_id}").status_code == 202
+        worker.renew_leases()
+
+        job = finished.wait(job_id)
+        assert job is not None
+        assert job.status is JobStatus.CANCELED
+        assert wire(client, job_id)["status"] == "Canceled"
+
+
+class TestRecovery:
+    def test_a_job_whose_worker_vanished_is_retried(
+        self, ae: AsyncEndpoints, app: Flask, worker: Worker, memory_store: MemoryStore, clock: FakeClock
+    ) -> None:
+        ae.handler("Echo")(lambda ctx: "recovered")
+        job_id = submit(ae, app, "Echo")
+        memory_store.claim(1, 300)  # a worker that then dies
+
+        assert worker.recover_once() == []
+        clock.advance(301)
+        (recovered,) = worker.recover_once()
+        assert recovered.id == job_id
+        worker.run_once()
+
+        job = memory_store.get(job_id)
+        assert job is not None
+        assert job.status is JobStatus.COMPLETED
+        assert job.retry_count == 1
+
+
+def _config(**values: Any) -> dict[str, Any]:
+    from flask_asyncendpoints.config import DEFAULTS, PREFIX
+
+    config = {PREFIX + k: v for k, v in DEFAULTS.items()}
+    config.update({PREFIX + k: v for k, v in values.items()})
+    return config
+
+
+def _iso(timestamp: float) -> str:
+    from flask_asyncendpoints.jobs import from_timestamp, isoformat
+
+    result = isoformat(from_timestamp(timestamp))
+    assert result is not None
+    return result
