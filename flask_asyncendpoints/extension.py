@@ -75,7 +75,7 @@ class _State:
     def start_worker(self, app: Flask) -> Worker:
         worker = self.get_worker(app)
         with self.lock:
-            if worker.running:
+            if worker.started:
                 return worker
             worker.start()
         atexit.register(_shutdown_at_exit, weakref.ref(worker))
@@ -83,7 +83,7 @@ class _State:
 
     def before_request(self) -> None:
         worker = self.worker
-        if worker is not None and worker.pid == os.getpid():
+        if worker is not None and worker.started and worker.pid == os.getpid():
             return
         self.start_worker(current_app._get_current_object())  # type: ignore[attr-defined]
 

@@ -140,6 +140,11 @@ class Worker:
         return self.capacity - sum(1 for a in self._attempts.values() if not a.abandoned)
 
     @property
+    def started(self) -> bool:
+        """``True`` once :meth:`start` was called (even if shut down since)."""
+        return self._dispatcher is not None
+
+    @property
     def running(self) -> bool:
         """``True`` between :meth:`start` and :meth:`shutdown`."""
         return self._dispatcher is not None and not self._stopping.is_set()

@@ -54,6 +54,8 @@ class MemoryStore(Store):
         self._running: dict[str, float] = {}
         self._counts: Counter[JobStatus] = Counter()
         self._seq = 0
+        #: A wake() that found no waiter is kept for the next wait, so it is never lost.
+        self._woken = False
 
     def _now(self, now: float | None) -> float:
         return self._clock() if now is None else now
@@ -330,12 +332,15 @@ class MemoryStore(Store):
 
     def wait_for_work(self, timeout: float) -> None:
         with self._work:
-            if self._ready:
+            if self._ready or self._woken:
+                self._woken = False
                 return
             if self._scheduled:
                 timeout = max(0.0, min(timeout, self._scheduled[0][0] - self._clock()))
             self._work.wait(timeout)
+            self._woken = False
 
     def wake(self) -> None:
         with self._work:
+            self._woken = True
             self._work.notify_all()

@@ -469,7 +469,7 @@ class TestWakeUp:
         # Far below the 30 s wait: the create itself woke the waiter.
         assert woke.wait(10)
 
-    def test_wake_releases_a_waiter(self, store: Store) -> None:
+    def test_wake_releases_a_waiter_and_is_never_lost(self, store: Store) -> None:
         woke = threading.Event()
         started = threading.Event()
 
@@ -481,7 +481,6 @@ class TestWakeUp:
         thread = threading.Thread(target=waiter, daemon=True)
         thread.start()
         assert started.wait(5)
-        while not woke.is_set():
-            store.wake()
-            woke.wait(0.05)
-        assert woke.is_set()
+        # The waiter may or may not be blocked yet: a wake that comes first must still count.
+        store.wake()
+        assert woke.wait(10)

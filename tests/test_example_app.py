@@ -1,0 +1,69 @@
+"""The example app, as the README and the seed's curl session use it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from example_app import ae, create_app
+
+from .conftest import Finished
+
+
+@pytest.fixture
+def example(monkeypatch: pytest.MonkeyPatch) -> Iterator[Flask]:
+    monkeypatch.setenv("EXAMPLE_DELAY", "0")
+    monkeypatch.setenv("FLASK_ASYNCENDPOINTS_MAX_CONCURRENCY", "2")
+    app = create_app({"TESTING": True})
+    yield app
+    ae.shutdown(app, timeout=5)
+
+
+def test_the_seed_request_completes(example: Flask) -> None:
+    client: FlaskClient = example.test_client()
+    watcher = Finished(example)
+    try:
+        response = client.post("/api/process-data", json={"data": "Hello, AsyncEndpoints!", "processingPriority": 2})
+        assert response.status_code == 202
+        job_id = response.get_json()["id"]
+        watcher.wait(job_id)
+    finally:
+        watcher.close()
+
+    body = client.get(response.headers["Location"]).get_json()
+    assert body["status"] == "Completed"
+    assert body["result"]["processedData"] == "Processed: HELLO, ASYNCENDPOINTS!"
+    assert body["result"]["characterCount"] == 22
+    assert body["result"]["processedAt"].endswith("+00:00")
+
+
+def test_the_report_endpoint_takes_no_body(example: Flask) -> None:
+    response = example.test_client().post("/api/generate-report")
+    assert response.status_code == 202
+    assert response.get_json()["name"] == "GenerateReport"
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"data": "   ", "processingPriority": 2}, 400),
+        ({"data": "x", "processingPriority": 0}, 400),
+        ({"data": "x", "processingPriority": 6}, 400),
+        ({"data": "x"}, 422),
+        ({"processingPriority": 2}, 422),
+        ({"data": None, "processingPriority": 2}, 422),
+    ],
+)
+def test_the_seed_rules(example: Flask, body: dict[str, object], status: int) -> None:
+    response = example.test_client().post("/api/process-data", json=body)
+    assert response.status_code == status
+    assert response.mimetype == "application/problem+json"
+
+
+def test_the_store_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLASK_ASYNCENDPOINTS_STORE", "nosuch://x")
+    with pytest.raises(Exception, match="nosuch://x"):
+        create_app()
