@@ -44,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "REDACT_HEADERS": DEFAULT_REDACT_HEADERS,
     "EXPOSE_TRACEBACKS": None,  # None: app.debug
     "JOB_DETAILS_URL": "/jobs/<uuid:job_id>",
+    "LONG_POLL_MAX": 30.0,
 }
 
 
@@ -73,6 +74,7 @@ class Settings:
     redact_headers: frozenset[str]
     expose_tracebacks: bool
     job_details_url: str
+    long_poll_max: float
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], *, debug: bool = False) -> Settings:
@@ -114,6 +116,7 @@ class Settings:
             redact_headers=frozenset(h.lower() for h in redact),
             expose_tracebacks=debug if expose is None else reader.flag("EXPOSE_TRACEBACKS"),
             job_details_url=reader.text("JOB_DETAILS_URL"),
+            long_poll_max=reader.number("LONG_POLL_MAX", minimum=0),
         )
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from flask import Flask, current_app
+from flask import Flask, Response, current_app
 from flask.typing import ResponseReturnValue
 from marshmallow import Schema
 
@@ -30,6 +30,12 @@ EXTENSION_KEY = "asyncendpoints"
 Validator = Callable[[Any], "ResponseReturnValue | None"]
 
 H = TypeVar("H", bound=Handler)
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Returns the owner key of the current request (e.g. the user id), or ``None``.
+OwnerFunc = Callable[[], "str | None"]
+#: Decides whether the current request may ``"read"`` or ``"cancel"`` a job.
+AuthorizeFunc = Callable[[Job, str], bool]
 
 ALLOWED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -111,6 +117,10 @@ class AsyncEndpoints:
         self._handlers: dict[str, HandlerSpec] = {}
         self._routes: list[RouteSpec] = []
         self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
+        self.owner_func: OwnerFunc | None = None
+        self.authorize_func: AuthorizeFunc | None = None
+        #: Response hooks by kind: "submitted", "job_details", "submission_error", "exception".
+        self.response_hooks: dict[str, Callable[[Any, Response], ResponseReturnValue]] = {}
         if app is not None:
             self.init_app(app, store=store)
 
@@ -269,6 +279,73 @@ class AsyncEndpoints:
         for app in list(self._apps):
             self._add_route(app, self._state(app), spec)
 
+    # -- access control and response hooks --------------------------------------------------------
+
+    def owner(self, func: F) -> F:
+        """Register the function that names the owner of the current request (e.g. the user id).
+
+        Each job is bound to the owner of the request that submitted it; only requests with the same
+        owner may read or cancel it (others get ``404``, exactly as for an unknown id), and
+        ``X-Async-Request-Id`` keys are scoped per owner. Without it, anyone holding a job's id
+        (an unguessable UUID) may read and cancel it.
+
+        .. code-block:: python
+
+            @ae.owner
+            def current_user():
+                return g.user.id if g.get("user") else None
+        """
+        self.owner_func = func
+        return func
+
+    def authorize(self, func: F) -> F:
+        """Register ``func(job, action) -> bool`` to decide who may ``"read"`` or ``"cancel"`` a job.
+
+        It runs in the request, so it can look at :data:`flask.request` and :data:`flask.g`; it
+        replaces the owner check of :meth:`owner`. A ``False`` answers ``404``.
+        """
+        self.authorize_func = func
+        return func
+
+    def submitted_response(self, func: F) -> F:
+        """Register ``func(job, response)`` to shape the ``202`` answer to a submit.
+
+        It gets the :class:`~flask_asyncendpoints.Job` and the response the extension built, and
+        returns the response to send (anything a view may return).
+
+        .. code-block:: python
+
+            @ae.submitted_response
+            def add_job_header(job, response):
+                response.headers["Async-Job-Id"] = job.id
+                return response
+        """
+        self.response_hooks["submitted"] = func
+        return func
+
+    def job_details_response(self, func: F) -> F:
+        """Register ``func(job, response)`` to shape the answers about one job (``GET``, ``DELETE``)."""
+        self.response_hooks["job_details"] = func
+        return func
+
+    def submission_error_response(self, func: F) -> F:
+        """Register ``func(error, response)`` to shape the ``4xx``/``503`` answers to a refused submit.
+
+        ``error`` is the :class:`~flask_asyncendpoints.ProblemError` (its ``code``, ``title``,
+        ``detail`` and ``extra``); ``response`` is the problem JSON the extension built.
+        """
+        self.response_hooks["submission_error"] = func
+        return func
+
+    def exception_response(self, func: F) -> F:
+        """Register ``func(error, response)`` to shape the answer when the job store fails (``503``).
+
+        ``error`` is the :class:`~flask_asyncendpoints.StoreError`; ``response`` is the problem JSON
+        the extension built.
+        """
+        self.response_hooks["exception"] = func
+        return func
+
     def get_handler(self, name: str) -> HandlerSpec:
         """The handler registered under ``name``.
 
@@ -296,6 +373,7 @@ class AsyncEndpoints:
         route_params: Mapping[str, Any] | None = None,
         query_params: Mapping[str, list[str]] | None = None,
         job_id: str | uuid.UUID | None = None,
+        owner: str | None = None,
         app: Flask | None = None,
     ) -> Job:
         """Submit a job without HTTP (from scripts, CLI commands, other views or tests).
@@ -305,6 +383,7 @@ class AsyncEndpoints:
         :param job_name: the handler's job name.
         :param body: the request body (JSON data).
         :param job_id: the job's id; submitting an id that exists returns that job (idempotent).
+        :param owner: bind the job to this owner key (see :meth:`owner`).
         :param app: the app (default: the current app).
         :returns: the stored job record.
         :raises marshmallow.ValidationError: when the body fails the request schema.
@@ -321,6 +400,7 @@ class AsyncEndpoints:
             headers=tuple((k, v) for k, v in (headers or {}).items() if k.lower() not in redact),
             route_params=dict(route_params or {}),
             query_params={k: list(v) for k, v in (query_params or {}).items()},
+            owner=owner,
         )
         job, _ = state.store.create(
             str(uuid.UUID(str(job_id))) if job_id is not None else str(uuid.uuid4()),

@@ -160,21 +160,26 @@ class JobPayload:
 
     Everything here is JSON: ``body`` is the request body as the client sent it (validated, not yet
     loaded through the request schema), ``headers`` a list of ``[name, value]`` pairs without the
-    redacted ones, ``query_params`` a mapping of name to every value given.
+    redacted ones, ``query_params`` a mapping of name to every value given, ``owner`` the key of who
+    submitted it (see :meth:`~flask_asyncendpoints.AsyncEndpoints.owner`), if anyone.
     """
 
     body: Any = None
     headers: tuple[tuple[str, str], ...] = ()
     route_params: dict[str, Any] = field(default_factory=dict)
     query_params: dict[str, list[str]] = field(default_factory=dict)
+    owner: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "body": self.body,
             "headers": [list(pair) for pair in self.headers],
             "routeParams": self.route_params,
             "queryParams": self.query_params,
         }
+        if self.owner is not None:
+            data["owner"] = self.owner
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobPayload:
@@ -183,6 +188,7 @@ class JobPayload:
             headers=tuple((str(k), str(v)) for k, v in data.get("headers") or ()),
             route_params=dict(data.get("routeParams") or {}),
             query_params={str(k): [str(v) for v in vs] for k, vs in (data.get("queryParams") or {}).items()},
+            owner=str(data["owner"]) if data.get("owner") is not None else None,
         )
 
 

@@ -72,14 +72,27 @@ def job_response(job: Job, status: int, state: _State, *, location: bool = False
     return response
 
 
-def _store_unavailable(exc: StoreError) -> ProblemError:
+def _hooked(state: _State, kind: str, subject: Any, response: Response) -> Response:
+    """Pass a built response through the app's response hook of that kind, if any."""
+    hook = state.extension.response_hooks.get(kind)
+    if hook is None:
+        return response
+    return current_app.make_response(hook(subject, response))
+
+
+def _store_unavailable(state: _State, exc: StoreError) -> Response:
     current_app.logger.warning("job store unavailable: %s", exc)
-    return ProblemError(
+    problem = ProblemError(
         503,
         "Job store unavailable",
         "The job store cannot be reached right now; nothing was changed. Try again shortly.",
         headers={"Retry-After": "5"},
     )
+    return _hooked(state, "exception", exc, _problem_response(problem))
+
+
+def _problem_response(error: ProblemError) -> Response:
+    return error.get_response()  # type: ignore[return-value]
 
 
 def _parse_job_id(raw: str) -> str | None:
@@ -89,40 +102,82 @@ def _parse_job_id(raw: str) -> str | None:
         return None
 
 
-def job_details(state: _State, job_id: str) -> Response:
-    """``GET`` the job record: 200, or 404 problem JSON for an unknown or malformed id."""
+def _not_found(job_id: str) -> ProblemError:
+    return ProblemError(404, "Job not found", f"There is no job with the id {job_id!r}.")
+
+
+def _visible_job(state: _State, job_id: str, action: str) -> Job:
+    """The job, if it exists and the current request may ``action`` it; else a 404 problem.
+
+    A job the request may not see answers exactly like an unknown one, so ids of other owners'
+    jobs cannot be probed.
+    """
+    parsed = _parse_job_id(job_id)
+    job = state.store.get(parsed) if parsed is not None else None
+    if job is None or not _may(state, job, action):
+        raise _not_found(job_id)
+    return job
+
+
+def _may(state: _State, job: Job, action: str) -> bool:
+    extension = state.extension
+    if extension.authorize_func is not None:
+        return bool(extension.authorize_func(job, action))
+    if job.payload.owner is None:
+        return True
+    return extension.owner_func is not None and extension.owner_func() == job.payload.owner
+
+
+def _wait_seconds(state: _State) -> float:
+    raw = request.args.get("wait")
+    if raw is None:
+        return 0.0
     try:
-        parsed = _parse_job_id(job_id)
-        job = state.store.get(parsed) if parsed is not None else None
-        if job is None:
-            raise ProblemError(404, "Job not found", f"There is no job with the id {job_id!r}.")
-        return job_response(job, 200, state)
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ProblemError(400, "Invalid wait", "'wait' must be a number of seconds ≥ 0, e.g. ?wait=10.")
+    return min(seconds, state.settings.long_poll_max)
+
+
+def job_details(state: _State, job_id: str) -> Response:
+    """``GET`` the job record: 200, or 404 problem JSON for an unknown or malformed id.
+
+    With ``?wait=<seconds>`` (capped at ``ASYNCENDPOINTS_LONG_POLL_MAX``) the answer waits until
+    the job is finished or the time is up, whichever comes first.
+    """
+    try:
+        wait = _wait_seconds(state)
+        job = _visible_job(state, job_id, "read")
+        if wait > 0 and not job.status.is_final:
+            job = state.store.wait_for_finish(job.id, wait) or job
+        return _hooked(state, "job_details", job, job_response(job, 200, state))
     except StoreError as exc:
-        return _store_unavailable(exc).get_response()  # type: ignore[return-value]
+        return _store_unavailable(state, exc)
     except ProblemError as exc:
-        return exc.get_response()  # type: ignore[return-value]
+        return _problem_response(exc)
 
 
 def cancel_job(state: _State, job_id: str) -> Response:
     """``DELETE`` a job: 200 canceled, 202 cancel requested (running), 409 finished, 404 unknown."""
     try:
-        parsed = _parse_job_id(job_id)
-        if parsed is None:
-            raise ProblemError(404, "Job not found", f"There is no job with the id {job_id!r}.")
-        outcome, job = state.store.cancel(parsed, result_ttl=state.settings.result_ttl)
-        if outcome is CancelResult.NOT_FOUND or job is None:
-            raise ProblemError(404, "Job not found", f"There is no job with the id {job_id!r}.")
+        job = _visible_job(state, job_id, "cancel")
+        outcome, canceled = state.store.cancel(job.id, result_ttl=state.settings.result_ttl)
+        if outcome is CancelResult.NOT_FOUND or canceled is None:
+            raise _not_found(job_id)
         if outcome is CancelResult.FINISHED:
             raise ProblemError(
                 409,
                 "Job already finished",
-                f"The job is {job.status.value}; only queued, scheduled or running jobs can be canceled.",
+                f"The job is {canceled.status.value}; only queued, scheduled or running jobs can be canceled.",
             )
-        return job_response(job, 200 if outcome is CancelResult.CANCELED else 202, state)
+        status = 200 if outcome is CancelResult.CANCELED else 202
+        return _hooked(state, "job_details", canceled, job_response(canceled, status, state))
     except StoreError as exc:
-        return _store_unavailable(exc).get_response()  # type: ignore[return-value]
+        return _store_unavailable(state, exc)
     except ProblemError as exc:
-        return exc.get_response()  # type: ignore[return-value]
+        return _problem_response(exc)
 
 
 def submit_view(state: _State, route: RouteSpec, **route_params: Any) -> Response:
@@ -130,14 +185,18 @@ def submit_view(state: _State, route: RouteSpec, **route_params: Any) -> Respons
     try:
         return _submit(state, route, route_params)
     except StoreError as exc:
-        return _store_unavailable(exc).get_response()  # type: ignore[return-value]
+        return _store_unavailable(state, exc)
     except ProblemError as exc:
-        return exc.get_response()  # type: ignore[return-value]
+        return _hooked(state, "submission_error", exc, _problem_response(exc))
 
 
 def _submit(state: _State, route: RouteSpec, route_params: dict[str, Any]) -> Response:
     spec = state.extension.get_handler(route.job_name)
-    job_id = _request_id()
+    owner_func = state.extension.owner_func
+    owner = owner_func() if owner_func is not None else None
+    if owner is not None:
+        owner = str(owner)
+    job_id = _request_id(owner)
     if job_id is not None:
         existing = state.store.get(job_id)
         if existing is not None:
@@ -172,6 +231,7 @@ def _submit(state: _State, route: RouteSpec, route_params: dict[str, Any]) -> Re
         headers=tuple((k, v) for k, v in request.headers.items() if k.lower() not in state.settings.redact_headers),
         route_params={k: _jsonable(v) for k, v in route_params.items()},
         query_params=request.args.to_dict(flat=False),
+        owner=owner,
     )
     try:
         job, created = state.store.create(
@@ -190,7 +250,7 @@ def _submit(state: _State, route: RouteSpec, route_params: dict[str, Any]) -> Re
         ) from exc
     if not created:
         return _existing_job(job, route.job_name, state)
-    return job_response(job, 202, state, location=True)
+    return _hooked(state, "submitted", job, job_response(job, 202, state, location=True))
 
 
 def _existing_job(job: Job, job_name: str, state: _State) -> Response:
@@ -200,10 +260,16 @@ def _existing_job(job: Job, job_name: str, state: _State) -> Response:
             "Request id already used",
             f"The {REQUEST_ID_HEADER} given belongs to a job of another endpoint; send a new UUID.",
         )
-    return job_response(job, 200 if job.status.is_final else 202, state, location=True)
+    response = job_response(job, 200 if job.status.is_final else 202, state, location=True)
+    return _hooked(state, "submitted", job, response)
 
 
-def _request_id() -> str | None:
+#: Namespace of the job ids derived from an owner and their request id.
+OWNER_REQUEST_ID_NAMESPACE = uuid.UUID("6a1f3c52-58a4-4d7e-9f0b-2c8e5d9a7b14")
+
+
+def _request_id(owner: str | None) -> str | None:
+    """The job id an ``X-Async-Request-Id`` asks for: the header's UUID, scoped to the owner if any."""
     raw = request.headers.get(REQUEST_ID_HEADER)
     if raw is None:
         return None
@@ -212,6 +278,9 @@ def _request_id() -> str | None:
         raise ProblemError(
             400, "Invalid request id", f"The {REQUEST_ID_HEADER} header must be a UUID, e.g. {uuid.uuid4()}."
         )
+    if owner is not None:
+        # Two owners may pick the same key without seeing (or blocking) each other's job.
+        return str(uuid.uuid5(OWNER_REQUEST_ID_NAMESPACE, f"{owner}\n{job_id}"))
     return job_id
 
 

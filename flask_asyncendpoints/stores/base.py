@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import abc
 import enum
+import threading
+import time
 from collections.abc import Mapping, Sequence
 
 from ..errors import AsyncEndpointsError
@@ -188,6 +190,23 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def wake(self) -> None:
         """Wake the callers blocked in :meth:`wait_for_work` (used at shutdown)."""
+
+    def wait_for_finish(self, job_id: str, timeout: float) -> Job | None:
+        """Block until the job is finished (or gone) or ``timeout`` seconds pass; the job as it is then.
+
+        Backs the long-poll of job details. This default polls :meth:`get` with a growing
+        interval; stores that can be told when a job finishes override it to answer at once.
+        """
+        deadline = time.monotonic() + timeout
+        interval = 0.01
+        gate = threading.Event()
+        while True:
+            job = self.get(job_id)
+            remaining = deadline - time.monotonic()
+            if job is None or job.status.is_final or remaining <= 0:
+                return job
+            gate.wait(min(interval, remaining))
+            interval = min(interval * 2, 0.5)
 
     def ping(self) -> None:
         """Raise :class:`~flask_asyncendpoints.errors.StoreError` if the store cannot be reached."""

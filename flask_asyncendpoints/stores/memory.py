@@ -46,6 +46,7 @@ class MemoryStore(Store):
         self._clock = clock
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
+        self._finished = threading.Condition(self._lock)
         self._jobs: dict[str, _Entry] = {}
         #: (due, job id) of jobs due now, in due order; scheduled retries wait in the heap until due.
         self._ready: deque[tuple[float, str]] = deque()
@@ -80,6 +81,7 @@ class MemoryStore(Store):
         self._set(entry, job)
         if result_ttl is not None:
             heapq.heappush(self._expiring, (now + result_ttl, job.id))
+        self._finished.notify_all()
         return job
 
     def _schedule(self, entry: _Entry, job: Job, due: float) -> None:
@@ -339,6 +341,16 @@ class MemoryStore(Store):
                 timeout = max(0.0, min(timeout, self._scheduled[0][0] - self._clock()))
             self._work.wait(timeout)
             self._woken = False
+
+    def wait_for_finish(self, job_id: str, timeout: float) -> Job | None:
+        deadline = time.monotonic() + timeout
+        with self._finished:
+            while True:
+                entry = self._jobs.get(job_id)
+                remaining = deadline - time.monotonic()
+                if entry is None or entry.job.status.is_final or remaining <= 0:
+                    return entry.job if entry is not None else None
+                self._finished.wait(remaining)
 
     def wake(self) -> None:
         with self._work:

@@ -484,3 +484,33 @@ class TestWakeUp:
         # The waiter may or may not be blocked yet: a wake that comes first must still count.
         store.wake()
         assert woke.wait(10)
+
+
+class TestWaitForFinish:
+    def test_a_waiter_sees_the_job_finish(self, store: Store) -> None:
+        job_id = submit(store)
+        claimed = claim_one(store, T0)
+        waiting = threading.Event()
+        seen: list[object] = []
+
+        def waiter() -> None:
+            waiting.set()
+            seen.append(store.wait_for_finish(job_id, timeout=30.0))
+
+        thread = threading.Thread(target=waiter, daemon=True)
+        thread.start()
+        assert waiting.wait(5)
+        store.complete(job_id, claimed.token, '"done"', result_ttl=TTL, now=T0 + 1)
+        thread.join(10)
+
+        assert not thread.is_alive()
+        (job,) = seen
+        assert job is not None
+        assert job.status is JobStatus.COMPLETED  # type: ignore[attr-defined]
+
+    def test_at_the_timeout_it_answers_the_job_as_it_is(self, store: Store) -> None:
+        job_id = submit(store)
+        job = store.wait_for_finish(job_id, timeout=0.01)
+        assert job is not None
+        assert job.status is JobStatus.QUEUED
+        assert store.wait_for_finish(new_id(), timeout=0.01) is None
