@@ -45,6 +45,7 @@ DEFAULTS: dict[str, Any] = {
     "EXPOSE_TRACEBACKS": None,  # None: app.debug
     "JOB_DETAILS_URL": "/jobs/<uuid:job_id>",
     "LONG_POLL_MAX": 30.0,
+    "OPENAPI_URL": None,
 }
 
 
@@ -75,6 +76,7 @@ class Settings:
     expose_tracebacks: bool
     job_details_url: str
     long_poll_max: float
+    openapi_url: str | None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], *, debug: bool = False) -> Settings:
@@ -117,6 +119,7 @@ class Settings:
             expose_tracebacks=debug if expose is None else reader.flag("EXPOSE_TRACEBACKS"),
             job_details_url=reader.text("JOB_DETAILS_URL"),
             long_poll_max=reader.number("LONG_POLL_MAX", minimum=0),
+            openapi_url=reader.text("OPENAPI_URL") if config.get(PREFIX + "OPENAPI_URL") is not None else None,
         )
 
 

@@ -166,6 +166,13 @@ class AsyncEndpoints:
         )
         for route in self._routes:
             self._add_route(app, state, route)
+        if settings.openapi_url is not None:
+            app.add_url_rule(
+                settings.openapi_url,
+                endpoint="asyncendpoints.openapi",
+                view_func=lambda: views.openapi_document(state, app.name),
+                methods=["GET"],
+            )
         if settings.worker:
             app.before_request(state.before_request)
         self._apps.add(app)
@@ -345,6 +352,11 @@ class AsyncEndpoints:
         """
         self.response_hooks["exception"] = func
         return func
+
+    @property
+    def routes(self) -> tuple[RouteSpec, ...]:
+        """The async endpoints mapped so far."""
+        return tuple(self._routes)
 
     def get_handler(self, name: str) -> HandlerSpec:
         """The handler registered under ``name``.

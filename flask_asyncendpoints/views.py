@@ -347,3 +347,10 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     return str(value)
+
+
+def openapi_document(state: _State, title: str) -> Response:
+    """The OpenAPI document of the app's async endpoints and job routes."""
+    from .openapi import build_document
+
+    return Response(json.dumps(build_document(state, title), ensure_ascii=False), mimetype=JSON_MIMETYPE)
