@@ -142,7 +142,7 @@ def field_schema(field: fields.Field[Any], components: dict[str, Any]) -> dict[s
         schema.update(_validator_schema(validator, schema.get("type")))
     kind = schema.get("type")
     if field.allow_none and isinstance(kind, str):
-        schema["type"] = [kind, "null"]
+        schema = {**schema, "type": [kind, "null"]}
     description = field.metadata.get("description")
     if description:
         schema["description"] = description
