@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import threading
+import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import click
@@ -60,9 +63,20 @@ def show(job_id: str) -> None:
 @cli.command("worker")
 @click.option("--concurrency", type=click.IntRange(min=1), help="Worker threads (default: MAX_CONCURRENCY).")
 @click.option("--burst", is_flag=True, help="Run the jobs that are due now, then exit.")
+@click.option(
+    "--health-file",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Touch this file every few seconds while the worker is alive (for a container health check).",
+)
+@click.option("--log-level", default="INFO", show_default=True, help="Level of the job start/finish log lines.")
 @with_appcontext
-def worker(concurrency: int | None, burst: bool) -> None:
-    """Run jobs in this process until SIGINT or SIGTERM (or, with --burst, until none is due)."""
+def worker(concurrency: int | None, burst: bool, health_file: str | None, log_level: str) -> None:
+    """Run jobs in this process until SIGINT or SIGTERM (or, with --burst, until none is due).
+
+    SIGINT or SIGTERM stops claiming, lets running jobs finish up to ASYNCENDPOINTS_SHUTDOWN_TIMEOUT
+    and re-queues the jobs this process claimed but did not finish.
+    """
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app: Any = current_app._get_current_object()  # type: ignore[attr-defined]
     state = _state()
     if concurrency is not None:
@@ -70,11 +84,8 @@ def worker(concurrency: int | None, burst: bool) -> None:
     runner = state.get_worker(app)
     if burst:
         total = 0
-        while True:
-            ran = runner.run_once()
+        while ran := runner.run_once():
             total += ran
-            if not ran:
-                break
         click.echo(f"ran {total} job(s)")
         return
     stop = threading.Event()
@@ -86,6 +97,32 @@ def worker(concurrency: int | None, burst: bool) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     state.start_worker(app)
     click.echo(f"worker {runner.worker_id} running {runner.settings.max_concurrency} thread(s); Ctrl+C to stop")
-    stop.wait()
+    beat = max(1.0, min(5.0, runner.settings.poll_interval))
+    while not stop.wait(beat):
+        if health_file is not None and time.time() - runner.heartbeat < HEALTHY_WITHIN:
+            Path(health_file).touch()
     click.echo("stopping: waiting for running jobs")
     runner.shutdown()
+    if health_file is not None:
+        Path(health_file).unlink(missing_ok=True)
+
+
+#: A worker whose dispatcher has not looped for this long is reported unhealthy (seconds).
+HEALTHY_WITHIN = 60.0
+
+
+@cli.command("health")
+@click.argument("health_file", type=click.Path(dir_okay=False))
+@click.option("--max-age", type=float, default=HEALTHY_WITHIN, show_default=True, help="Seconds.")
+def health(health_file: str, max_age: float) -> None:
+    """Exit 0 if the worker touching HEALTH_FILE did so within --max-age seconds, else 1.
+
+    Needs no app: ``flask asyncendpoints health /tmp/worker.alive`` in a container health check.
+    """
+    try:
+        age = time.time() - Path(health_file).stat().st_mtime
+    except FileNotFoundError:
+        raise click.ClickException(f"{health_file} does not exist: the worker is not running") from None
+    if age > max_age:
+        raise click.ClickException(f"the worker last reported {age:.0f} s ago (more than {max_age:g} s)")
+    click.echo(f"healthy: last reported {age:.1f} s ago")

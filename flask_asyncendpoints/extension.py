@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from flask import Flask, Response, current_app
+from flask import Flask, Response, current_app, request
 from flask.typing import ResponseReturnValue
 from marshmallow import Schema
 
@@ -21,7 +21,7 @@ from .config import Settings, set_defaults
 from .errors import ConfigurationError
 from .handlers import Handler, HandlerSpec
 from .jobs import Job, JobPayload
-from .stores import CancelResult, Store, create_store
+from .stores import CancelResult, MemoryStore, Store, create_store
 from .worker import Worker
 
 EXTENSION_KEY = "asyncendpoints"
@@ -91,6 +91,12 @@ class _State:
         worker = self.worker
         if worker is not None and worker.started and worker.pid == os.getpid():
             return
+        if isinstance(self.store, MemoryStore) and request.environ.get("wsgi.multiprocess"):
+            current_app.logger.warning(
+                "flask-asyncendpoints uses the memory store under a server with several processes: "
+                "each process has its own jobs, so a poll that reaches another process answers 404. "
+                "Set ASYNCENDPOINTS_STORE to a Redis URL."
+            )
         self.start_worker(current_app._get_current_object())  # type: ignore[attr-defined]
 
 

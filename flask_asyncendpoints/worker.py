@@ -26,6 +26,7 @@ import socket
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,6 +79,24 @@ def retry_delay(retry_count: int, settings: Settings, rand: Callable[[], float] 
     return delay
 
 
+#: Workers started in this process, for :func:`shutdown_all` (weak: a dropped worker is not kept alive).
+_started_workers: weakref.WeakSet[Worker] = weakref.WeakSet()
+
+
+def shutdown_all(timeout: float | None = None, *, cap: bool = False) -> None:
+    """Shut down every worker started in this process (from a server's exit hook).
+
+    :param timeout: seconds each worker waits for running jobs (default: its ``SHUTDOWN_TIMEOUT``).
+    :param cap: use ``timeout`` only where it is shorter than the worker's ``SHUTDOWN_TIMEOUT``.
+    """
+    for worker in list(_started_workers):
+        if worker.pid == os.getpid():
+            wait = timeout
+            if cap and timeout is not None:
+                wait = min(timeout, worker.settings.shutdown_timeout)
+            worker.shutdown(wait)
+
+
 @dataclass(eq=False)
 class _Attempt:
     """One claimed job in this process, from claim to the store's last word on it."""
@@ -128,6 +147,8 @@ class Worker:
         self._excess_threads = 0
         self._stuck = 0
         self.pid = os.getpid()
+        #: ``time.time()`` of the dispatcher's last loop: a health check reads it.
+        self.heartbeat = 0.0
 
     # -- capacity ---------------------------------------------------------------------------------
 
@@ -162,6 +183,7 @@ class Worker:
                 target=self._dispatch_loop, name="asyncendpoints-dispatcher", daemon=True
             )
             self._dispatcher.start()
+            _started_workers.add(self)
         logger.info("worker %s started: %d threads on %s", self.worker_id, self.settings.max_concurrency, self.store)
 
     def _spawn_pool_thread(self) -> None:
@@ -220,6 +242,7 @@ class Worker:
         next_renew = next_recovery = time.monotonic()
         backoff = 0.0
         while not self._stopping.is_set():
+            self.heartbeat = time.time()
             try:
                 now = time.monotonic()
                 if now >= next_renew:
@@ -363,6 +386,8 @@ class Worker:
         """
         attempt.started = time.monotonic()
         job = attempt.job
+        number = job.retry_count + 1
+        logger.info("job %s (%s) attempt %d started", job.id, job.name, number)
         outcome: Job | None = None
         try:
             _send(job_started, self.app, job=job, job_id=job.id)
@@ -371,6 +396,14 @@ class Worker:
             logger.exception("job %s (%s): could not record its outcome", job.id, job.name)
         finally:
             self._forget(attempt)
+        logger.info(
+            "job %s (%s) attempt %d finished: %s in %.3f s",
+            job.id,
+            job.name,
+            number,
+            outcome.status.value if outcome is not None else "discarded",
+            time.monotonic() - attempt.started,
+        )
         _send(job_finished, self.app, job=outcome, job_id=job.id)
         return outcome
 
@@ -380,8 +413,6 @@ class Worker:
         if spec is None:
             message = f"No handler is registered for the job name {job.name!r} in this process."
             return self._fail(attempt, JobError(code=HANDLER_NOT_FOUND, message=message), retry=True, now=now)
-        started = time.perf_counter()
-        logger.debug("job %s (%s) attempt %d started", job.id, job.name, job.retry_count + 1)
         try:
             ctx = self._context(attempt, spec, now)
             with self.app.app_context():
@@ -404,11 +435,8 @@ class Worker:
         done = self.store.complete(
             job.id, attempt.claimed.token, result_json, result_ttl=self.settings.result_ttl, now=now
         )
-        elapsed = time.perf_counter() - started
         if done is None:
             logger.warning("job %s (%s): result discarded, this attempt no longer holds the job", job.id, job.name)
-        else:
-            logger.debug("job %s (%s) completed in %.3f s", job.id, job.name, elapsed)
         return done
 
     def _context(self, attempt: _Attempt, spec: HandlerSpec, now: float | None) -> JobContext:
