@@ -199,9 +199,10 @@ class Worker:
         :param timeout: seconds to wait for running jobs (default ``SHUTDOWN_TIMEOUT``). Jobs still
             running then are released too; their late results are discarded.
         """
-        if self._stopping.is_set():
-            return
-        self._stopping.set()
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            self._stopping.set()
         timeout = self.settings.shutdown_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         self.store.wake()
@@ -346,9 +347,12 @@ class Worker:
             attempt = self._tasks.get()
             if attempt is None:
                 return
-            if self._stopping.is_set():
-                # Claimed but not started: shutdown() gives it back.
-                continue
+            with self._lock:
+                # Decided under the lock shutdown() takes, so each attempt is either run here or
+                # given back by shutdown(), never both.
+                if self._stopping.is_set():
+                    continue
+                attempt.started = time.monotonic()
             self.execute(attempt)
             with self._lock:
                 if self._excess_threads > 0:
@@ -384,7 +388,8 @@ class Worker:
 
         :returns: the job as the store has it afterwards, or ``None`` if the attempt's result was discarded.
         """
-        attempt.started = time.monotonic()
+        if attempt.started is None:
+            attempt.started = time.monotonic()
         job = attempt.job
         number = job.retry_count + 1
         logger.info("job %s (%s) attempt %d started", job.id, job.name, number)
