@@ -1,0 +1,46 @@
+-- claim: lease up to `limit` due jobs, oldest due first, to the caller.
+-- KEYS[1] queue          {prefix}:jobs:queue
+-- KEYS[2] in progress    {prefix}:jobs:inprogress
+-- KEYS[3] counts         {prefix}:jobs:counts
+-- KEYS[4] job key prefix {prefix}:job:   (not a key: job ids are only known here, so job keys are
+--         built from it; with a hash-tagged prefix such as {ae} they share the slot of KEYS[1..3])
+-- ARGV[1] now ('' = the server's clock)   ARGV[2] limit   ARGV[3] lease seconds
+-- ARGV[4] token base (random, unique per call; attempt tokens are `<base>.<n>`)
+-- Returns a list of {job id, token, job fields}.
+--
+-- A queue member whose job is missing, corrupt or no longer waiting is removed and skipped, so a
+-- claim never blocks behind it. At most `limit + MAX_SKIPPED` members are looked at per call to
+-- bound the script's run time; the next claim carries on.
+local MAX_SKIPPED = 1000
+local queue, inprogress, counts, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local now = clock(ARGV[1])
+local limit = tonumber(ARGV[2])
+local lease_until = now + tonumber(ARGV[3])
+local claimed = {}
+local budget = limit + MAX_SKIPPED
+
+while #claimed < limit and budget > 0 do
+  local members = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'LIMIT', 0, math.min(limit - #claimed, budget))
+  if #members == 0 then
+    break
+  end
+  for _, member in ipairs(members) do
+    budget = budget - 1
+    redis.call('ZREM', queue, member)
+    local id = member_id(member)
+    if id then
+      local key = job_prefix .. id
+      local f = redis.call('HMGET', key, 's', 'q', 'rc', 'mr')
+      local waiting = f[1] == 'Queued' or f[1] == 'Scheduled'
+      if waiting and f[2] == member and tonumber(f[3]) and tonumber(f[4]) then
+        local token = ARGV[4] .. '.' .. (#claimed + 1)
+        redis.call('HSET', key, 's', 'InProgress', 'sa', now, 'ua', now, 't', token)
+        redis.call('HDEL', key, 'rd', 'pg', 'cr', 'q')
+        redis.call('ZADD', inprogress, lease_until, id)
+        recount(counts, f[1], 'InProgress')
+        claimed[#claimed + 1] = {id, token, redis.call('HGETALL', key)}
+      end
+    end
+  end
+end
+return claimed

@@ -1,0 +1,641 @@
+"""The Redis store: one job queue shared by every process and machine that uses the same Redis.
+
+Keys (``{p}`` is the key prefix, ``ae`` by default):
+
+==========================  =========  ==============================================================
+``{p}:job:{id}``            hash       one job; its fields are listed in ``lua/common.lua``. Values are
+                                       JSON text or plain numbers and strings, timestamps epoch seconds.
+``{p}:jobs:queue``          zset       ``Queued`` and ``Scheduled`` jobs scored by due time. Members are
+                                       ``<sequence>:<id>`` so jobs due at the same time leave in the order
+                                       they were queued.
+``{p}:jobs:inprogress``     zset       running job ids scored by lease expiry.
+``{p}:jobs:expiring``       zset       finished job ids that have a result ttl, scored by purge time.
+``{p}:jobs:counts``         hash       jobs per status (for :meth:`~RedisStore.counts` and the pending
+                                       limit, without scanning) and ``seq``, the queue sequence.
+``{p}:jobs:wake``           list       wake tokens idle workers block on; capped, and gone after a minute
+                                       without a push.
+==========================  =========  ==============================================================
+
+Every change is one Lua script from ``lua/``: the state of a job and every index that points at it
+change together or not at all. Scripts use the caller's ``now`` when given and the Redis server's
+clock otherwise, so leases are judged on one clock whatever the clocks of the app servers say.
+
+Redis Cluster: every key a script touches is passed in ``KEYS``. Where the job ids are only known
+inside the script (claim, recover, purge) the job keys are built from the ``{p}:job:`` prefix, passed
+as a key, so all keys must share one slot: give the prefix a hash tag, such as ``{ae}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import types
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from ..errors import ConfigurationError, StoreError
+from ..jobs import ClaimedJob, Job, JobError, JobPayload, JobStatus, Progress, from_timestamp
+from .base import LEASE_EXPIRED_CODE, LEASE_EXPIRED_MESSAGE, CancelResult, LeaseState, PendingLimitReached, Store
+
+if TYPE_CHECKING:
+    import redis
+    from redis.commands.core import Script
+
+logger = logging.getLogger(__name__)
+
+#: The scripts in ``lua/``, one per atomic operation; ``common.lua`` is prepended to each.
+SCRIPT_NAMES = (
+    "create",
+    "claim",
+    "renew",
+    "complete",
+    "fail",
+    "finish_canceled",
+    "release",
+    "cancel",
+    "set_progress",
+    "recover",
+    "purge",
+    "wake",
+)
+
+#: Connection options for the clients :meth:`RedisStore.from_url` creates; the URL's query string
+#: and the keyword arguments of ``from_url`` override them. Without a socket timeout a Redis that
+#: hangs (rather than refusing connections) would hang every request and worker thread with it.
+CLIENT_DEFAULTS: dict[str, Any] = {
+    "socket_timeout": 10.0,
+    "socket_connect_timeout": 5.0,
+    "health_check_interval": 30,
+}
+
+#: The port of a Sentinel host given without one.
+DEFAULT_SENTINEL_PORT = 26379
+
+_INSTALL_HINT = 'pip install "flask-asyncendpoints[redis]"'
+
+_LEASE_STATES = {0: LeaseState.LOST, 1: LeaseState.HELD, 2: LeaseState.CANCEL_REQUESTED}
+
+#: Written on jobs whose lease ran out with no retries left: the same structured error as every store.
+_LEASE_EXPIRED_ERROR = JobError(code=LEASE_EXPIRED_CODE, message=LEASE_EXPIRED_MESSAGE)
+
+_SENTINEL_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "socket_timeout": float,
+    "socket_connect_timeout": float,
+    "health_check_interval": int,
+    "sentinel_username": str,
+    "sentinel_password": str,
+}
+
+
+def import_redis() -> types.ModuleType:
+    """The ``redis`` package.
+
+    :raises ConfigurationError: when it is not installed, naming the extra that installs it.
+    """
+    try:
+        import redis
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"The Redis store needs the 'redis' package, which is not installed. Install it with: {_INSTALL_HINT}"
+        ) from exc
+    return redis
+
+
+def _script_source(name: str) -> str:
+    folder = resources.files(__package__ or "flask_asyncendpoints.stores").joinpath("lua")
+    common = folder.joinpath("common.lua").read_text(encoding="utf-8")
+    return common + "\n" + folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+
+class RedisStore(Store):
+    """Jobs in Redis, shared by every process and machine using the same server and key prefix.
+
+    :param client: a ``redis.Redis`` client (``decode_responses`` either way). The store does not
+        close a client it was given.
+    :param key_prefix: the first part of every key. Use a hash tag (``{ae}``) on Redis Cluster.
+    :raises ConfigurationError: when the ``redis`` package is missing or the prefix is empty.
+    """
+
+    def __init__(self, client: redis.Redis[Any], *, key_prefix: str = "ae") -> None:
+        self._redis = import_redis()
+        if not key_prefix:
+            raise ConfigurationError(
+                "ASYNCENDPOINTS_KEY_PREFIX must not be empty: every key of the store starts with it."
+            )
+        self._client = client
+        self.key_prefix = key_prefix
+        self._job_prefix = f"{key_prefix}:job:"
+        self._queue = f"{key_prefix}:jobs:queue"
+        self._inprogress = f"{key_prefix}:jobs:inprogress"
+        self._expiring = f"{key_prefix}:jobs:expiring"
+        self._counts = f"{key_prefix}:jobs:counts"
+        self._wake = f"{key_prefix}:jobs:wake"
+        # Registered on this client only: redis-py's Script loads itself on first use and again after
+        # NOSCRIPT (SCRIPT FLUSH, a restart, a failover), so nothing has to be loaded up front.
+        self._scripts: dict[str, Script] = {name: client.register_script(_script_source(name)) for name in SCRIPT_NAMES}
+        pool_options = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+        self._socket_timeout: float | None = pool_options.get("socket_timeout")
+        self._where = _describe(client)
+        self._closers: list[Callable[[], None]] = []
+        self._waiters = 0
+        self._waiters_lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str, *, key_prefix: str = "ae", **client_options: Any) -> RedisStore:
+        """A store on a new client for ``url``, closed by :meth:`close`.
+
+        ``redis://[[user]:password@]host[:port][/db]``, ``rediss://…`` (TLS) and
+        ``unix://[[user]:password@]/path/to/socket?db=N`` are read by ``redis.Redis.from_url``, with
+        its query options (``socket_timeout=…``, ``ssl_cert_reqs=…``).
+        ``redis+sentinel://[[user:]password@]host[:port][,host2[:port2]…]/service_name[/db]`` asks the
+        Sentinels (port 26379 by default) for the master of ``service_name``; the password is the
+        master's, and ``?sentinel_password=…`` gives the Sentinels' own.
+
+        :param url: the ``ASYNCENDPOINTS_STORE`` URL.
+        :param key_prefix: the first part of every key.
+        :param client_options: more ``redis.Redis`` options (they override :data:`CLIENT_DEFAULTS`).
+        :raises ConfigurationError: when the URL cannot be used or ``redis`` is not installed.
+        """
+        redis_module = import_redis()
+        options = {**CLIENT_DEFAULTS, **client_options}
+        scheme = urlsplit(url).scheme.lower()
+        closers: list[Callable[[], None]] = []
+        try:
+            if scheme == "redis+sentinel":
+                from redis.sentinel import Sentinel
+
+                settings = parse_sentinel_url(url)
+                connection = {**options, **settings.options}
+                sentinel_kwargs = {key: value for key, value in connection.items() if key.startswith("socket_")}
+                if settings.sentinel_username is not None:
+                    sentinel_kwargs["username"] = settings.sentinel_username
+                if settings.sentinel_password is not None:
+                    sentinel_kwargs["password"] = settings.sentinel_password
+                sentinel = Sentinel(
+                    settings.hosts,
+                    sentinel_kwargs=sentinel_kwargs,
+                    db=settings.db,
+                    username=settings.username,
+                    password=settings.password,
+                    **connection,
+                )
+                client = sentinel.master_for(settings.service_name)
+                closers.extend(node.close for node in sentinel.sentinels)
+            elif scheme in ("redis", "rediss", "unix"):
+                client = redis_module.Redis.from_url(url, **options)
+            else:
+                raise ConfigurationError(
+                    f"{redact_url(url)!r} is not a Redis URL: use redis://, rediss://, unix:// or redis+sentinel://."
+                )
+        except (ValueError, TypeError) as exc:
+            raise ConfigurationError(
+                f"ASYNCENDPOINTS_STORE={redact_url(url)!r} is not a valid Redis URL: {exc}"
+            ) from exc
+        store = cls(client, key_prefix=key_prefix)
+        store._closers = [client.close, *closers]
+        return store
+
+    # -- plumbing --------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        """Turn redis-py's exceptions into :class:`StoreError` with a message saying what to check."""
+        exceptions = self._redis.exceptions
+        try:
+            yield
+        except exceptions.AuthenticationError as exc:
+            raise StoreError(
+                f"Redis at {self._where} refused the credentials while {doing} ({exc}). "
+                "Check the user name and password in ASYNCENDPOINTS_STORE."
+            ) from exc
+        except exceptions.TimeoutError as exc:
+            raise StoreError(
+                f"Redis at {self._where} did not answer in time while {doing} ({exc}). Check the server's load "
+                "and the network, or raise socket_timeout in ASYNCENDPOINTS_STORE."
+            ) from exc
+        except exceptions.ConnectionError as exc:
+            raise StoreError(
+                f"Could not reach Redis at {self._where} while {doing} ({exc}). Check that the server is running "
+                "and reachable, and that ASYNCENDPOINTS_STORE names it."
+            ) from exc
+        except exceptions.ResponseError as exc:
+            raise StoreError(
+                f"Redis at {self._where} refused {doing} ({exc}). Check that it is a writable Redis 6.0 or later "
+                f"that allows Lua scripts, and that nothing else writes keys under the prefix {self.key_prefix!r}."
+            ) from exc
+        except exceptions.RedisError as exc:
+            raise StoreError(f"Redis at {self._where} failed while {doing} ({exc}).") from exc
+
+    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        with self._errors(f"running the {name} script"):
+            return self._scripts[name](keys=list(keys), args=list(args))
+
+    def _job_key(self, job_id: str) -> str:
+        return self._job_prefix + job_id
+
+    def _job(self, job_id: str, raw: Any) -> Job:
+        try:
+            return _decode_job(job_id, _fields(raw))
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise StoreError(
+                f"The job {job_id} in Redis at {self._where} cannot be read ({exc!r}). Check that nothing else "
+                f"writes keys under the prefix {self.key_prefix!r}."
+            ) from exc
+
+    # -- the store interface ---------------------------------------------------------------------------
+
+    def create(
+        self,
+        job_id: str,
+        name: str,
+        payload: JobPayload,
+        *,
+        max_retries: int,
+        max_pending: int | None = None,
+        now: float | None = None,
+    ) -> tuple[Job, bool]:
+        """See :meth:`Store.create <flask_asyncendpoints.stores.base.Store.create>`."""
+        reply = self._run(
+            "create",
+            [self._job_key(job_id), self._queue, self._counts, self._wake],
+            [_arg(now), job_id, name, int(max_retries), _payload_json(payload), _arg(max_pending)],
+        )
+        outcome = int(reply[0])
+        if outcome < 0:
+            raise PendingLimitReached(f"{max_pending} jobs are already pending")
+        return self._job(job_id, reply[1]), outcome == 1
+
+    def get(self, job_id: str) -> Job | None:
+        """See :meth:`Store.get <flask_asyncendpoints.stores.base.Store.get>`."""
+        with self._errors("reading a job"):
+            raw = self._client.hgetall(self._job_key(job_id))
+        if not raw:
+            return None
+        return self._job(job_id, [item for pair in raw.items() for item in pair])
+
+    def claim(self, limit: int, lease_seconds: float, *, now: float | None = None) -> list[ClaimedJob]:
+        """See :meth:`Store.claim <flask_asyncendpoints.stores.base.Store.claim>`."""
+        if limit <= 0:
+            return []
+        reply = self._run(
+            "claim",
+            [self._queue, self._inprogress, self._counts, self._job_prefix],
+            [_arg(now), int(limit), float(lease_seconds), uuid.uuid4().hex],
+        )
+        claimed: list[ClaimedJob] = []
+        for raw_id, token, raw in reply:
+            job_id = _text(raw_id)
+            try:
+                job = self._job(job_id, raw)
+            except StoreError:
+                # Leased but unreadable: skipping it lets the rest of the batch run; its lease runs out
+                # and recovery fails it for good once its retries are spent.
+                logger.exception("Skipped job %s: its stored record cannot be read", job_id)
+                continue
+            claimed.append(ClaimedJob(job, _text(token)))
+        return claimed
+
+    def renew(
+        self, leases: Sequence[tuple[str, str]], lease_seconds: float, *, now: float | None = None
+    ) -> dict[str, LeaseState]:
+        """See :meth:`Store.renew <flask_asyncendpoints.stores.base.Store.renew>`."""
+        if not leases:
+            return {}
+        args: list[Any] = [_arg(now), float(lease_seconds)]
+        for job_id, token in leases:
+            args += [job_id, token]
+        states = self._run("renew", [self._inprogress, *(self._job_key(job_id) for job_id, _ in leases)], args)
+        return {job_id: _LEASE_STATES[int(state)] for (job_id, _), state in zip(leases, states, strict=True)}
+
+    def complete(
+        self, job_id: str, token: str, result_json: str, *, result_ttl: float | None, now: float | None = None
+    ) -> Job | None:
+        """See :meth:`Store.complete <flask_asyncendpoints.stores.base.Store.complete>`."""
+        # Parsing refuses text that is not JSON before anything is stored, as the memory store does;
+        # writing it back compactly keeps small results within Redis's compact hash encoding.
+        result = _dumps(json.loads(result_json))
+        reply = self._run(
+            "complete",
+            [self._job_key(job_id), self._inprogress, self._expiring, self._counts],
+            [_arg(now), job_id, token, result, _arg(result_ttl)],
+        )
+        return None if reply is None else self._job(job_id, reply)
+
+    def fail(
+        self,
+        job_id: str,
+        token: str,
+        error: JobError,
+        *,
+        retry_delay: float | None,
+        result_ttl: float | None,
+        now: float | None = None,
+    ) -> Job | None:
+        """See :meth:`Store.fail <flask_asyncendpoints.stores.base.Store.fail>`."""
+        reply = self._run(
+            "fail",
+            [self._job_key(job_id), self._inprogress, self._queue, self._expiring, self._counts],
+            [_arg(now), job_id, token, _error_json(error), _arg(retry_delay), _arg(result_ttl)],
+        )
+        return None if reply is None else self._job(job_id, reply)
+
+    def finish_canceled(
+        self, job_id: str, token: str, *, result_ttl: float | None, now: float | None = None
+    ) -> Job | None:
+        """See :meth:`Store.finish_canceled <flask_asyncendpoints.stores.base.Store.finish_canceled>`."""
+        reply = self._run(
+            "finish_canceled",
+            [self._job_key(job_id), self._inprogress, self._expiring, self._counts],
+            [_arg(now), job_id, token, _arg(result_ttl)],
+        )
+        return None if reply is None else self._job(job_id, reply)
+
+    def release(self, job_id: str, token: str, *, now: float | None = None) -> bool:
+        """See :meth:`Store.release <flask_asyncendpoints.stores.base.Store.release>`."""
+        reply = self._run(
+            "release",
+            [self._job_key(job_id), self._inprogress, self._queue, self._counts, self._wake],
+            [_arg(now), job_id, token],
+        )
+        return bool(reply)
+
+    def cancel(
+        self, job_id: str, *, result_ttl: float | None, now: float | None = None
+    ) -> tuple[CancelResult, Job | None]:
+        """See :meth:`Store.cancel <flask_asyncendpoints.stores.base.Store.cancel>`."""
+        reply = self._run(
+            "cancel",
+            [self._job_key(job_id), self._queue, self._expiring, self._counts],
+            [_arg(now), job_id, _arg(result_ttl)],
+        )
+        outcome = CancelResult(_text(reply[0]))
+        return outcome, (self._job(job_id, reply[1]) if len(reply) > 1 else None)
+
+    def set_progress(
+        self, job_id: str, token: str, fraction: float, message: str | None, *, now: float | None = None
+    ) -> bool:
+        """See :meth:`Store.set_progress <flask_asyncendpoints.stores.base.Store.set_progress>`."""
+        reply = self._run(
+            "set_progress",
+            [self._job_key(job_id)],
+            [_arg(now), token, json.dumps(fraction), json.dumps(message, ensure_ascii=False)],
+        )
+        return bool(reply)
+
+    def recover(self, *, result_ttl: float | None, limit: int = 100, now: float | None = None) -> list[Job]:
+        """See :meth:`Store.recover <flask_asyncendpoints.stores.base.Store.recover>`."""
+        if limit <= 0:
+            return []
+        reply = self._run(
+            "recover",
+            [self._inprogress, self._queue, self._expiring, self._counts, self._wake, self._job_prefix],
+            [_arg(now), _arg(result_ttl), int(limit), _error_json(_LEASE_EXPIRED_ERROR)],
+        )
+        return [self._job(_text(raw_id), raw) for raw_id, raw in reply]
+
+    def purge(self, *, limit: int = 1000, now: float | None = None) -> int:
+        """See :meth:`Store.purge <flask_asyncendpoints.stores.base.Store.purge>`."""
+        if limit <= 0:
+            return 0
+        return int(self._run("purge", [self._expiring, self._counts, self._job_prefix], [_arg(now), int(limit)]))
+
+    def counts(self) -> Mapping[JobStatus, int]:
+        """See :meth:`Store.counts <flask_asyncendpoints.stores.base.Store.counts>`."""
+        with self._errors("counting jobs"):
+            raw = self._client.hmget(self._counts, [status.value for status in JobStatus])
+        return {status: int(value or 0) for status, value in zip(JobStatus, raw, strict=True)}
+
+    def wait_for_work(self, timeout: float) -> None:
+        """Block on the wake list until a job may be due or ``timeout`` seconds pass.
+
+        Returns at once when the queue's first job is due by the server's clock; waits no longer than
+        until it is due otherwise. The wait is kept below the client's socket timeout, so a long
+        ``timeout`` ends early (a spurious wake-up) rather than in a socket timeout error.
+        """
+        with self._waiters_lock:
+            self._waiters += 1
+        try:
+            with self._errors("waiting for work"):
+                pipe = self._client.pipeline(transaction=False)
+                pipe.zrange(self._queue, 0, 0, withscores=True)
+                pipe.time()
+                head, (seconds, micros) = pipe.execute()
+                if head:
+                    due_in = float(head[0][1]) - (seconds + micros / 1_000_000)
+                    timeout = min(timeout, due_in)
+                if self._socket_timeout:
+                    timeout = min(timeout, max(self._socket_timeout - 0.5, self._socket_timeout / 2))
+                # BLPOP takes milliseconds and reads 0 as "forever": anything shorter is no wait at all.
+                if timeout < 0.001:
+                    return
+                self._client.blpop([self._wake], timeout=round(timeout, 3))
+        finally:
+            with self._waiters_lock:
+                self._waiters -= 1
+
+    def wake(self) -> None:
+        """Push wake tokens: one for each caller of this store waiting in :meth:`wait_for_work`, at least one.
+
+        A worker in another process sharing the queue may take a token first; the waiter it was meant
+        for then wakes at its own timeout.
+        """
+        with self._waiters_lock:
+            tokens = max(1, self._waiters)
+        self._run("wake", [self._wake], [tokens])
+
+    def ping(self) -> None:
+        """Raise :class:`~flask_asyncendpoints.errors.StoreError` if Redis cannot be reached."""
+        with self._errors("pinging"):
+            self._client.ping()
+
+    def close(self) -> None:
+        """Close the connections of a client this store created (:meth:`from_url`); a given client is left open."""
+        closers, self._closers = self._closers, []
+        for close in closers:
+            close()
+
+
+# -- encoding ------------------------------------------------------------------------------------------
+
+
+def _arg(value: float | None) -> float | str:
+    """A script argument for an optional number: ``''`` stands for ``None``.
+
+    redis-py writes floats with ``repr``, so timestamps reach the script without losing precision.
+    """
+    return "" if value is None else float(value)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _payload_json(payload: JobPayload) -> str:
+    # Empty members are left out (JobPayload.from_dict fills them in) to keep small jobs small.
+    data = payload.to_dict()
+    for key in ("headers", "routeParams", "queryParams"):
+        if not data[key]:
+            del data[key]
+    if data["body"] is None:
+        del data["body"]
+    return _dumps(data)
+
+
+def _error_json(error: JobError) -> str:
+    # Tracebacks are always stored; whether they are shown is decided when the job is rendered.
+    return _dumps(error.to_dict(expose_traceback=True))
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _fields(raw: Sequence[Any]) -> dict[str, str]:
+    """A flat ``HGETALL`` reply as a dict of text, whatever the client's ``decode_responses``."""
+    return {_text(raw[i]): _text(raw[i + 1]) for i in range(0, len(raw) - 1, 2)}
+
+
+def _time(value: str) -> datetime:
+    stamp = from_timestamp(float(value))
+    assert stamp is not None
+    return stamp
+
+
+def _optional_time(value: str | None) -> datetime | None:
+    return None if value is None else _time(value)
+
+
+def _decode_job(job_id: str, f: Mapping[str, str]) -> Job:
+    progress = None
+    if "pg" in f:
+        data = json.loads(f["pg"])
+        progress = Progress(fraction=data["fraction"], message=data["message"], updated_at=_time(data["updatedAt"]))
+    return Job(
+        id=job_id,
+        name=f["n"],
+        status=JobStatus(f["s"]),
+        retry_count=int(f["rc"]),
+        max_retries=int(f["mr"]),
+        created_at=_time(f["ca"]),
+        last_updated_at=_time(f["ua"]),
+        started_at=_optional_time(f.get("sa")),
+        completed_at=_optional_time(f.get("da")),
+        result=json.loads(f["r"]) if "r" in f else None,
+        error=JobError.from_dict(json.loads(f["e"])) if "e" in f else None,
+        retry_delay_until=_optional_time(f.get("rd")),
+        progress=progress,
+        payload=JobPayload.from_dict(json.loads(f.get("p", "{}"))),
+        cancel_requested=f.get("cr") == "1",
+    )
+
+
+# -- connections ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SentinelSettings:
+    """What a ``redis+sentinel://`` URL says."""
+
+    hosts: list[tuple[str, int]]
+    service_name: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_username: str | None = None
+    sentinel_password: str | None = None
+    #: Connection options from the query string (``socket_timeout`` and the like).
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_sentinel_url(url: str) -> SentinelSettings:
+    """Read ``redis+sentinel://[[user:]password@]host[:port][,host2[:port2]…]/service_name[/db][?options]``.
+
+    :raises ValueError: when the URL is not one of these.
+    """
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "redis+sentinel":
+        raise ValueError(f"expected a redis+sentinel:// URL, got {parts.scheme}://")
+    userinfo, _, hostlist = parts.netloc.rpartition("@")
+    username = password = None
+    if userinfo:
+        if ":" in userinfo:
+            user, _, secret = userinfo.partition(":")
+            username, password = (unquote(user) or None), unquote(secret)
+        else:
+            password = unquote(userinfo)
+    hosts = [_host_port(item) for item in hostlist.split(",") if item]
+    if not hosts:
+        raise ValueError("no Sentinel host given (redis+sentinel://host:26379/service_name)")
+    path = [unquote(segment) for segment in parts.path.split("/") if segment]
+    if not path or len(path) > 2:
+        raise ValueError("the path must be /service_name or /service_name/db")
+    db = int(path[1]) if len(path) == 2 else 0
+    options: dict[str, Any] = {}
+    sentinel_auth: dict[str, str] = {}
+    for name, values in parse_qs(parts.query, keep_blank_values=True).items():
+        convert = _SENTINEL_OPTIONS.get(name)
+        if convert is None:
+            raise ValueError(f"unknown option {name!r}; known: {', '.join(_SENTINEL_OPTIONS)}")
+        if name.startswith("sentinel_"):
+            sentinel_auth[name] = values[-1]
+        else:
+            options[name] = convert(values[-1])
+    return SentinelSettings(
+        hosts=hosts,
+        service_name=path[0],
+        db=db,
+        username=username,
+        password=password,
+        sentinel_username=sentinel_auth.get("sentinel_username"),
+        sentinel_password=sentinel_auth.get("sentinel_password"),
+        options=options,
+    )
+
+
+def _host_port(item: str) -> tuple[str, int]:
+    if item.startswith("["):  # [IPv6]:port
+        host, _, rest = item[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port = item.partition(":")
+    if not host:
+        raise ValueError(f"no host in {item!r}")
+    return host, int(port) if port else DEFAULT_SENTINEL_PORT
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, fit for messages and logs."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    userinfo, at, hostlist = netloc.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{hostlist}" if colon else f"***@{hostlist}"
+    query = "&".join(
+        f"{pair.partition('=')[0]}=***" if pair.partition("=")[0].endswith("password") else pair
+        for pair in parts.query.split("&")
+        if pair
+    )
+    # Rebuilt by hand: urlunsplit would drop the empty netloc of unix:///path.
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+
+
+def _describe(client: Any) -> str:
+    """Where ``client`` connects, for error messages (never with the password)."""
+    pool = getattr(client, "connection_pool", None)
+    service = getattr(pool, "service_name", None)
+    if service:
+        return f"the master of Sentinel service {service!r}"
+    options: Mapping[str, Any] = getattr(pool, "connection_kwargs", {}) or {}
+    if options.get("path"):
+        return f"unix socket {options['path']} (db {options.get('db', 0)})"
+    if "host" in options:
+        return f"{options['host']}:{options.get('port', 6379)} (db {options.get('db', 0)})"
+    return repr(client)
