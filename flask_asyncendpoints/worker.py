@@ -205,7 +205,12 @@ class Worker:
             self._stopping.set()
         timeout = self.settings.shutdown_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        self.store.wake()
+        try:
+            self.store.wake()
+        except StoreError:
+            # The dispatcher notices the stop within a poll interval anyway; the release below
+            # must still be tried.
+            logger.warning("could not wake the dispatcher at shutdown", exc_info=True)
         dispatcher = self._dispatcher
         if dispatcher is not None and dispatcher is not threading.current_thread():
             dispatcher.join(timeout)
