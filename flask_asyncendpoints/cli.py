@@ -60,6 +60,37 @@ def show(job_id: str) -> None:
     click.echo(json.dumps(job.to_dict(expose_traceback=True), indent=2, ensure_ascii=False))
 
 
+@cli.command("requeue")
+@click.argument("job_id")
+@with_appcontext
+def requeue(job_id: str) -> None:
+    """Put the Failed job JOB_ID back in the queue with its retries restored."""
+    try:
+        job = _state().store.requeue(job_id)
+    except AsyncEndpointsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if job is None:
+        raise click.ClickException(f"There is no Failed job with the id {job_id!r}.")
+    click.echo(f"requeued {job.id} ({job.name})")
+
+
+@cli.command("purge")
+@click.option(
+    "--older-than",
+    type=click.FloatRange(min=0),
+    required=True,
+    help="Delete finished jobs that finished more than this many seconds ago.",
+)
+@with_appcontext
+def purge(older_than: float) -> None:
+    """Delete finished (Completed, Failed, Canceled) jobs older than --older-than seconds."""
+    try:
+        deleted = _state().store.purge_finished(older_than)
+    except AsyncEndpointsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"deleted {deleted} finished job(s)")
+
+
 @cli.command("worker")
 @click.option("--concurrency", type=click.IntRange(min=1), help="Worker threads (default: MAX_CONCURRENCY).")
 @click.option("--burst", is_flag=True, help="Run the jobs that are due now, then exit.")

@@ -12,6 +12,8 @@ from flask_asyncendpoints import AsyncEndpoints, JobStatus
 from flask_asyncendpoints.cli import cli
 from flask_asyncendpoints.stores import MemoryStore
 
+from .conftest import FakeClock
+
 
 def setup(ae: AsyncEndpoints, app: Flask) -> list[str]:
     ae.handler("Echo")(lambda ctx: ctx.request)
@@ -75,3 +77,30 @@ def test_health_reads_the_file_age(app: Flask, tmp_path: Path) -> None:
     result = runner.invoke(cli, ["health", str(alive), "--max-age", "60"])
     assert result.exit_code == 1
     assert "last reported" in result.output
+
+
+def test_requeue_a_failed_job(ae: AsyncEndpoints, app: Flask, memory_store: MemoryStore) -> None:
+    ids = setup(ae, app)
+    runner = app.test_cli_runner()
+    runner.invoke(cli, ["worker", "--burst"])
+
+    result = runner.invoke(cli, ["requeue", ids[-1]])
+
+    assert result.exit_code == 0, result.output
+    job = memory_store.get(ids[-1])
+    assert job is not None
+    assert job.status is JobStatus.QUEUED
+    assert runner.invoke(cli, ["requeue", ids[0]]).exit_code == 1  # Completed, not Failed
+
+
+def test_purge_finished_jobs_older_than(
+    ae: AsyncEndpoints, app: Flask, memory_store: MemoryStore, clock: FakeClock
+) -> None:
+    ids = setup(ae, app)
+    runner = app.test_cli_runner()
+    runner.invoke(cli, ["worker", "--burst"])
+    clock.advance(3600)
+
+    assert "deleted 0 finished job(s)" in runner.invoke(cli, ["purge", "--older-than", "7200"]).output
+    assert "deleted 4 finished job(s)" in runner.invoke(cli, ["purge", "--older-than", "60"]).output
+    assert all(memory_store.get(job_id) is None for job_id in ids)

@@ -180,6 +180,24 @@ class Store(abc.ABC):
         """Delete up to ``limit`` finished jobs whose ``result_ttl`` has run out; the number deleted."""
 
     @abc.abstractmethod
+    def requeue(self, job_id: str, *, now: float | None = None) -> Job | None:
+        """Put a ``Failed`` job back in the queue, due at once, with ``retryCount`` back to 0.
+
+        For operators (``flask asyncendpoints requeue``). The last error stays until an attempt
+        succeeds.
+
+        :returns: the queued job, or ``None`` when there is no such job or it is not ``Failed``.
+        """
+
+    @abc.abstractmethod
+    def purge_finished(self, older_than: float, *, now: float | None = None) -> int:
+        """Delete every finished job that finished more than ``older_than`` seconds ago; the number deleted.
+
+        For operators (``flask asyncendpoints purge``): it looks at every stored job, so it is not
+        for the hot path. :meth:`purge` is what expires jobs as they age.
+        """
+
+    @abc.abstractmethod
     def counts(self) -> Mapping[JobStatus, int]:
         """How many stored jobs are in each status (every status is present)."""
 

@@ -34,6 +34,9 @@ class _Entry:
     #: The lease token of the running attempt ("" when not running).
     token: str = ""
     lease_until: float = 0.0
+    #: When purge may delete the finished job; matched against the expiry heap's entries, so an
+    #: entry left behind by an earlier finish (before a requeue) never deletes the job early.
+    expires_at: float | None = None
 
 
 class MemoryStore(Store):
@@ -80,7 +83,8 @@ class MemoryStore(Store):
         self._end_attempt(entry)
         self._set(entry, job)
         if result_ttl is not None:
-            heapq.heappush(self._expiring, (now + result_ttl, job.id))
+            entry.expires_at = now + result_ttl
+            heapq.heappush(self._expiring, (entry.expires_at, job.id))
         self._finished.notify_all()
         return job
 
@@ -320,13 +324,46 @@ class MemoryStore(Store):
         with self._lock:
             now = self._now(now)
             while self._expiring and self._expiring[0][0] <= now and purged < limit:
-                _, job_id = heapq.heappop(self._expiring)
+                when, job_id = heapq.heappop(self._expiring)
                 entry = self._jobs.get(job_id)
-                if entry is not None and entry.job.status.is_final:
+                if entry is not None and entry.job.status.is_final and entry.expires_at == when:
                     del self._jobs[job_id]
                     self._counts[entry.job.status] -= 1
                     purged += 1
         return purged
+
+    def requeue(self, job_id: str, *, now: float | None = None) -> Job | None:
+        with self._lock:
+            entry = self._jobs.get(job_id)
+            if entry is None or entry.job.status is not JobStatus.FAILED:
+                return None
+            now = self._now(now)
+            job = entry.job.replace(
+                status=JobStatus.QUEUED,
+                retry_count=0,
+                completed_at=None,
+                retry_delay_until=None,
+                progress=None,
+                cancel_requested=False,
+                last_updated_at=from_timestamp(now),
+            )
+            entry.expires_at = None
+            self._enqueue(entry, job, now)
+            return job
+
+    def purge_finished(self, older_than: float, *, now: float | None = None) -> int:
+        with self._lock:
+            cutoff = self._now(now) - older_than
+            old = [
+                job_id
+                for job_id, entry in self._jobs.items()
+                if entry.job.status.is_final
+                and entry.job.completed_at is not None
+                and entry.job.completed_at.timestamp() <= cutoff
+            ]
+            for job_id in old:
+                self._counts[self._jobs.pop(job_id).job.status] -= 1
+            return len(old)
 
     def counts(self) -> Mapping[JobStatus, int]:
         with self._lock:

@@ -27,9 +27,12 @@ as a key, so all keys must share one slot: give the prefix a hash tag, such as `
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import threading
+import time
 import types
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -64,6 +67,8 @@ SCRIPT_NAMES = (
     "recover",
     "purge",
     "wake",
+    "requeue",
+    "delete_finished",
 )
 
 #: Connection options for the clients :meth:`RedisStore.from_url` creates; the URL's query string
@@ -137,6 +142,8 @@ class RedisStore(Store):
         self._expiring = f"{key_prefix}:jobs:expiring"
         self._counts = f"{key_prefix}:jobs:counts"
         self._wake = f"{key_prefix}:jobs:wake"
+        #: Announces the ids of jobs that just finished (see ``expire_later`` in ``lua/common.lua``).
+        self._finished_channel = f"{key_prefix}:jobs:finished"
         # Registered on this client only: redis-py's Script loads itself on first use and again after
         # NOSCRIPT (SCRIPT FLUSH, a restart, a failover), so nothing has to be loaded up front.
         self._scripts: dict[str, Script] = {name: client.register_script(_script_source(name)) for name in SCRIPT_NAMES}
@@ -146,6 +153,11 @@ class RedisStore(Store):
         self._closers: list[Callable[[], None]] = []
         self._waiters = 0
         self._waiters_lock = threading.Lock()
+        #: Long-polls waiting for a job to finish, by job id; told by the listener thread.
+        self._finish_waiters: dict[str, set[threading.Event]] = {}
+        self._listener: threading.Thread | None = None
+        self._listener_pid = 0
+        self._closed = threading.Event()
 
     @classmethod
     def from_url(cls, url: str, *, key_prefix: str = "ae", **client_options: Any) -> RedisStore:
@@ -406,6 +418,121 @@ class RedisStore(Store):
             return 0
         return int(self._run("purge", [self._expiring, self._counts, self._job_prefix], [_arg(now), int(limit)]))
 
+    def requeue(self, job_id: str, *, now: float | None = None) -> Job | None:
+        """See :meth:`Store.requeue <flask_asyncendpoints.stores.base.Store.requeue>`."""
+        reply = self._run(
+            "requeue",
+            [self._job_key(job_id), self._queue, self._expiring, self._counts, self._wake],
+            [_arg(now), job_id],
+        )
+        return None if reply is None else self._job(job_id, reply)
+
+    def purge_finished(self, older_than: float, *, now: float | None = None) -> int:
+        """See :meth:`Store.purge_finished <flask_asyncendpoints.stores.base.Store.purge_finished>`.
+
+        Scans the job keys in batches (``SCAN``) and deletes each old finished job with one script, which
+        checks the job again, so a job requeued meanwhile is kept.
+        """
+        with self._errors("purging finished jobs"):
+            if now is None:
+                seconds, micros = self._client.time()
+                now = seconds + micros / 1_000_000
+            cutoff = now - older_than
+            deleted = 0
+            keys: list[Any] = []
+            for key in self._client.scan_iter(match=f"{_glob_escape(self._job_prefix)}*", count=1000):
+                keys.append(key)
+                if len(keys) >= 1000:
+                    deleted += self._delete_finished(keys, cutoff)
+                    keys = []
+            if keys:
+                deleted += self._delete_finished(keys, cutoff)
+            return deleted
+
+    def _delete_finished(self, keys: list[Any], cutoff: float) -> int:
+        pipe = self._client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hmget(key, "s", "da")
+        deleted = 0
+        for key, (status, done) in zip(keys, pipe.execute(), strict=True):
+            if status is None or done is None or _text(status) not in _FINAL or float(_text(done)) > cutoff:
+                continue
+            key_text = _text(key)
+            job_id = key_text[len(self._job_prefix) :]
+            deleted += int(
+                self._scripts["delete_finished"](keys=[key_text, self._expiring, self._counts], args=[job_id, cutoff])
+            )
+        return deleted
+
+    def wait_for_finish(self, job_id: str, timeout: float) -> Job | None:
+        """See :meth:`Store.wait_for_finish <flask_asyncendpoints.stores.base.Store.wait_for_finish>`.
+
+        The scripts that finish a job publish its id on ``{p}:jobs:finished``; one listener thread per
+        process subscribes and wakes the waiters of that id, so the answer comes as soon as the job
+        finishes. The job is read again at least every second, so a lost message costs a second, not
+        the whole wait.
+        """
+        deadline = time.monotonic() + timeout
+        finished = threading.Event()
+        with self._waiters_lock:
+            self._finish_waiters.setdefault(job_id, set()).add(finished)
+        try:
+            self._ensure_listener()
+            while True:
+                job = self.get(job_id)
+                remaining = deadline - time.monotonic()
+                if job is None or job.status.is_final or remaining <= 0:
+                    return job
+                finished.wait(min(remaining, 1.0))
+                finished.clear()
+        finally:
+            with self._waiters_lock:
+                waiters = self._finish_waiters.get(job_id)
+                if waiters is not None:
+                    waiters.discard(finished)
+                    if not waiters:
+                        del self._finish_waiters[job_id]
+
+    def _ensure_listener(self) -> None:
+        with self._waiters_lock:
+            alive = self._listener is not None and self._listener.is_alive()
+            if alive and self._listener_pid == os.getpid():
+                return
+            self._listener_pid = os.getpid()
+            self._listener = threading.Thread(target=self._listen, name="asyncendpoints-finished-listener", daemon=True)
+            self._listener.start()
+
+    def _listen(self) -> None:
+        """Subscribe to the finished channel and wake the waiters of each id announced, until closed."""
+        errors = (self._redis.exceptions.RedisError, OSError, ValueError)
+        backoff = 0.1
+        while not self._closed.is_set():
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self._finished_channel)
+                backoff = 0.1
+                while not self._closed.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is None or message.get("type") != "message":
+                        continue
+                    with self._waiters_lock:
+                        waiters = list(self._finish_waiters.get(_text(message["data"]), ()))
+                    for waiter in waiters:
+                        waiter.set()
+            except Exception:
+                # Waiters fall back to reading the job every second until the subscription is back;
+                # with nobody waiting the thread ends, and the next long-poll starts a new one.
+                with self._waiters_lock:
+                    if not self._finish_waiters:
+                        self._listener = None
+                        return
+                logger.warning("lost the subscription to %s; retrying", self._finished_channel, exc_info=True)
+                self._closed.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                with contextlib.suppress(*errors):
+                    pubsub.close()
+
     def counts(self) -> Mapping[JobStatus, int]:
         """See :meth:`Store.counts <flask_asyncendpoints.stores.base.Store.counts>`."""
         with self._errors("counting jobs"):
@@ -457,6 +584,7 @@ class RedisStore(Store):
 
     def close(self) -> None:
         """Close the connections of a client this store created (:meth:`from_url`); a given client is left open."""
+        self._closed.set()
         closers, self._closers = self._closers, []
         for close in closers:
             close()
@@ -491,6 +619,15 @@ def _payload_json(payload: JobPayload) -> str:
 def _error_json(error: JobError) -> str:
     # Tracebacks are always stored; whether they are shown is decided when the job is rendered.
     return _dumps(error.to_dict(expose_traceback=True))
+
+
+_FINAL = frozenset(status.value for status in JobStatus if status.is_final)
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally in a ``SCAN MATCH`` pattern (a ``{ae}`` prefix has no special
+    meaning there, but ``*``, ``?``, ``[`` and ``\\`` would)."""
+    return "".join("\\" + char if char in "*?[]\\" else char for char in text)
 
 
 def _text(value: Any) -> str:

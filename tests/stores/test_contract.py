@@ -514,3 +514,51 @@ class TestWaitForFinish:
         assert job is not None
         assert job.status is JobStatus.QUEUED
         assert store.wait_for_finish(new_id(), timeout=0.01) is None
+
+
+class TestOperatorTools:
+    def test_requeue_a_failed_job(self, store: Store) -> None:
+        job_id = submit(store, max_retries=0)
+        claimed = claim_one(store, T0)
+        error = an_error()
+        store.fail(job_id, claimed.token, error, retry_delay=None, result_ttl=10.0, now=T0)
+
+        job = store.requeue(job_id, now=T0 + 5)
+
+        assert job is not None
+        assert job == store.get(job_id)
+        assert job.status is JobStatus.QUEUED
+        assert job.retry_count == 0
+        assert job.completed_at is None
+        assert job.error == error
+        assert store.counts()[JobStatus.FAILED] == 0
+        again = claim_one(store, T0 + 5)
+        # The requeued job's old expiry must not purge it once it finishes again.
+        store.complete(job_id, again.token, "1", result_ttl=100.0, now=T0 + 6)
+        assert store.purge(now=T0 + 50) == 0
+        assert store.get(job_id) is not None
+        assert store.purge(now=T0 + 106) == 1
+
+    def test_only_failed_jobs_are_requeued(self, store: Store) -> None:
+        queued = submit(store)
+        assert store.requeue(queued, now=T0) is None
+        assert store.requeue(new_id(), now=T0) is None
+        job = store.get(queued)
+        assert job is not None
+        assert job.status is JobStatus.QUEUED
+
+    def test_purge_finished_deletes_old_finished_jobs_only(self, store: Store) -> None:
+        old = submit(store)
+        claimed = claim_one(store, T0)
+        store.complete(old, claimed.token, "1", result_ttl=None, now=T0)
+        recent = submit(store, now=T0 + 50)
+        store.cancel(recent, result_ttl=None, now=T0 + 50)
+        waiting = submit(store, now=T0)
+
+        assert store.purge_finished(60.0, now=T0 + 100) == 1
+
+        assert store.get(old) is None
+        assert store.get(recent) is not None
+        assert store.get(waiting) is not None
+        assert store.counts()[JobStatus.COMPLETED] == 0
+        assert store.counts()[JobStatus.CANCELED] == 1

@@ -214,6 +214,35 @@ class TestNoLeaks:
         assert client.zcard(f"{key_prefix}:jobs:expiring") == 0
 
 
+class TestFinishedAnnouncements:
+    def test_every_final_transition_publishes_the_job_id(self, real_redis_client: Any, key_prefix: str) -> None:
+        # Real Redis only: fakeredis does not deliver what a Lua script publishes. Long-polls on
+        # fakeredis still answer, from re-reading the job every second.
+        client = real_redis_client
+        store = RedisStore(client, key_prefix=key_prefix)
+        request_cleanup = _delete_prefix
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(f"{key_prefix}:jobs:finished")
+        ids = [submit(store, max_retries=0) for _ in range(5)]
+        claimed = {c.job.id: c for c in store.claim(4, LEASE, now=T0)}
+        store.complete(ids[0], claimed[ids[0]].token, "1", result_ttl=TTL, now=T0)
+        store.fail(ids[1], claimed[ids[1]].token, an_error(), retry_delay=1.0, result_ttl=TTL, now=T0)
+        store.finish_canceled(ids[2], claimed[ids[2]].token, result_ttl=TTL, now=T0)
+        store.recover(result_ttl=TTL, now=T0 + LEASE + 1)
+        store.cancel(ids[4], result_ttl=TTL, now=T0)
+
+        announced: list[str] = []
+        deadline = time.monotonic() + 10
+        while len(announced) < 5 and time.monotonic() < deadline:
+            # None also stands for the (ignored) subscribe confirmation, so keep reading.
+            message = pubsub.get_message(timeout=1)
+            if message is not None:
+                announced.append(text(message["data"]))
+        pubsub.close()
+        request_cleanup(client, key_prefix)
+        assert sorted(announced) == sorted(ids)
+
+
 class TestScripts:
     def test_every_script_is_packaged_and_documents_its_keys_and_arguments(self) -> None:
         folder = resources.files("flask_asyncendpoints.stores").joinpath("lua")

@@ -58,12 +58,15 @@ local function member_id(member)
   return string.match(member, '^%x+:(.+)$')
 end
 
--- Record that a job is finished; purge will delete it `ttl` seconds from now (never without a ttl).
+-- Record that a job is finished: purge will delete it `ttl` seconds from now (never without a ttl),
+-- and long-polls waiting for it are told on the channel `{prefix}:jobs:finished`, named after the
+-- expiring key `{prefix}:jobs:expiring` (a channel is not a key, so it needs no KEYS entry).
 local function expire_later(expiring, id, now, ttl)
   local seconds = tonumber(ttl)
   if seconds then
     redis.call('ZADD', expiring, now + seconds, id)
   end
+  redis.call('PUBLISH', string.sub(expiring, 1, -9) .. 'finished', id)
 end
 
 -- True when the attempt with `token` holds the job's lease, else nil.
