@@ -43,6 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_PAYLOAD_BYTES": 1024 * 1024,
     "REDACT_HEADERS": DEFAULT_REDACT_HEADERS,
     "EXPOSE_TRACEBACKS": None,  # None: app.debug
+    "EXPOSE_EXCEPTION_MESSAGES": True,
     "JOB_DETAILS_URL": "/jobs/<uuid:job_id>",
     "LONG_POLL_MAX": 30.0,
     "OPENAPI_URL": None,
@@ -74,6 +75,7 @@ class Settings:
     max_payload_bytes: int
     redact_headers: frozenset[str]
     expose_tracebacks: bool
+    expose_exception_messages: bool
     job_details_url: str
     long_poll_max: float
     openapi_url: str | None
@@ -117,6 +119,7 @@ class Settings:
             max_payload_bytes=reader.integer("MAX_PAYLOAD_BYTES", minimum=1),
             redact_headers=frozenset(h.lower() for h in redact),
             expose_tracebacks=debug if expose is None else reader.flag("EXPOSE_TRACEBACKS"),
+            expose_exception_messages=reader.flag("EXPOSE_EXCEPTION_MESSAGES"),
             job_details_url=reader.text("JOB_DETAILS_URL"),
             long_poll_max=reader.number("LONG_POLL_MAX", minimum=0),
             openapi_url=reader.text("OPENAPI_URL") if config.get(PREFIX + "OPENAPI_URL") is not None else None,

@@ -20,6 +20,9 @@ MAX_STACK_TRACE_CHARS = 8192
 #: How many chained exceptions (``__cause__``/``__context__``) are kept.
 MAX_INNER_EXCEPTIONS = 5
 
+#: The exception type of errors a handler raised on purpose; their messages are always shown.
+JOB_FAILURE_TYPE = "flask_asyncendpoints.errors.JobFailure"
+
 
 class JobStatus(str, enum.Enum):
     """Where a job is in its lifecycle. The values are the strings on the wire."""
@@ -120,15 +123,29 @@ class JobError:
         message = str(exc) or type(exc).__name__
         return cls(code=given, message=message, exception=ExceptionInfo.from_exception(exc))
 
-    def to_dict(self, *, expose_traceback: bool) -> dict[str, Any]:
-        """The wire form: ``code``, ``message``, ``exception``."""
-        return {
+    def to_dict(self, *, expose_traceback: bool, expose_message: bool = True) -> dict[str, Any]:
+        """The wire form: ``code``, ``message``, ``exception``.
+
+        :param expose_traceback: write the stack traces (``null`` otherwise).
+        :param expose_message: write the messages of unexpected exceptions; otherwise they are
+            replaced by a generic text naming the exception type. Messages the handler chose (by
+            raising :class:`~flask_asyncendpoints.JobFailure`) and the library's own are always written.
+        """
+        data: dict[str, Any] = {
             "code": self.code,
             "message": self.message,
             "exception": (
                 self.exception.to_dict(expose_traceback=expose_traceback) if self.exception is not None else None
             ),
         }
+        if not expose_message and self.exception is not None and self.exception.type != JOB_FAILURE_TYPE:
+            hidden = f"The handler raised {self.exception.type}."
+            data["message"] = hidden
+            exception = data["exception"]
+            while exception is not None:
+                exception["message"] = hidden if exception is data["exception"] else "(hidden)"
+                exception = exception["innerException"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobError:
@@ -220,10 +237,11 @@ class Job:
         """A copy with ``changes`` applied."""
         return dataclasses.replace(self, **changes)
 
-    def to_dict(self, *, expose_traceback: bool = False) -> dict[str, Any]:
+    def to_dict(self, *, expose_traceback: bool = False, expose_message: bool = True) -> dict[str, Any]:
         """The job record on the wire, keys in the documented order, nulls written out.
 
         :param expose_traceback: include stack traces in ``error``.
+        :param expose_message: include the messages of unexpected exceptions in ``error``.
         """
         return {
             "id": self.id,
@@ -236,7 +254,11 @@ class Job:
             "completedAt": isoformat(self.completed_at),
             "lastUpdatedAt": isoformat(self.last_updated_at),
             "result": self.result,
-            "error": self.error.to_dict(expose_traceback=expose_traceback) if self.error is not None else None,
+            "error": (
+                self.error.to_dict(expose_traceback=expose_traceback, expose_message=expose_message)
+                if self.error is not None
+                else None
+            ),
             "retryDelayUntil": isoformat(self.retry_delay_until),
             "progress": self.progress.to_dict() if self.progress is not None else None,
         }

@@ -62,7 +62,12 @@ def _status_phrase(status: int) -> str:
 def job_response(job: Job, status: int, state: _State, *, location: bool = False) -> Response:
     """The job record as JSON; ``Retry-After`` while the job is not finished."""
     body = json.dumps(
-        job.to_dict(expose_traceback=state.settings.expose_tracebacks), ensure_ascii=False, separators=(",", ":")
+        job.to_dict(
+            expose_traceback=state.settings.expose_tracebacks,
+            expose_message=state.settings.expose_exception_messages,
+        ),
+        ensure_ascii=False,
+        separators=(",", ":"),
     )
     response = Response(body, status=status, mimetype=JSON_MIMETYPE)
     if location:

@@ -455,3 +455,38 @@ def _iso(timestamp: float) -> str:
     result = isoformat(from_timestamp(timestamp))
     assert result is not None
     return result
+
+
+class TestHiddenMessages:
+    @pytest.fixture
+    def app_config(self) -> dict[str, object]:
+        return {"ASYNCENDPOINTS_EXPOSE_EXCEPTION_MESSAGES": False}
+
+    def test_unexpected_messages_are_hidden_and_chosen_ones_kept(
+        self, ae: AsyncEndpoints, app: Flask, client: FlaskClient, worker: Worker
+    ) -> None:
+        @ae.handler("Leaky", max_retries=0)
+        def leaky(ctx: JobContext) -> None:
+            try:
+                raise KeyError("password=hunter2")
+            except KeyError as exc:
+                raise ConnectionError("postgres://admin:hunter2@db") from exc
+
+        @ae.handler("Chosen", max_retries=0)
+        def chosen(ctx: JobContext) -> None:
+            raise JobFailure("the upload was empty", code="EMPTY")
+
+        leaky_id, chosen_id = submit(ae, app, "Leaky"), submit(ae, app, "Chosen")
+        worker.run_once()
+
+        leaky_body = client.get(f"/jobs/{leaky_id}").get_data(as_text=True)
+        assert "hunter2" not in leaky_body
+        error = wire(client, leaky_id)["error"]
+        assert error["code"] == "CONNECTIONERROR"
+        assert error["message"] == "The handler raised ConnectionError."
+        assert error["exception"]["innerException"]["type"] == "KeyError"
+        assert wire(client, chosen_id)["error"]["message"] == "the upload was empty"
+        stored = worker.store.get(leaky_id)
+        assert stored is not None
+        assert stored.error is not None
+        assert "hunter2" in stored.error.message  # kept for operators (flask asyncendpoints show)
