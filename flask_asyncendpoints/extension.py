@@ -306,7 +306,7 @@ class AsyncEndpoints:
 
             @ae.owner
             def current_user():
-                return g.user.id if g.get("user") else None
+                return str(g.user.id) if g.get("user") else None
         """
         self.owner_func = func
         return func

@@ -40,9 +40,10 @@ class JobContext:
         ``getlist(name)`` all of them.
     :ivar job_id: the job's id.
     :ivar attempt: 1 for the first run, 2 for the first retry, and so on.
-    :ivar cancelled: set when a cancel was requested or the attempt timed out; a long handler checks
-        it (``ctx.cancelled.is_set()``) and stops, returning or raising
-        :class:`~flask_asyncendpoints.JobCanceled`.
+    :ivar name: the job name the handler was registered under.
+    :ivar cancelled: set when a cancel was requested, the attempt timed out or the worker lost the
+        job's lease; a long handler checks it (``ctx.cancelled.is_set()``) and stops, returning or
+        raising :class:`~flask_asyncendpoints.JobCanceled`.
     """
 
     request: Any

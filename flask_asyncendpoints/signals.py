@@ -6,7 +6,8 @@ Connect a receiver for metrics, logging or tests::
 
     @job_finished.connect_via(app)
     def count(sender, job, **extra):
-        metrics.incr(f"jobs.{job.status.value}")
+        if job is not None:
+            metrics.incr(f"jobs.{job.status.value}")
 
 Receivers run in the worker thread, outside any lock; an exception in a receiver is logged and
 does not affect the job.
