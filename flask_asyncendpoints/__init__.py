@@ -7,6 +7,7 @@ from .errors import (
     ConfigurationError,
     JobCanceled,
     JobFailure,
+    JobIdConflict,
     ProblemError,
     StoreError,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "JobContext",
     "JobError",
     "JobFailure",
+    "JobIdConflict",
     "JobStatus",
     "PendingLimitReached",
     "ProblemError",

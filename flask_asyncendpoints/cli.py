@@ -7,6 +7,7 @@ import logging
 import signal
 import threading
 import time
+import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,14 @@ def _state() -> _State:
             "flask-asyncendpoints is not initialized on this app. Did you forget to call init_app()?"
         )
     return state  # type: ignore[no-any-return]
+
+
+def _job_id(raw: str) -> str:
+    """A job id as the stores keep it (lower-case UUID); any other text is refused."""
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise click.ClickException(f"{raw!r} is not a job id (a UUID).") from None
 
 
 @click.group("asyncendpoints")
@@ -52,7 +61,7 @@ def status() -> None:
 def show(job_id: str) -> None:
     """Print the job record of JOB_ID as JSON (with stack traces)."""
     try:
-        job = _state().store.get(job_id)
+        job = _state().store.get(_job_id(job_id))
     except AsyncEndpointsError as exc:
         raise click.ClickException(str(exc)) from exc
     if job is None:
@@ -66,7 +75,7 @@ def show(job_id: str) -> None:
 def requeue(job_id: str) -> None:
     """Put the Failed job JOB_ID back in the queue with its retries restored."""
     try:
-        job = _state().store.requeue(job_id)
+        job = _state().store.requeue(_job_id(job_id))
     except AsyncEndpointsError as exc:
         raise click.ClickException(str(exc)) from exc
     if job is None:

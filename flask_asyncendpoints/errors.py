@@ -25,6 +25,10 @@ class StoreError(AsyncEndpointsError):
     """
 
 
+class JobIdConflict(AsyncEndpointsError):
+    """A job was submitted with an id that already names a job of another handler."""
+
+
 class JobFailure(AsyncEndpointsError):
     """Raise from a handler to fail the attempt with a chosen error code.
 
@@ -32,6 +36,9 @@ class JobFailure(AsyncEndpointsError):
     :param code: the error ``code`` recorded on the job (default: ``JOBFAILURE``).
     :param retry: ``False`` fails the job at once, without the retries it has left.
     """
+
+    #: Its message is meant for clients: ``ASYNCENDPOINTS_EXPOSE_EXCEPTION_MESSAGES`` never hides it.
+    public_message = True
 
     def __init__(self, message: str, *, code: str | None = None, retry: bool = True) -> None:
         super().__init__(message)

@@ -18,7 +18,7 @@ from marshmallow import Schema
 
 from . import views
 from .config import Settings, set_defaults
-from .errors import ConfigurationError
+from .errors import ConfigurationError, JobIdConflict
 from .handlers import Handler, HandlerSpec
 from .jobs import Job, JobPayload
 from .stores import CancelResult, MemoryStore, Store, create_store
@@ -273,7 +273,12 @@ class AsyncEndpoints:
         :param endpoint: the Flask endpoint name (default ``asyncendpoints.<job_name>``).
         :raises ConfigurationError: for an unknown job name or an unsupported method.
         """
-        self.get_handler(job_name)
+        handler = self.get_handler(job_name)
+        if body is False and handler.request_schema is not None:
+            raise ConfigurationError(
+                f"The handler {job_name!r} has a request schema, so its endpoints take a JSON body; "
+                "drop body=False or the schema."
+            )
         methods = tuple(m.upper() for m in methods)
         bad = [m for m in methods if m not in ALLOWED_METHODS]
         if bad or not methods:
@@ -284,7 +289,7 @@ class AsyncEndpoints:
             rule=rule,
             job_name=job_name,
             methods=methods,
-            endpoint=endpoint or f"asyncendpoints.{job_name}",
+            endpoint=endpoint or self._endpoint_name(job_name),
             body=body,
             validator=validator,
         )
@@ -364,6 +369,16 @@ class AsyncEndpoints:
         """The async endpoints mapped so far."""
         return tuple(self._routes)
 
+    def _endpoint_name(self, job_name: str) -> str:
+        """``asyncendpoints.<job_name>``, numbered from the second route of the same handler on."""
+        taken = {route.endpoint for route in self._routes}
+        name = f"asyncendpoints.{job_name}"
+        number = 2
+        while name in taken:
+            name = f"asyncendpoints.{job_name}_{number}"
+            number += 1
+        return name
+
     def get_handler(self, name: str) -> HandlerSpec:
         """The handler registered under ``name``.
 
@@ -406,6 +421,7 @@ class AsyncEndpoints:
         :returns: the stored job record.
         :raises marshmallow.ValidationError: when the body fails the request schema.
         :raises ~flask_asyncendpoints.stores.PendingLimitReached: at ``ASYNCENDPOINTS_MAX_PENDING_JOBS``.
+        :raises ~flask_asyncendpoints.errors.JobIdConflict: when ``job_id`` names a job of another handler.
         :raises ~flask_asyncendpoints.errors.StoreError: when the store cannot be reached.
         """
         state = self._state(app)
@@ -427,16 +443,27 @@ class AsyncEndpoints:
             max_retries=state.max_retries_of(spec),
             max_pending=state.settings.max_pending_jobs,
         )
+        if job.name != job_name:
+            raise JobIdConflict(f"The job id {job.id} already names a {job.name!r} job; use a new id.")
         return job
 
     def get_job(self, job_id: str | uuid.UUID, *, app: Flask | None = None) -> Job | None:
-        """The job with this id, or ``None``."""
-        return self._state(app).store.get(str(job_id))
+        """The job with this id (any spelling of the UUID), or ``None``."""
+        state = self._state(app)
+        try:
+            normalized = str(uuid.UUID(str(job_id)))
+        except ValueError:
+            return None
+        return state.store.get(normalized)
 
     def cancel(self, job_id: str | uuid.UUID, *, app: Flask | None = None) -> tuple[CancelResult, Job | None]:
         """Cancel a job: queued or scheduled ones at once, running ones by request (the handler sees it)."""
         state = self._state(app)
-        return state.store.cancel(str(job_id), result_ttl=state.settings.result_ttl)
+        try:
+            normalized = str(uuid.UUID(str(job_id)))
+        except ValueError:
+            return CancelResult.NOT_FOUND, None
+        return state.store.cancel(normalized, result_ttl=state.settings.result_ttl)
 
     def get_store(self, app: Flask | None = None) -> Store:
         """The app's job store."""

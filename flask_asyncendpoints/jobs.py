@@ -20,9 +20,6 @@ MAX_STACK_TRACE_CHARS = 8192
 #: How many chained exceptions (``__cause__``/``__context__``) are kept.
 MAX_INNER_EXCEPTIONS = 5
 
-#: The exception type of errors a handler raised on purpose; their messages are always shown.
-JOB_FAILURE_TYPE = "flask_asyncendpoints.errors.JobFailure"
-
 
 class JobStatus(str, enum.Enum):
     """Where a job is in its lifecycle. The values are the strings on the wire."""
@@ -108,6 +105,9 @@ class JobError:
     code: str
     message: str
     exception: ExceptionInfo | None = None
+    #: The message was chosen to be shown (a :class:`~flask_asyncendpoints.JobFailure`), so
+    #: ``ASYNCENDPOINTS_EXPOSE_EXCEPTION_MESSAGES`` does not hide it.
+    chosen: bool = False
 
     @classmethod
     def from_exception(cls, exc: BaseException, code: str | None = None) -> JobError:
@@ -121,7 +121,12 @@ class JobError:
         if not isinstance(given, str) or not given:
             given = type(exc).__name__.upper() or "UNKNOWN"
         message = str(exc) or type(exc).__name__
-        return cls(code=given, message=message, exception=ExceptionInfo.from_exception(exc))
+        return cls(
+            code=given,
+            message=message,
+            exception=ExceptionInfo.from_exception(exc),
+            chosen=bool(getattr(exc, "public_message", False)),
+        )
 
     def to_dict(self, *, expose_traceback: bool, expose_message: bool = True) -> dict[str, Any]:
         """The wire form: ``code``, ``message``, ``exception``.
@@ -138,7 +143,7 @@ class JobError:
                 self.exception.to_dict(expose_traceback=expose_traceback) if self.exception is not None else None
             ),
         }
-        if not expose_message and self.exception is not None and self.exception.type != JOB_FAILURE_TYPE:
+        if not expose_message and self.exception is not None and not self.chosen:
             hidden = f"The handler raised {self.exception.type}."
             data["message"] = hidden
             exception = data["exception"]
@@ -147,14 +152,22 @@ class JobError:
                 exception = exception["innerException"]
         return data
 
+    def to_record(self) -> dict[str, Any]:
+        """The stored form: :meth:`to_dict` with everything, plus ``chosen`` when set."""
+        data = self.to_dict(expose_traceback=True)
+        if self.chosen:
+            data["chosen"] = True
+        return data
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobError:
-        """Read the form written by :meth:`to_dict` (with tracebacks)."""
+        """Read the form written by :meth:`to_record` (or :meth:`to_dict` with tracebacks)."""
         exc = data.get("exception")
         return cls(
             code=str(data.get("code") or "UNKNOWN"),
             message=str(data.get("message") or ""),
             exception=ExceptionInfo.from_dict(exc) if isinstance(exc, dict) else None,
+            chosen=data.get("chosen") is True,
         )
 
 

@@ -130,7 +130,14 @@ def _may(state: _State, job: Job, action: str) -> bool:
         return bool(extension.authorize_func(job, action))
     if job.payload.owner is None:
         return True
-    return extension.owner_func is not None and extension.owner_func() == job.payload.owner
+    return _current_owner(state) == job.payload.owner
+
+
+def _current_owner(state: _State) -> str | None:
+    """The owner key of the current request, as a string (as it is stored on jobs)."""
+    owner_func = state.extension.owner_func
+    owner = owner_func() if owner_func is not None else None
+    return str(owner) if owner is not None else None
 
 
 def _wait_seconds(state: _State) -> float:
@@ -197,10 +204,7 @@ def submit_view(state: _State, route: RouteSpec, **route_params: Any) -> Respons
 
 def _submit(state: _State, route: RouteSpec, route_params: dict[str, Any]) -> Response:
     spec = state.extension.get_handler(route.job_name)
-    owner_func = state.extension.owner_func
-    owner = owner_func() if owner_func is not None else None
-    if owner is not None:
-        owner = str(owner)
+    owner = _current_owner(state)
     job_id = _request_id(owner)
     if job_id is not None:
         existing = state.store.get(job_id)
@@ -259,11 +263,16 @@ def _submit(state: _State, route: RouteSpec, route_params: dict[str, Any]) -> Re
 
 
 def _existing_job(job: Job, job_name: str, state: _State) -> Response:
-    if job.name != job_name:
+    """Answer a resubmit with the job its request id already names.
+
+    A job of another handler, or one the request may not read, gets the same ``409``: the record of
+    another caller's job is never handed out, whoever knows its id.
+    """
+    if job.name != job_name or not _may(state, job, "read"):
         raise ProblemError(
             409,
             "Request id already used",
-            f"The {REQUEST_ID_HEADER} given belongs to a job of another endpoint; send a new UUID.",
+            f"The {REQUEST_ID_HEADER} given already names another job; send a new UUID.",
         )
     response = job_response(job, 200 if job.status.is_final else 202, state, location=True)
     return _hooked(state, "submitted", job, response)

@@ -8,7 +8,15 @@ import pytest
 from flask import Flask
 from marshmallow import Schema, ValidationError, fields
 
-from flask_asyncendpoints import AsyncEndpoints, ConfigurationError, JobContext, JobStatus, PendingLimitReached
+from flask_asyncendpoints import (
+    AsyncEndpoints,
+    CancelResult,
+    ConfigurationError,
+    JobContext,
+    JobIdConflict,
+    JobStatus,
+    PendingLimitReached,
+)
 from flask_asyncendpoints.config import DEFAULTS, PREFIX, Settings
 from flask_asyncendpoints.stores import MemoryStore
 
@@ -239,3 +247,42 @@ class TestConfiguration:
         config.update({PREFIX + "BATCH_SIZE": "10", PREFIX + "POLL_INTERVAL": "0.5", PREFIX + "WORKER": "off"})
         settings = Settings.from_config(config)
         assert (settings.batch_size, settings.poll_interval, settings.worker) == (10, 0.5, False)
+
+
+class TestRegistrationDetails:
+    def test_several_routes_to_one_handler_get_their_own_endpoints(self) -> None:
+        ae = AsyncEndpoints()
+        ae.handler("Echo")(echo)
+        ae.route("/a", "Echo")
+        ae.route("/b", "Echo", methods=["PUT"])
+        app = make_app()
+        ae.init_app(app)
+        assert [r.endpoint for r in ae.routes] == ["asyncendpoints.Echo", "asyncendpoints.Echo_2"]
+        assert app.test_client().post("/a").status_code == 202
+        assert app.test_client().put("/b").status_code == 202
+
+    def test_body_false_with_a_request_schema_is_refused(self) -> None:
+        ae = AsyncEndpoints()
+        ae.handler("Typed", request_schema=Body)(echo)
+        with pytest.raises(ConfigurationError, match="request schema"):
+            ae.route("/typed", "Typed", body=False)
+
+    def test_submitting_an_id_of_another_handlers_job_conflicts(self) -> None:
+        ae = AsyncEndpoints()
+        ae.handler("A")(echo)
+        ae.handler("B")(echo)
+        app = make_app()
+        ae.init_app(app)
+        job = ae.submit("A", app=app)
+        with pytest.raises(JobIdConflict):
+            ae.submit("B", job_id=job.id, app=app)
+
+    def test_ids_are_found_in_any_spelling(self) -> None:
+        ae = AsyncEndpoints()
+        ae.handler("A")(echo)
+        app = make_app()
+        ae.init_app(app)
+        job = ae.submit("A", app=app)
+        assert ae.get_job(job.id.upper(), app=app) == job
+        assert ae.get_job("not-a-uuid", app=app) is None
+        assert ae.cancel("not-a-uuid", app=app) == (CancelResult.NOT_FOUND, None)

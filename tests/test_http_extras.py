@@ -160,3 +160,31 @@ def _with(app: Flask, **changes: Any) -> Any:
     from dataclasses import replace
 
     return replace(app.extensions["asyncendpoints"].settings, **changes)
+
+
+class TestResubmitDoesNotBypassAccess:
+    @pytest.fixture(autouse=True)
+    def owners(self, ae: AsyncEndpoints) -> None:
+        @ae.owner
+        def current_user() -> int | None:
+            user = request.headers.get("X-User")
+            return int(user) if user else None
+
+    def test_another_callers_job_id_cannot_be_resubmitted_to_read_it(
+        self, client: FlaskClient, memory_store: MemoryStore
+    ) -> None:
+        job_id = client.post("/echo", headers={"X-User": "7"}).get_json()["id"]
+
+        anonymous = client.post("/echo", headers={"X-Async-Request-Id": job_id})
+        assert_problem(anonymous, 409)
+        assert job_id not in anonymous.get_data(as_text=True)
+        # Another owner's key is their own: it names a new job of theirs, not the existing one.
+        other = client.post("/echo", headers={"X-User": "8", "X-Async-Request-Id": job_id})
+        assert other.status_code == 202
+        assert other.get_json()["id"] != job_id
+        assert sum(memory_store.counts().values()) == 2
+
+    def test_an_owner_key_that_is_not_a_string_still_matches(self, client: FlaskClient) -> None:
+        job_id = client.post("/echo", headers={"X-User": "7"}).get_json()["id"]
+        assert client.get(f"/jobs/{job_id}", headers={"X-User": "7"}).status_code == 200
+        assert client.delete(f"/jobs/{job_id}", headers={"X-User": "7"}).status_code == 200

@@ -61,6 +61,9 @@ class MemoryStore(Store):
         #: A wake() that found no waiter is kept for the next wait, so it is never lost.
         self._woken = False
 
+    def __repr__(self) -> str:
+        return f"<MemoryStore: {len(self._jobs)} jobs in this process>"
+
     def _now(self, now: float | None) -> float:
         return self._clock() if now is None else now
 

@@ -159,6 +159,9 @@ class RedisStore(Store):
         self._listener_pid = 0
         self._closed = threading.Event()
 
+    def __repr__(self) -> str:
+        return f"<RedisStore: {self._where}, key prefix {self.key_prefix!r}>"
+
     @classmethod
     def from_url(cls, url: str, *, key_prefix: str = "ae", **client_options: Any) -> RedisStore:
         """A store on a new client for ``url``, closed by :meth:`close`.
@@ -618,7 +621,7 @@ def _payload_json(payload: JobPayload) -> str:
 
 def _error_json(error: JobError) -> str:
     # Tracebacks are always stored; whether they are shown is decided when the job is rendered.
-    return _dumps(error.to_dict(expose_traceback=True))
+    return _dumps(error.to_record())
 
 
 _FINAL = frozenset(status.value for status in JobStatus if status.is_final)

@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 
+from flask_asyncendpoints import JobFailure
 from flask_asyncendpoints.jobs import JobError, JobPayload, JobStatus, from_timestamp
 from flask_asyncendpoints.stores import CancelResult, LeaseState, PendingLimitReached, Store
 
@@ -281,6 +282,16 @@ class TestFailAndRetry:
         assert job.error.exception.stack_trace and "bad value" in job.error.exception.stack_trace
         inner = job.error.exception.inner_exception
         assert inner is not None and inner.type == "KeyError" and inner.message == "'missing'"
+
+    def test_a_chosen_message_stays_chosen(self, store: Store) -> None:
+        job_id = submit(store, max_retries=0)
+        claimed = claim_one(store, T0)
+        error = JobError.from_exception(JobFailure("shown to clients", code="SHOWN"))
+        assert error.chosen
+        store.fail(job_id, claimed.token, error, retry_delay=None, result_ttl=TTL, now=T0)
+        job = store.get(job_id)
+        assert job is not None
+        assert job.error == error
 
     def test_a_later_success_clears_the_error(self, store: Store) -> None:
         job_id = submit(store)
