@@ -196,6 +196,9 @@ class Worker:
     def shutdown(self, timeout: float | None = None) -> None:
         """Stop claiming, let running jobs finish, give back every job not finished.
 
+        Jobs claimed ahead but not started are given back at once; running jobs keep their leases
+        renewed while they finish.
+
         :param timeout: seconds to wait for running jobs (default ``SHUTDOWN_TIMEOUT``). Jobs still
             running then are released too; their late results are discarded.
         """
@@ -216,16 +219,41 @@ class Worker:
             dispatcher.join(timeout)
         for _ in self._threads:
             self._tasks.put(None)
-        with self._room:
-            while any(a.started is not None and not a.abandoned for a in self._attempts.values()):
+        # Claimed-ahead jobs can no longer start (the pool checks the stop flag under this lock), so
+        # they go back now: another process starts them at once, not after the running jobs end.
+        with self._lock:
+            waiting = [a for a in self._attempts.values() if a.started is None]
+            for attempt in waiting:
+                del self._attempts[attempt.job.id]
+        released = self._release(waiting)
+        # The dispatcher, which renews leases, has stopped: renew them here while running jobs finish,
+        # or a job running past its lease would be recovered and run again elsewhere meanwhile.
+        renew_every = min(self.settings.claim_timeout / 3, self.settings.poll_interval)
+        renew_failed = False
+        while True:
+            with self._room:
+                if not any(a.started is not None and not a.abandoned for a in self._attempts.values()):
+                    break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                self._room.wait(remaining)
+                self._room.wait(min(remaining, renew_every))
+            try:
+                self.renew_leases()
+            except StoreError:
+                if not renew_failed:
+                    logger.warning("could not renew leases at shutdown; still trying", exc_info=True)
+                renew_failed = True
+        with self._room:
             leftovers = list(self._attempts.values())
             self._attempts.clear()
+        released += self._release(leftovers)
+        logger.info("worker %s stopped; %d unfinished job(s) released", self.worker_id, released)
+
+    def _release(self, attempts: list[_Attempt]) -> int:
+        """Give back the jobs of attempts that will not finish here; how many the store took back."""
         released = 0
-        for attempt in leftovers:
+        for attempt in attempts:
             attempt.cancelled.set()
             if attempt.abandoned:
                 continue
@@ -238,7 +266,7 @@ class Worker:
                     attempt.job.id,
                     exc_info=True,
                 )
-        logger.info("worker %s stopped; %d unfinished job(s) released", self.worker_id, released)
+        return released
 
     # -- the dispatcher ---------------------------------------------------------------------------
 
@@ -295,6 +323,10 @@ class Worker:
             if state is LeaseState.CANCEL_REQUESTED:
                 attempt.cancelled.set()
             elif state is LeaseState.LOST:
+                with self._lock:
+                    if self._attempts.get(attempt.job.id) is not attempt:
+                        # It finished while the renew was under way: its own outcome was stored.
+                        continue
                 logger.warning("lost the lease on job %s; its result will be discarded", attempt.job.id)
                 attempt.cancelled.set()
                 self._forget(attempt, abandon=True)

@@ -490,3 +490,118 @@ class TestHiddenMessages:
         assert stored is not None
         assert stored.error is not None
         assert "hunter2" in stored.error.message  # kept for operators (flask asyncendpoints show)
+
+
+class TestShutdown:
+    @pytest.fixture
+    def app_config(self) -> dict[str, object]:
+        # A short lease so the worker renews every 0.1 s (real time); the fake clock decides expiry.
+        return {"ASYNCENDPOINTS_MAX_CONCURRENCY": 1, "ASYNCENDPOINTS_CLAIM_TIMEOUT": 0.3}
+
+    def test_claimed_ahead_jobs_are_released_before_running_ones_finish(
+        self,
+        ae: AsyncEndpoints,
+        app: Flask,
+        memory_store: MemoryStore,
+        monkeypatch: pytest.MonkeyPatch,
+        finished: Finished,
+    ) -> None:
+        running = threading.Event()
+        proceed = threading.Event()
+
+        @ae.handler("Slow")
+        def slow(ctx: JobContext) -> str:
+            running.set()
+            assert proceed.wait(10)
+            return "finished"
+
+        first, second, third = (submit(ae, app, "Slow") for _ in range(3))
+        released: list[str] = []
+        both_released = threading.Event()
+        release = memory_store.release
+
+        def watched_release(job_id: str, token: str, **kwargs: Any) -> bool:
+            done = release(job_id, token, **kwargs)
+            released.append(job_id)
+            if len(released) == 2:
+                both_released.set()
+            return done
+
+        monkeypatch.setattr(memory_store, "release", watched_release)
+        worker = ae.start_worker(app)
+        assert running.wait(10)
+
+        stopper = threading.Thread(target=worker.shutdown, kwargs={"timeout": 10})
+        stopper.start()
+        # Given back while the first job is still running, not once it ends.
+        assert both_released.wait(10)
+        assert sorted(released) == sorted([second, third])
+        proceed.set()
+        stopper.join()
+
+        assert finished.wait(first) is not None
+        statuses = {job_id: memory_store.get(job_id).status for job_id in (first, second, third)}  # type: ignore[union-attr]
+        assert statuses == {first: JobStatus.COMPLETED, second: JobStatus.QUEUED, third: JobStatus.QUEUED}
+
+    def test_leases_of_running_jobs_are_renewed_while_shutdown_waits(
+        self,
+        ae: AsyncEndpoints,
+        app: Flask,
+        memory_store: MemoryStore,
+        clock: FakeClock,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        running = threading.Event()
+        proceed = threading.Event()
+
+        @ae.handler("Slow")
+        def slow(ctx: JobContext) -> str:
+            running.set()
+            assert proceed.wait(10)
+            return "finished"
+
+        job_id = submit(ae, app, "Slow")
+        worker = ae.start_worker(app)
+        assert running.wait(10)
+        renewed_while_stopping = threading.Event()
+        renew = memory_store.renew
+
+        def watched_renew(*args: Any, **kwargs: Any) -> Any:
+            states = renew(*args, **kwargs)
+            if not worker.running:
+                renewed_while_stopping.set()
+            return states
+
+        monkeypatch.setattr(memory_store, "renew", watched_renew)
+        stopper = threading.Thread(target=worker.shutdown, kwargs={"timeout": 10})
+        stopper.start()
+        for _ in range(3):
+            # Most of a lease passes; a renew during shutdown extends it again.
+            clock.advance(0.25)
+            renewed_while_stopping.clear()
+            assert renewed_while_stopping.wait(10)
+            assert memory_store.recover(result_ttl=None) == []
+        proceed.set()
+        stopper.join()
+
+        job = memory_store.get(job_id)
+        assert job is not None
+        assert job.status is JobStatus.COMPLETED
+        assert job.retry_count == 0
+
+
+class TestHiddenMessagesOfSubclasses:
+    @pytest.fixture
+    def app_config(self) -> dict[str, object]:
+        return {"ASYNCENDPOINTS_EXPOSE_EXCEPTION_MESSAGES": False}
+
+    def test_a_job_failure_subclass_keeps_its_message(
+        self, ae: AsyncEndpoints, app: Flask, client: FlaskClient, worker: Worker
+    ) -> None:
+        class QuotaExceeded(JobFailure):
+            pass
+
+        ae.handler("Quota", max_retries=0)(lambda ctx: (_ for _ in ()).throw(QuotaExceeded("over quota")))
+        job_id = submit(ae, app, "Quota")
+        worker.run_once()
+        assert wire(client, job_id)["error"]["message"] == "over quota"

@@ -1,0 +1,1 @@
+"""Apps that the real-process tests run under ``flask`` and ``gunicorn``."""
