@@ -102,7 +102,7 @@ def purge(older_than: float) -> None:
 
 @cli.command("worker")
 @click.option("--concurrency", type=click.IntRange(min=1), help="Worker threads (default: MAX_CONCURRENCY).")
-@click.option("--burst", is_flag=True, help="Run the jobs that are due now, then exit.")
+@click.option("--burst", is_flag=True, help="Run jobs until none is due, then exit.")
 @click.option(
     "--health-file",
     type=click.Path(dir_okay=False, writable=True),
@@ -123,10 +123,12 @@ def worker(concurrency: int | None, burst: bool, health_file: str | None, log_le
         state.settings = replace(state.settings, max_concurrency=concurrency)
     runner = state.get_worker(app)
     if burst:
-        total = 0
-        while ran := runner.run_once():
-            total += ran
-        click.echo(f"ran {total} job(s)")
+        # The threaded worker, not run_once(): leases are renewed, timeouts enforced and
+        # --concurrency honoured while the queue drains.
+        state.start_worker(app)
+        runner.wait_until_idle()
+        runner.shutdown()
+        click.echo(f"ran {runner.executed} job(s)")
         return
     stop = threading.Event()
 

@@ -149,6 +149,11 @@ class Worker:
         self.pid = os.getpid()
         #: ``time.time()`` of the dispatcher's last loop: a health check reads it.
         self.heartbeat = 0.0
+        #: Set while the dispatcher finds no due job and none is running here (for ``--burst``).
+        self._idle = threading.Event()
+        self._watching_idle = False
+        #: Attempts this worker has run.
+        self.executed = 0
 
     # -- capacity ---------------------------------------------------------------------------------
 
@@ -185,6 +190,14 @@ class Worker:
             self._dispatcher.start()
             _started_workers.add(self)
         logger.info("worker %s started: %d threads on %s", self.worker_id, self.settings.max_concurrency, self.store)
+
+    def wait_until_idle(self, timeout: float | None = None) -> bool:
+        """Block until no job is due and none is running here; ``False`` if ``timeout`` ran out first.
+
+        Jobs scheduled for later (a retry's back-off) are not waited for.
+        """
+        self._watching_idle = True
+        return self._idle.wait(timeout)
 
     def _spawn_pool_thread(self) -> None:
         thread = threading.Thread(
@@ -254,9 +267,11 @@ class Worker:
         """Give back the jobs of attempts that will not finish here; how many the store took back."""
         released = 0
         for attempt in attempts:
-            attempt.cancelled.set()
             if attempt.abandoned:
+                attempt.cancelled.set()
                 continue
+            # As for a timeout: abandoned and released before its handler hears of it.
+            attempt.abandoned = True
             try:
                 if self.store.release(attempt.job.id, attempt.claimed.token):
                     released += 1
@@ -266,6 +281,8 @@ class Worker:
                     attempt.job.id,
                     exc_info=True,
                 )
+            finally:
+                attempt.cancelled.set()
         return released
 
     # -- the dispatcher ---------------------------------------------------------------------------
@@ -283,7 +300,7 @@ class Worker:
                     self.renew_leases()
                     self.check_timeouts()
                     next_renew = now + renew_every
-                if settings.recovery_enabled and now >= next_recovery:
+                if now >= next_recovery:
                     self.recover_once()
                     next_recovery = now + settings.recovery_interval
                 wait = max(0.0, min(next_renew, next_recovery) - time.monotonic())
@@ -295,11 +312,15 @@ class Worker:
                 claimed = self.store.claim(min(settings.batch_size, free), settings.claim_timeout)
                 if claimed:
                     with self._room:
+                        self._idle.clear()
                         for job in claimed:
                             attempt = _Attempt(job)
                             self._attempts[job.job.id] = attempt
                             self._tasks.put(attempt)
                 else:
+                    with self._room:
+                        if not self._attempts:
+                            self._idle.set()
                     self.store.wait_for_work(min(wait, settings.poll_interval))
                 backoff = 0.0
             except StoreError:
@@ -351,10 +372,14 @@ class Worker:
                 attempt.job.name,
                 timeout,
             )
-            attempt.cancelled.set()
+            # Abandoned and failed before the handler is told: a handler that stops at once (raising
+            # JobCanceled) must not get to record the attempt as canceled first.
             self._forget(attempt, abandon=True)
             error = JobError(code=TIMEOUT, message=f"The job ran longer than its timeout of {timeout:g} seconds.")
-            self._fail(attempt, error, retry=True)
+            try:
+                self._fail(attempt, error, retry=True)
+            finally:
+                attempt.cancelled.set()
             with self._lock:
                 # The stuck thread keeps running its handler; give the pool a fresh one in its place,
                 # up to as many replacements as the pool has threads.
@@ -370,7 +395,10 @@ class Worker:
         return self.settings.job_timeout if self.settings.job_timeout is not None else math.inf
 
     def recover_once(self, now: float | None = None) -> list[Job]:
-        """Recover jobs whose lease expired anywhere and purge expired finished jobs."""
+        """Recover jobs whose lease expired anywhere (unless recovery is off) and purge expired finished jobs."""
+        if not self.settings.recovery_enabled:
+            self.store.purge(now=now)
+            return []
         recovered = self.store.recover(result_ttl=self.settings.result_ttl, now=now)
         for job in recovered:
             logger.warning("recovered job %s (%s) after its lease expired: now %s", job.id, job.name, job.status.value)
@@ -404,6 +432,14 @@ class Worker:
             if self._attempts.get(attempt.job.id) is attempt:
                 del self._attempts[attempt.job.id]
             self._room.notify_all()
+            ran_empty = self._watching_idle and not self._attempts
+        if ran_empty:
+            # Someone waits for idleness: let the dispatcher look for work now rather than at the
+            # end of its poll interval.
+            try:
+                self.store.wake()
+            except StoreError:
+                logger.debug("could not wake the dispatcher", exc_info=True)
 
     # -- running one job --------------------------------------------------------------------------
 
@@ -429,6 +465,7 @@ class Worker:
             attempt.started = time.monotonic()
         job = attempt.job
         number = job.retry_count + 1
+        self.executed += 1
         logger.info("job %s (%s) attempt %d started", job.id, job.name, number)
         outcome: Job | None = None
         try:
@@ -461,6 +498,9 @@ class Worker:
                 value = spec.func(ctx)
             result_json = self._serialize(spec, value)
         except JobCanceled:
+            if attempt.abandoned:
+                # It stopped because it timed out or was released at shutdown; that outcome is stored.
+                return None
             return self._finish_canceled(attempt, now)
         except JobFailure as exc:
             if attempt.cancelled.is_set() and not attempt.abandoned:

@@ -396,6 +396,29 @@ class TestThreadedWorker:
         assert finished.wait(job_id) is None
         assert wire(client, job_id)["status"] == "Scheduled"
 
+    def test_a_handler_that_stops_on_timeout_does_not_turn_it_into_a_cancel(
+        self, ae: AsyncEndpoints, app: Flask, client: FlaskClient, finished: Finished
+    ) -> None:
+        running = threading.Event()
+
+        @ae.handler("Cooperative", timeout=5)
+        def cooperative(ctx: JobContext) -> str:
+            running.set()
+            if ctx.cancelled.wait(10):
+                raise JobCanceled("told to stop")
+            return "never told"
+
+        job_id = submit(ae, app, "Cooperative")
+        worker = ae.start_worker(app)
+        assert running.wait(10)
+
+        worker.check_timeouts(now=time.monotonic() + 6)
+
+        assert finished.wait(job_id) is None  # the handler's stop is not an outcome of its own
+        body = wire(client, job_id)
+        assert body["status"] == "Scheduled"
+        assert body["error"]["code"] == "TIMEOUT"
+
     def test_cancel_reaches_a_running_handler(
         self, ae: AsyncEndpoints, app: Flask, client: FlaskClient, finished: Finished
     ) -> None:
@@ -605,3 +628,26 @@ class TestHiddenMessagesOfSubclasses:
         job_id = submit(ae, app, "Quota")
         worker.run_once()
         assert wire(client, job_id)["error"]["message"] == "over quota"
+
+
+class TestMaintenanceWithoutRecovery:
+    @pytest.fixture
+    def app_config(self) -> dict[str, object]:
+        return {"ASYNCENDPOINTS_RECOVERY_ENABLED": False, "ASYNCENDPOINTS_RESULT_TTL": 10}
+
+    def test_expired_jobs_are_purged_and_leases_left_alone(
+        self, ae: AsyncEndpoints, app: Flask, worker: Worker, memory_store: MemoryStore, clock: FakeClock
+    ) -> None:
+        ae.handler("Echo")(lambda ctx: "done")
+        finished_id = submit(ae, app, "Echo")
+        worker.run_once()
+        orphan_id = submit(ae, app, "Echo")
+        memory_store.claim(1, 5)  # a worker that then dies
+
+        clock.advance(60)
+        assert worker.recover_once() == []
+
+        assert memory_store.get(finished_id) is None
+        orphan = memory_store.get(orphan_id)
+        assert orphan is not None
+        assert orphan.status is JobStatus.IN_PROGRESS

@@ -179,7 +179,13 @@ class RedisStore(Store):
         :raises ConfigurationError: when the URL cannot be used or ``redis`` is not installed.
         """
         redis_module = import_redis()
-        options = {**CLIENT_DEFAULTS, **client_options}
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        # No automatic retry: redis-py would re-send a script whose reply was lost after it ran,
+        # and a claim or complete run twice is not harmless. A failed call raises StoreError and
+        # the worker (or the client of a 503) retries with a fresh call instead.
+        options = {**CLIENT_DEFAULTS, "retry": Retry(NoBackoff(), 0), **client_options}
         scheme = urlsplit(url).scheme.lower()
         closers: list[Callable[[], None]] = []
         try:
