@@ -1,0 +1,68 @@
+"""The app ``benchmarks/http.py`` serves with gunicorn: the example endpoint and a bare Flask twin.
+
+``POST /api/process-data`` is the example app's endpoint (same request schema, response schema and
+validator) and queues a job; ``POST /bare/process-data`` parses the same JSON body and answers ``202``
+with a job-sized JSON body and the same headers, queueing nothing. No worker runs in these processes
+(``ASYNCENDPOINTS_WORKER`` is off), so the difference between the two is the cost of submitting.
+
+Configured by ``BENCH_STORE`` (a store URL, default ``memory://``) and ``BENCH_KEY_PREFIX``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from typing import Any
+
+from flask import Flask, Response, request
+
+from example_app import ProcessDataRequest, ProcessDataResult, validate_process_data
+from flask_asyncendpoints import AsyncEndpoints, JobContext
+from flask_asyncendpoints.jobs import JobPayload
+from flask_asyncendpoints.stores import MemoryStore
+
+ae = AsyncEndpoints()
+
+SUBMIT_PATH = "/api/process-data"
+BARE_PATH = "/bare/process-data"
+#: What the load generator sends to both routes.
+REQUEST_BODY = {"data": "hello world", "processingPriority": 3}
+
+
+@ae.handler("ProcessData", request_schema=ProcessDataRequest, response_schema=ProcessDataResult)
+def process_data(ctx: JobContext) -> dict[str, Any]:
+    data: str = ctx.request["data"]
+    return {"processedData": f"Processed: {data.upper()}", "characterCount": len(data)}
+
+
+ae.route(SUBMIT_PATH, "ProcessData", validator=validate_process_data)
+
+
+def job_sized_body() -> str:
+    """The JSON a submit answers with, for a job like the ones the benchmark submits (same length)."""
+    job, _ = MemoryStore().create(
+        str(uuid.uuid4()), "ProcessData", JobPayload(body=REQUEST_BODY), max_retries=3, max_pending=None
+    )
+    return json.dumps(job.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+
+def create_app() -> Flask:
+    app = Flask(__name__)
+    app.config.update(
+        ASYNCENDPOINTS_WORKER=False,
+        ASYNCENDPOINTS_STORE=os.environ.get("BENCH_STORE", "memory://"),
+        ASYNCENDPOINTS_KEY_PREFIX=os.environ.get("BENCH_KEY_PREFIX", "ae"),
+    )
+    ae.init_app(app)
+    body = job_sized_body()
+    location = f"/jobs/{uuid.uuid4()}"
+
+    @app.post(BARE_PATH)
+    def bare() -> Response:
+        request.get_json()
+        return Response(
+            body, status=202, mimetype="application/json", headers={"Location": location, "Retry-After": "1"}
+        )
+
+    return app

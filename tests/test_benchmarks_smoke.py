@@ -1,0 +1,141 @@
+"""Each benchmark script runs end to end with tiny sizes, so the scripts keep working.
+
+These are not timed: they only check that every script starts what it needs, reports every figure
+and stops what it started. Each Redis benchmark starts its own ``redis-server`` on a free loopback
+port when one is on PATH; else it uses ``ASYNCENDPOINTS_TEST_REDIS_URL`` under a unique key prefix it
+deletes afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+
+from benchmarks import _common, drain, enqueue, latency, scale
+from benchmarks import http as http_benchmark
+
+from .conftest import REDIS_URL_ENV, REQUIRE_REDIS_ENV
+
+pytestmark = pytest.mark.slow
+
+Main = Callable[[Sequence[str]], int]
+
+
+@pytest.fixture(scope="module")
+def redis_args() -> list[str]:
+    """No option when the scripts can start their own redis-server, else ``--redis-url``."""
+    if shutil.which("redis-server"):
+        return []
+    url = os.environ.get(REDIS_URL_ENV)
+    if url:
+        return ["--redis-url", url]
+    if os.environ.get(REQUIRE_REDIS_ENV):
+        pytest.fail(f"{REQUIRE_REDIS_ENV} is set but there is neither redis-server on PATH nor {REDIS_URL_ENV}")
+    pytest.skip(f"needs redis-server on PATH or {REDIS_URL_ENV}")
+
+
+def run(main: Main, argv: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    capsys.readouterr()
+    assert main([*argv, "--runs", "1", "--json"]) == 0
+    report: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return report
+
+
+def figures(report: dict[str, Any]) -> dict[str, float]:
+    values = {f["name"]: f["value"] for f in report["figures"]}
+    assert all(isinstance(v, float) and math.isfinite(v) for v in values.values()), values
+    return values
+
+
+def test_drain(redis_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    report = run(drain.main, ["--jobs", "50", *redis_args], capsys)
+    values = figures(report)
+    assert set(values) == {"drain.memory", "drain.redis"}
+    assert min(values.values()) > 0
+    assert any("own process" in note for note in report["notes"])
+
+
+def test_drain_in_process_with_a_batch_size(redis_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    report = run(
+        drain.main,
+        ["--store", "redis", "--jobs", "30", "--batch-size", "10", "--worker", "inprocess", *redis_args],
+        capsys,
+    )
+    assert figures(report)["drain.redis"] > 0
+    assert report["params"]["batch_size"] == 10
+
+
+def test_enqueue(redis_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    values = figures(run(enqueue.main, ["--jobs", "50", "--threads", "1,2", *redis_args], capsys))
+    assert set(values) == {f"enqueue.{store}.threads_{n}" for store in ("memory", "redis") for n in (1, 2)}
+    assert min(values.values()) > 0
+
+
+def test_latency(redis_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    values = figures(run(latency.main, ["--samples", "10", "--gap", "0", *redis_args], capsys))
+    for store in ("memory", "redis"):
+        start, seen = values[f"latency.{store}.submit_to_start.p50"], values[f"latency.{store}.submit_to_seen.p50"]
+        assert 0 < start <= seen
+        assert values[f"latency.{store}.submit_to_seen.p99"] >= seen
+
+
+def test_latency_polling_the_store(redis_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--store", "redis", "--samples", "5", "--gap", "0", "--poller", "store", "--worker", "inprocess"]
+    assert figures(run(latency.main, [*argv, *redis_args], capsys))["latency.redis.submit_to_seen.p50"] > 0
+
+
+def test_http(redis_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--duration", "1", "--warmup", "0", "--clients", "2", "--processes", "1", *redis_args]
+    values = figures(run(http_benchmark.main, argv, capsys))
+    assert values["http.bare.requests_per_s"] > 0
+    assert values["http.submit.requests_per_s"] > 0
+    assert values["http.submit.unexpected"] == values["http.bare.unexpected"] == 0
+    assert values["http.submit_vs_bare"] > 0
+
+
+def test_scale(redis_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--sizes", "20,200", "--measure", "20", "--memory-jobs", "50", *redis_args]
+    values = figures(run(scale.main, argv, capsys))
+    assert values["scale.redis.claim_complete.queued_200"] > 0
+    assert values["scale.redis.claim_complete.slowdown_200_vs_20"] > 0
+    assert values["scale.redis.job_hash_memory_usage"] > 0
+    assert values["scale.memory_store.bytes_per_finished_job"] > 0
+
+
+def test_plain_output_is_one_line_per_figure(capsys: pytest.CaptureFixture[str]) -> None:
+    assert enqueue.main(["--store", "memory", "--jobs", "20", "--threads", "1", "--runs", "2"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("#")]
+    assert len(lines) == 1
+    name, rest = lines[0].split(": ")
+    value, unit = rest.split(" ")
+    assert name == "enqueue.memory.threads_1"
+    assert float(value) > 0
+    assert unit == "jobs/s"
+
+
+def test_a_started_redis_server_is_stopped() -> None:
+    if not shutil.which("redis-server"):
+        if os.environ.get(REQUIRE_REDIS_ENV):
+            pytest.fail(f"{REQUIRE_REDIS_ENV} is set but redis-server is not on PATH")
+        pytest.skip("redis-server is not on PATH")
+    server = _common.RedisServer()
+    server.start()
+    proc = server.proc
+    assert proc is not None
+    assert proc.poll() is None
+    server.stop()
+    assert proc.poll() is not None
+
+
+def test_percentiles_use_the_nearest_rank() -> None:
+    values = [float(n) for n in range(1, 101)]
+    assert _common.percentile(values, 50) == 50
+    assert _common.percentile(values, 99) == 99
+    assert _common.percentile([3.0], 99) == 3
+    assert math.isnan(_common.percentile([], 50))
