@@ -247,8 +247,19 @@ class Job:
     cancel_requested: bool = False
 
     def replace(self, **changes: Any) -> Job:
-        """A copy with ``changes`` applied."""
-        return dataclasses.replace(self, **changes)
+        """A copy with ``changes`` applied.
+
+        :raises TypeError: for a name that is not a field.
+        """
+        unknown = changes.keys() - _JOB_FIELDS
+        if unknown:
+            raise TypeError(f"Job has no field {sorted(unknown)[0]!r}")
+        # On the worker's hot path: a copy of the instance dict is about five times faster than
+        # dataclasses.replace, which re-runs __init__. Job has no __post_init__ to skip.
+        copy = object.__new__(Job)
+        copy.__dict__.update(self.__dict__)
+        copy.__dict__.update(changes)
+        return copy
 
     def to_dict(self, *, expose_traceback: bool = False, expose_message: bool = True) -> dict[str, Any]:
         """The job record on the wire, keys in the documented order, nulls written out.
@@ -275,6 +286,9 @@ class Job:
             "retryDelayUntil": isoformat(self.retry_delay_until),
             "progress": self.progress.to_dict() if self.progress is not None else None,
         }
+
+
+_JOB_FIELDS = frozenset(f.name for f in dataclasses.fields(Job))
 
 
 @dataclass(frozen=True)

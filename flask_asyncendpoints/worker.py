@@ -49,6 +49,9 @@ PROGRESS_INTERVAL = 0.2
 #: Longest back-off after repeated store errors (seconds).
 MAX_ERROR_BACKOFF = 30.0
 
+#: Results the completer writes in one round trip at most.
+COMPLETION_BATCH = 100
+
 HANDLER_NOT_FOUND = "HANDLERNOTFOUND"
 RESULT_NOT_SERIALIZABLE = "RESULTNOTSERIALIZABLE"
 INVALID_REQUEST = "INVALIDREQUEST"
@@ -107,6 +110,9 @@ class _Attempt:
     started: float | None = None
     #: Set when the attempt timed out: its thread is no longer counted and its result is discarded.
     abandoned: bool = False
+    #: Set once the handler is done and its outcome is being written: a renew that finds the lease
+    #: gone then raced with that write, which is no lost lease.
+    finishing: bool = False
     last_progress_write: float = 0.0
     pending_progress: tuple[float, str | None] | None = None
 
@@ -154,6 +160,11 @@ class Worker:
         self._watching_idle = False
         #: Attempts this worker has run.
         self.executed = 0
+        #: Results waiting to be written, batched by the completer thread (threaded mode only).
+        self._outbox: queue.SimpleQueue[tuple[_Attempt, str] | None] = queue.SimpleQueue()
+        self._completer: threading.Thread | None = None
+        #: Never set: the completer waits on it to back off after a store error.
+        self._completer_pause = threading.Event()
 
     # -- capacity ---------------------------------------------------------------------------------
 
@@ -184,6 +195,11 @@ class Worker:
                 return
             for _ in range(self.settings.max_concurrency):
                 self._spawn_pool_thread()
+            if self.store.batches_completions:
+                self._completer = threading.Thread(
+                    target=self._complete_loop, name="asyncendpoints-completer", daemon=True
+                )
+                self._completer.start()
             self._dispatcher = threading.Thread(
                 target=self._dispatch_loop, name="asyncendpoints-dispatcher", daemon=True
             )
@@ -261,6 +277,7 @@ class Worker:
             leftovers = list(self._attempts.values())
             self._attempts.clear()
         released += self._release(leftovers)
+        self._outbox.put(None)
         logger.info("worker %s stopped; %d unfinished job(s) released", self.worker_id, released)
 
     def _release(self, attempts: list[_Attempt]) -> int:
@@ -292,6 +309,8 @@ class Worker:
         renew_every = min(settings.claim_timeout / 3, settings.poll_interval)
         next_renew = next_recovery = time.monotonic()
         backoff = 0.0
+        full_batch = min(settings.batch_size, self.capacity)
+        deep = False
         while not self._stopping.is_set():
             self.heartbeat = time.time()
             try:
@@ -306,10 +325,15 @@ class Worker:
                 wait = max(0.0, min(next_renew, next_recovery) - time.monotonic())
                 with self._room:
                     free = self._free_slots()
-                    if free <= 0:
+                    # While the queue is deep (the last claim got all it asked for), wait for room
+                    # for a whole batch: claiming each freed slot alone costs a round trip per job.
+                    # Otherwise take whatever is due at once, so new jobs start without delay.
+                    if free <= 0 or (deep and free < full_batch):
                         self._room.wait(min(wait, settings.poll_interval))
                         continue
-                claimed = self.store.claim(min(settings.batch_size, free), settings.claim_timeout)
+                asked = min(settings.batch_size, free)
+                claimed = self.store.claim(asked, settings.claim_timeout)
+                deep = len(claimed) == asked
                 if claimed:
                     with self._room:
                         self._idle.clear()
@@ -345,7 +369,7 @@ class Worker:
                 attempt.cancelled.set()
             elif state is LeaseState.LOST:
                 with self._lock:
-                    if self._attempts.get(attempt.job.id) is not attempt:
+                    if attempt.finishing or self._attempts.get(attempt.job.id) is not attempt:
                         # It finished while the renew was under way: its own outcome was stored.
                         continue
                 logger.warning("lost the lease on job %s; its result will be discarded", attempt.job.id)
@@ -466,36 +490,113 @@ class Worker:
         job = attempt.job
         number = job.retry_count + 1
         self.executed += 1
-        logger.info("job %s (%s) attempt %d started", job.id, job.name, number)
+        logger.debug("job %s (%s) attempt %d started", job.id, job.name, number)
         outcome: Job | None = None
         try:
             _send(job_started, self.app, job=job, job_id=job.id)
-            outcome = self._run(attempt, now)
+            ran = self._run(attempt, now)
+            if isinstance(ran, str):
+                if attempt.abandoned:
+                    # Timed out or given back at shutdown: the job is settled, the late result is not.
+                    logger.warning("job %s (%s): late result discarded", job.id, job.name)
+                elif self._completer is not None and self._completer.is_alive() and now is None:
+                    # The completer writes it with others in one round trip; this thread goes on
+                    # to the next job meanwhile. The attempt stays held (and renewed) until then.
+                    # Shutdown stops the completer only after every attempt is settled or abandoned.
+                    self._outbox.put((attempt, ran))
+                    return None
+                else:
+                    outcome = self._record_completion(attempt, ran, now)
+            else:
+                outcome = ran
         except BaseException:
             logger.exception("job %s (%s): could not record its outcome", job.id, job.name)
-        finally:
-            self._forget(attempt)
+        self._finish(attempt, outcome)
+        return outcome
+
+    def _finish(self, attempt: _Attempt, outcome: Job | None) -> None:
+        """Let go of an attempt whose outcome is written (or discarded): log it and tell receivers."""
+        self._forget(attempt)
+        job = attempt.job
         logger.info(
             "job %s (%s) attempt %d finished: %s in %.3f s",
             job.id,
             job.name,
-            number,
+            job.retry_count + 1,
             outcome.status.value if outcome is not None else "discarded",
-            time.monotonic() - attempt.started,
+            time.monotonic() - (attempt.started or 0.0),
         )
         _send(job_finished, self.app, job=outcome, job_id=job.id)
-        return outcome
 
-    def _run(self, attempt: _Attempt, now: float | None) -> Job | None:
+    def _record_completion(self, attempt: _Attempt, result_json: str, now: float | None) -> Job | None:
+        job = attempt.job
+        done = self.store.complete(
+            job.id, attempt.claimed.token, result_json, result_ttl=self.settings.result_ttl, now=now
+        )
+        if done is None:
+            logger.warning("job %s (%s): result discarded, this attempt no longer holds the job", job.id, job.name)
+        return done
+
+    def _complete_loop(self) -> None:
+        """Write the results the pool hands over, as many at a time as are waiting (up to 100)."""
+        backoff = 0.0
+        while True:
+            first = self._outbox.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < COMPLETION_BATCH:
+                try:
+                    item = self._outbox.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._outbox.put(None)  # stop after this batch
+                    break
+                batch.append(item)
+            while batch:
+                # An attempt abandoned meanwhile (timed out, released at shutdown) is settled already.
+                batch = [(a, r) for a, r in batch if not a.abandoned]
+                try:
+                    outcomes = self.store.complete_many(
+                        [(a.job.id, a.claimed.token, r) for a, r in batch], result_ttl=self.settings.result_ttl
+                    )
+                except StoreError:
+                    backoff = min(max(backoff * 2, 0.05), MAX_ERROR_BACKOFF)
+                    logger.warning(
+                        "could not write %d result(s); retrying in %.1f s", len(batch), backoff, exc_info=True
+                    )
+                    self._completer_pause.wait(backoff)
+                    continue
+                except Exception:
+                    logger.exception("could not write %d result(s); they are discarded", len(batch))
+                    outcomes = [None] * len(batch)
+                backoff = 0.0
+                for (attempt, _), outcome in zip(batch, outcomes, strict=True):
+                    if outcome is None:
+                        logger.warning(
+                            "job %s (%s): result discarded, this attempt no longer holds the job",
+                            attempt.job.id,
+                            attempt.job.name,
+                        )
+                    self._finish(attempt, outcome)
+                batch = []
+
+    def _run(self, attempt: _Attempt, now: float | None) -> Job | str | None:
+        """Run the handler; the stored outcome, or the result JSON still to be written on success."""
         job = attempt.job
         spec = self.find_handler(job.name)
         if spec is None:
+            attempt.finishing = True
             message = f"No handler is registered for the job name {job.name!r} in this process."
             return self._fail(attempt, JobError(code=HANDLER_NOT_FOUND, message=message), retry=True, now=now)
         try:
             ctx = self._context(attempt, spec, now)
-            with self.app.app_context():
-                value = spec.func(ctx)
+            try:
+                with self.app.app_context():
+                    value = spec.func(ctx)
+            finally:
+                attempt.finishing = True
             result_json = self._serialize(spec, value)
         except JobCanceled:
             if attempt.abandoned:
@@ -514,12 +615,7 @@ class Worker:
         if attempt.cancelled.is_set() and not attempt.abandoned:
             return self._finish_canceled(attempt, now)
         self._flush_progress(attempt, now)
-        done = self.store.complete(
-            job.id, attempt.claimed.token, result_json, result_ttl=self.settings.result_ttl, now=now
-        )
-        if done is None:
-            logger.warning("job %s (%s): result discarded, this attempt no longer holds the job", job.id, job.name)
-        return done
+        return result_json
 
     def _context(self, attempt: _Attempt, spec: HandlerSpec, now: float | None) -> JobContext:
         job = attempt.job

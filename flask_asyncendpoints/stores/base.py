@@ -56,6 +56,10 @@ class LeaseState(str, enum.Enum):
 class Store(abc.ABC):
     """Where jobs live. One instance is shared by every thread of a process."""
 
+    #: Whether :meth:`complete_many` saves enough (round trips) that the worker should hand its
+    #: results to one thread that writes them in batches, rather than write each where it ran.
+    batches_completions = False
+
     @abc.abstractmethod
     def create(
         self,
@@ -115,6 +119,22 @@ class Store(abc.ABC):
         :returns: the completed job, or ``None`` when ``token`` no longer holds the lease (the
             result is discarded).
         """
+
+    def complete_many(
+        self, completions: Sequence[tuple[str, str, str]], *, result_ttl: float | None, now: float | None = None
+    ) -> list[Job | None]:
+        """:meth:`complete` for several attempts at once (the worker batches its completions).
+
+        Each completion is checked and applied on its own, exactly as by :meth:`complete`; stores
+        that can send them together (a Redis pipeline) override this to save round trips.
+
+        :param completions: ``(job_id, token, result_json)`` of each attempt.
+        :returns: for each completion in order, the completed job or ``None`` (lease not held).
+        """
+        return [
+            self.complete(job_id, token, result_json, result_ttl=result_ttl, now=now)
+            for job_id, token, result_json in completions
+        ]
 
     @abc.abstractmethod
     def fail(

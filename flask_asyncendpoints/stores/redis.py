@@ -159,6 +159,8 @@ class RedisStore(Store):
         self._listener_pid = 0
         self._closed = threading.Event()
 
+    batches_completions = True
+
     def __repr__(self) -> str:
         return f"<RedisStore: {self._where}, key prefix {self.key_prefix!r}>"
 
@@ -348,6 +350,31 @@ class RedisStore(Store):
             [_arg(now), job_id, token, result, _arg(result_ttl)],
         )
         return None if reply is None else self._job(job_id, reply)
+
+    def complete_many(
+        self, completions: Sequence[tuple[str, str, str]], *, result_ttl: float | None, now: float | None = None
+    ) -> list[Job | None]:
+        """See :meth:`Store.complete_many <flask_asyncendpoints.stores.base.Store.complete_many>`.
+
+        One pipeline of ``complete`` scripts: one round trip for the whole batch, each script still
+        atomic and checked against its own lease.
+        """
+        if not completions:
+            return []
+        script = self._scripts["complete"]
+        with self._errors("completing jobs"):
+            pipe = self._client.pipeline(transaction=False)
+            for job_id, token, result_json in completions:
+                script(
+                    keys=[self._job_key(job_id), self._inprogress, self._expiring, self._counts],
+                    args=[_arg(now), job_id, token, _dumps(json.loads(result_json)), _arg(result_ttl)],
+                    client=pipe,
+                )
+            replies = pipe.execute()
+        return [
+            None if reply is None else self._job(job_id, reply)
+            for (job_id, _, _), reply in zip(completions, replies, strict=True)
+        ]
 
     def fail(
         self,

@@ -573,3 +573,28 @@ class TestOperatorTools:
         assert store.get(waiting) is not None
         assert store.counts()[JobStatus.COMPLETED] == 0
         assert store.counts()[JobStatus.CANCELED] == 1
+
+
+class TestCompleteMany:
+    def test_each_completion_is_checked_on_its_own(self, store: Store) -> None:
+        ids = [submit(store) for _ in range(3)]
+        claimed = {c.job.id: c for c in store.claim(3, LEASE, now=T0)}
+        completions = [
+            (ids[0], claimed[ids[0]].token, '{"n":0}'),
+            (ids[1], "stale-token", '{"n":1}'),
+            (ids[2], claimed[ids[2]].token, "[2]"),
+        ]
+
+        first, stale, third = store.complete_many(completions, result_ttl=TTL, now=T0 + 1)
+
+        assert stale is None
+        assert first is not None
+        assert first == store.get(ids[0])
+        assert first.result == {"n": 0}
+        assert third is not None
+        assert third.result == [2]
+        assert third.completed_at == from_timestamp(T0 + 1)
+        job = store.get(ids[1])
+        assert job is not None
+        assert job.status is JobStatus.IN_PROGRESS
+        assert store.complete_many([], result_ttl=TTL, now=T0) == []
