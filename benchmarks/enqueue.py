@@ -1,4 +1,5 @@
-"""enqueue: jobs/s through the Python submit API (``ae.submit``), from one thread and from several.
+"""enqueue: jobs/s through the Python submit API (``ae.submit``), from one thread and from several,
+and through the bulk API (``ae.submit_many``) on Redis.
 
 Each run submits N no-op jobs with a small dict payload to a fresh store, no worker running, split
 evenly over the threads; jobs/s is N over the wall time from the first submit to the last return.
@@ -37,6 +38,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[1, 4],
         help="comma-separated thread counts to measure (default 1,4)",
     )
+    parser.add_argument(
+        "--many",
+        type=common.positive_int,
+        default=100,
+        help="also measure ae.submit_many with this many jobs per call (default 100; 1 to skip)",
+    )
     args = parser.parse_args(argv)
     stores = ["memory", "redis"] if args.store == "both" else [args.store]
     report = common.Report("enqueue", {"jobs": args.jobs, "runs": args.runs, "threads": args.threads})
@@ -59,6 +66,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                         ae.get_store(app).close()
                         target.clean(prefix)
                 report.add(f"enqueue.redis.threads_{threads}", "jobs/s", runs)
+            if args.many > 1:
+                runs = []
+                for _ in range(args.runs):
+                    prefix = target.new_prefix()
+                    app = create_app(STORE=target.url, KEY_PREFIX=prefix)
+                    try:
+                        runs.append(_run_many(app, args.jobs, args.many))
+                    finally:
+                        ae.get_store(app).close()
+                        target.clean(prefix)
+                report.add(f"enqueue.redis.submit_many_{args.many}", "jobs/s", runs)
     report.emit(args.json)
     return 0
 
@@ -89,6 +107,16 @@ def _run(app: Flask, jobs: int, threads: int) -> float:
     if errors:
         raise RuntimeError("a submitting thread failed") from errors[0]
     return jobs / elapsed
+
+
+def _run_many(app: Flask, jobs: int, per_call: int) -> float:
+    """Jobs/s through ``ae.submit_many``, ``per_call`` jobs a call, from one thread."""
+    ae.submit_many(NOOP, [small_body(-n) for n in range(WARMUP)], app=app)
+    bodies = [small_body(n) for n in range(jobs)]
+    began = time.perf_counter()
+    for first in range(0, jobs, per_call):
+        ae.submit_many(NOOP, bodies[first : first + per_call], app=app)
+    return jobs / (time.perf_counter() - began)
 
 
 if __name__ == "__main__":

@@ -72,8 +72,10 @@ def test_drain_in_process_with_a_batch_size(redis_args: list[str], capsys: pytes
 
 
 def test_enqueue(redis_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    values = figures(run(enqueue.main, ["--jobs", "50", "--threads", "1,2", *redis_args], capsys))
-    assert set(values) == {f"enqueue.{store}.threads_{n}" for store in ("memory", "redis") for n in (1, 2)}
+    values = figures(run(enqueue.main, ["--jobs", "50", "--threads", "1,2", "--many", "20", *redis_args], capsys))
+    assert set(values) == {f"enqueue.{store}.threads_{n}" for store in ("memory", "redis") for n in (1, 2)} | {
+        "enqueue.redis.submit_many_20"
+    }
     assert min(values.values()) > 0
 
 

@@ -286,3 +286,26 @@ class TestRegistrationDetails:
         assert ae.get_job(job.id.upper(), app=app) == job
         assert ae.get_job("not-a-uuid", app=app) is None
         assert ae.cancel("not-a-uuid", app=app) == (CancelResult.NOT_FOUND, None)
+
+
+class TestSubmitMany:
+    def test_validates_every_body_first_then_stores_all(self) -> None:
+        ae = AsyncEndpoints()
+        ae.handler("Echo", request_schema=Body)(echo)
+        app = make_app(ASYNCENDPOINTS_MAX_PENDING_JOBS=3)
+        ae.init_app(app)
+
+        with pytest.raises(ValidationError):
+            ae.submit_many("Echo", [{"name": "ok"}, {"wrong": 1}], app=app)
+        assert sum(ae.get_store(app).counts().values()) == 0
+
+        jobs = ae.submit_many("Echo", [{"name": str(n)} for n in range(4)], owner="alice", app=app)
+
+        assert [job.payload.body if job else None for job in jobs] == [
+            {"name": "0"},
+            {"name": "1"},
+            {"name": "2"},
+            None,
+        ]
+        assert all(job.payload.owner == "alice" for job in jobs if job)
+        assert ae.get_store(app).counts()[JobStatus.QUEUED] == 3

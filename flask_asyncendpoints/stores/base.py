@@ -86,6 +86,29 @@ class Store(abc.ABC):
         :raises PendingLimitReached: at ``max_pending``; nothing is stored.
         """
 
+    def create_many(
+        self,
+        jobs: Sequence[tuple[str, str, JobPayload, int]],
+        *,
+        max_pending: int | None = None,
+        now: float | None = None,
+    ) -> list[tuple[Job, bool] | None]:
+        """:meth:`create` for several jobs at once (bulk submits); each is created on its own.
+
+        :param jobs: ``(job_id, name, payload, max_retries)`` of each job.
+        :returns: for each job in order, what :meth:`create` returns, or ``None`` when the job was
+            refused at ``max_pending`` (nothing is stored for it).
+        """
+        created: list[tuple[Job, bool] | None] = []
+        for job_id, name, payload, max_retries in jobs:
+            try:
+                created.append(
+                    self.create(job_id, name, payload, max_retries=max_retries, max_pending=max_pending, now=now)
+                )
+            except PendingLimitReached:
+                created.append(None)
+        return created
+
     @abc.abstractmethod
     def get(self, job_id: str) -> Job | None:
         """The job with this id, or ``None``."""

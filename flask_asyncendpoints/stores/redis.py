@@ -295,6 +295,34 @@ class RedisStore(Store):
             raise PendingLimitReached(f"{max_pending} jobs are already pending")
         return self._job(job_id, reply[1]), outcome == 1
 
+    def create_many(
+        self,
+        jobs: Sequence[tuple[str, str, JobPayload, int]],
+        *,
+        max_pending: int | None = None,
+        now: float | None = None,
+    ) -> list[tuple[Job, bool] | None]:
+        """See :meth:`Store.create_many <flask_asyncendpoints.stores.base.Store.create_many>`.
+
+        One pipeline of ``create`` scripts: one round trip for the whole batch.
+        """
+        if not jobs:
+            return []
+        script = self._scripts["create"]
+        with self._errors("creating jobs"):
+            pipe = self._client.pipeline(transaction=False)
+            for job_id, name, payload, max_retries in jobs:
+                script(
+                    keys=[self._job_key(job_id), self._queue, self._counts, self._wake],
+                    args=[_arg(now), job_id, name, int(max_retries), _payload_json(payload), _arg(max_pending)],
+                    client=pipe,
+                )
+            replies = pipe.execute()
+        return [
+            None if int(reply[0]) < 0 else (self._job(job_id, reply[1]), int(reply[0]) == 1)
+            for (job_id, _, _, _), reply in zip(jobs, replies, strict=True)
+        ]
+
     def get(self, job_id: str) -> Job | None:
         """See :meth:`Store.get <flask_asyncendpoints.stores.base.Store.get>`."""
         with self._errors("reading a job"):

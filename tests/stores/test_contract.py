@@ -598,3 +598,28 @@ class TestCompleteMany:
         assert job is not None
         assert job.status is JobStatus.IN_PROGRESS
         assert store.complete_many([], result_ttl=TTL, now=T0) == []
+
+
+class TestCreateMany:
+    def test_creates_each_and_refuses_past_the_pending_limit(self, store: Store) -> None:
+        existing = submit(store)
+        fresh = [new_id() for _ in range(3)]
+        jobs = [(job_id, "Work", JobPayload(body={"i": i}), 2) for i, job_id in enumerate(fresh)]
+
+        outcomes = store.create_many([*jobs, (existing, "Work", JobPayload(), 0)], max_pending=3, now=T0 + 1)
+
+        first, second, refused, again = outcomes
+        assert first is not None
+        assert second is not None
+        assert first[1]
+        assert first[0] == store.get(fresh[0])
+        assert first[0].payload.body == {"i": 0}
+        assert first[0].max_retries == 2
+        assert refused is None
+        assert store.get(fresh[2]) is None
+        assert again is not None
+        assert again[1] is False
+        assert again[0].id == existing
+        assert store.counts()[JobStatus.QUEUED] == 3
+        assert [c.job.id for c in store.claim(5, LEASE, now=T0 + 2)] == [existing, fresh[0], fresh[1]]
+        assert store.create_many([], now=T0) == []
