@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,8 +37,8 @@ def create_store(spec: Any, *, key_prefix: str) -> Store:
     """Build the store that ``ASYNCENDPOINTS_STORE`` names.
 
     :param spec: a URL (``memory://``, ``redis://…``, ``rediss://…``, ``unix://…``,
-        ``redis+sentinel://…``), a :class:`Store`, an existing ``redis.Redis`` client, or a callable
-        returning any of these.
+        ``redis+sentinel://…``), a dict of Redis client options with the URL under ``url``, a
+        :class:`Store`, an existing ``redis.Redis`` client, or a callable returning any of these.
     :param key_prefix: the prefix of every Redis key.
     :raises ConfigurationError: when ``spec`` names no store.
     """
@@ -54,6 +54,19 @@ def create_store(spec: Any, *, key_prefix: str) -> Store:
                 "a Store instance or a redis.Redis client."
             )
         return factory(spec, key_prefix)
+    if isinstance(spec, Mapping):
+        options = dict(spec)
+        url = options.pop("url", None)
+        if not isinstance(url, str):
+            raise ConfigurationError(
+                "An ASYNCENDPOINTS_STORE given as options needs a 'url', e.g. "
+                "{'url': 'redis://127.0.0.1:6379/0', 'socket_timeout': 5}."
+            )
+        if urlsplit(url).scheme.lower() not in SCHEMES or url.lower().startswith("memory"):
+            raise ConfigurationError(f"Options are for Redis stores; {url!r} is not a Redis URL.")
+        from .redis import RedisStore
+
+        return RedisStore.from_url(url, key_prefix=key_prefix, **options)
     if _is_redis_client(spec):
         from .redis import RedisStore
 

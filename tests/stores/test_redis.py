@@ -669,3 +669,23 @@ class TestUnreachable:
         client.connection_pool.disconnect()  # as when Redis restarts
         assert store.get(job_id) is not None
         assert claim_one(store, T0).job.id == job_id
+
+
+class TestStoreSpecs:
+    def test_an_options_dict_names_the_url_and_client_options(self) -> None:
+        from flask_asyncendpoints.stores import create_store
+
+        store = create_store({"url": "redis://127.0.0.1:1/3", "socket_timeout": 2.5}, key_prefix="{x}")
+        assert isinstance(store, RedisStore)
+        kwargs = store._client.connection_pool.connection_kwargs
+        assert (kwargs["port"], kwargs["db"], kwargs["socket_timeout"]) == (1, 3, 2.5)
+        assert store.key_prefix == "{x}"
+        store.close()
+
+    @pytest.mark.parametrize("spec", [{"socket_timeout": 1}, {"url": "memory://"}, {"url": 5}])
+    def test_an_options_dict_without_a_redis_url_says_what_to_do(self, spec: dict[str, object]) -> None:
+        from flask_asyncendpoints.errors import ConfigurationError
+        from flask_asyncendpoints.stores import create_store
+
+        with pytest.raises(ConfigurationError, match=r"url|Redis URL"):
+            create_store(spec, key_prefix="ae")
