@@ -309,8 +309,6 @@ class Worker:
         renew_every = min(settings.claim_timeout / 3, settings.poll_interval)
         next_renew = next_recovery = time.monotonic()
         backoff = 0.0
-        full_batch = min(settings.batch_size, self.capacity)
-        deep = False
         while not self._stopping.is_set():
             self.heartbeat = time.time()
             try:
@@ -325,15 +323,10 @@ class Worker:
                 wait = max(0.0, min(next_renew, next_recovery) - time.monotonic())
                 with self._room:
                     free = self._free_slots()
-                    # While the queue is deep (the last claim got all it asked for), wait for room
-                    # for a whole batch: claiming each freed slot alone costs a round trip per job.
-                    # Otherwise take whatever is due at once, so new jobs start without delay.
-                    if free <= 0 or (deep and free < full_batch):
+                    if free <= 0:
                         self._room.wait(min(wait, settings.poll_interval))
                         continue
-                asked = min(settings.batch_size, free)
-                claimed = self.store.claim(asked, settings.claim_timeout)
-                deep = len(claimed) == asked
+                claimed = self.store.claim(min(settings.batch_size, free), settings.claim_timeout)
                 if claimed:
                     with self._room:
                         self._idle.clear()
