@@ -128,7 +128,7 @@ class RedisStore(Store):
     :raises ConfigurationError: when the ``redis`` package is missing or the prefix is empty.
     """
 
-    def __init__(self, client: redis.Redis[Any], *, key_prefix: str = "ae") -> None:
+    def __init__(self, client: redis.Redis, *, key_prefix: str = "ae") -> None:
         self._redis = import_redis()
         if not key_prefix:
             raise ConfigurationError(
@@ -201,7 +201,7 @@ class RedisStore(Store):
                     sentinel_kwargs["username"] = settings.sentinel_username
                 if settings.sentinel_password is not None:
                     sentinel_kwargs["password"] = settings.sentinel_password
-                sentinel = Sentinel(
+                sentinel = Sentinel(  # type: ignore[no-untyped-call]
                     settings.hosts,
                     sentinel_kwargs=sentinel_kwargs,
                     db=settings.db,
@@ -209,7 +209,7 @@ class RedisStore(Store):
                     password=settings.password,
                     **connection,
                 )
-                client = sentinel.master_for(settings.service_name)
+                client = sentinel.master_for(settings.service_name)  # type: ignore[no-untyped-call]
                 closers.extend(node.close for node in sentinel.sentinels)
             elif scheme in ("redis", "rediss", "unix"):
                 client = redis_module.Redis.from_url(url, **options)
@@ -571,7 +571,7 @@ class RedisStore(Store):
         errors = (self._redis.exceptions.RedisError, OSError, ValueError)
         backoff = 0.1
         while not self._closed.is_set():
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
             try:
                 pubsub.subscribe(self._finished_channel)
                 backoff = 0.1
