@@ -257,8 +257,36 @@ class RedisStore(Store):
             raise StoreError(f"Redis at {self._where} failed while {doing} ({exc}).") from exc
 
     def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        script = self._scripts[name]
         with self._errors(f"running the {name} script"):
-            return self._scripts[name](keys=list(keys), args=list(args))
+            try:
+                return self._client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+            except self._redis.exceptions.NoScriptError:
+                # Not run: the server has lost its scripts (SCRIPT FLUSH, a restart, a failover).
+                script.sha = self._client.script_load(script.script)
+                return self._client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+
+    def _run_many(self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]) -> list[Any]:
+        """Run one script once per ``(keys, args)``, all in one round trip.
+
+        ``EVALSHA`` is sent directly rather than through redis-py's ``Script``, whose pipelines ask
+        ``SCRIPT EXISTS`` first: a second round trip on every batch. When the server answers
+        ``NOSCRIPT`` (after ``SCRIPT FLUSH``, a restart or a failover) none of the calls ran, so the
+        script is loaded and the whole batch sent again.
+        """
+        script = self._scripts[name]
+        with self._errors(f"running the {name} script"):
+            for attempt in (1, 2):
+                pipe = self._client.pipeline(transaction=False)
+                for keys, args in calls:
+                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+                try:
+                    return pipe.execute()
+                except self._redis.exceptions.NoScriptError:
+                    if attempt == 2:
+                        raise
+                    script.sha = self._client.script_load(script.script)
+        raise AssertionError("unreachable")
 
     def _job_key(self, job_id: str) -> str:
         return self._job_prefix + job_id
@@ -308,16 +336,16 @@ class RedisStore(Store):
         """
         if not jobs:
             return []
-        script = self._scripts["create"]
-        with self._errors("creating jobs"):
-            pipe = self._client.pipeline(transaction=False)
-            for job_id, name, payload, max_retries in jobs:
-                script(
-                    keys=[self._job_key(job_id), self._queue, self._counts, self._wake],
-                    args=[_arg(now), job_id, name, int(max_retries), _payload_json(payload), _arg(max_pending)],
-                    client=pipe,
+        replies = self._run_many(
+            "create",
+            [
+                (
+                    [self._job_key(job_id), self._queue, self._counts, self._wake],
+                    [_arg(now), job_id, name, int(max_retries), _payload_json(payload), _arg(max_pending)],
                 )
-            replies = pipe.execute()
+                for job_id, name, payload, max_retries in jobs
+            ],
+        )
         return [
             None if int(reply[0]) < 0 else (self._job(job_id, reply[1]), int(reply[0]) == 1)
             for (job_id, _, _, _), reply in zip(jobs, replies, strict=True)
@@ -389,16 +417,16 @@ class RedisStore(Store):
         """
         if not completions:
             return []
-        script = self._scripts["complete"]
-        with self._errors("completing jobs"):
-            pipe = self._client.pipeline(transaction=False)
-            for job_id, token, result_json in completions:
-                script(
-                    keys=[self._job_key(job_id), self._inprogress, self._expiring, self._counts],
-                    args=[_arg(now), job_id, token, _dumps(json.loads(result_json)), _arg(result_ttl)],
-                    client=pipe,
+        replies = self._run_many(
+            "complete",
+            [
+                (
+                    [self._job_key(job_id), self._inprogress, self._expiring, self._counts],
+                    [_arg(now), job_id, token, _dumps(json.loads(result_json)), _arg(result_ttl)],
                 )
-            replies = pipe.execute()
+                for job_id, token, result_json in completions
+            ],
+        )
         return [
             None if reply is None else self._job(job_id, reply)
             for (job_id, _, _), reply in zip(completions, replies, strict=True)
@@ -523,9 +551,7 @@ class RedisStore(Store):
                 continue
             key_text = _text(key)
             job_id = key_text[len(self._job_prefix) :]
-            deleted += int(
-                self._scripts["delete_finished"](keys=[key_text, self._expiring, self._counts], args=[job_id, cutoff])
-            )
+            deleted += int(self._run("delete_finished", [key_text, self._expiring, self._counts], [job_id, cutoff]))
         return deleted
 
     def wait_for_finish(self, job_id: str, timeout: float) -> Job | None:

@@ -262,6 +262,16 @@ class TestScripts:
         job = store.complete(job_id, claimed.token, "1", result_ttl=TTL, now=T0 + 2)
         assert job is not None and job.status is JobStatus.COMPLETED
 
+    def test_batched_calls_survive_script_flush(self, store: RedisStore, client: Any) -> None:
+        client.script_flush()
+        created = store.create_many([(str(uuid.uuid4()), "Work", JobPayload(), 0) for _ in range(3)], now=T0)
+        assert all(outcome is not None and outcome[1] for outcome in created)
+        claimed = store.claim(3, LEASE, now=T0)
+        client.script_flush()
+        done = store.complete_many([(c.job.id, c.token, "1") for c in claimed], result_ttl=TTL, now=T0 + 1)
+        assert [job.status if job else None for job in done] == [JobStatus.COMPLETED] * 3
+        assert store.counts()[JobStatus.COMPLETED] == 3  # each ran exactly once
+
     def test_scripts_are_registered_per_store_on_its_own_client(self, make_client: MakeClient) -> None:
         first, second = make_client(), make_client()
         store_a = RedisStore(first, key_prefix="a")
