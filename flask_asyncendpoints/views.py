@@ -302,7 +302,7 @@ def _read_json_body(limit: int) -> Any:
     length = request.content_length
     if length is not None and length > limit:
         raise _too_large(limit)
-    raw = request.stream.read(limit + 1)
+    raw = _read_at_most(limit + 1)
     if len(raw) > limit:
         raise _too_large(limit)
     if not raw.strip():
@@ -326,6 +326,20 @@ def _read_json_body(limit: int) -> Any:
         raise ProblemError(400, "Malformed JSON", "The request body is nested too deeply.") from None
     except ValueError as exc:
         raise ProblemError(400, "Malformed JSON", f"The request body is not valid JSON: {exc}") from None
+
+
+def _read_at_most(size: int) -> bytes:
+    """Up to ``size`` bytes of the body. A stream may answer a read with less than is left (a
+    chunked body read from the socket), so read until the end or ``size``."""
+    parts: list[bytes] = []
+    left = size
+    while left > 0:
+        part = request.stream.read(left)
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
 
 
 def _reject_constant(name: str) -> Any:

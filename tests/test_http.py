@@ -352,3 +352,27 @@ class TestStoreDown:
 
 def test_job_status_strings_are_the_wire_values() -> None:
     assert [s.value for s in JobStatus] == ["Queued", "Scheduled", "InProgress", "Completed", "Failed", "Canceled"]
+
+
+class TrickleStream(io.BytesIO):
+    """A body stream that answers every sized read with at most a few bytes, as a socket may."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return super().read()
+        return super().read(min(size, 7))
+
+
+def test_a_body_that_arrives_in_small_pieces_is_read_whole(client: FlaskClient, memory_store: MemoryStore) -> None:
+    body = json.dumps({"data": "x" * 200, "processingPriority": 3}).encode()
+    response = client.post(
+        "/api/process-data",
+        input_stream=TrickleStream(body),
+        content_type="application/json",
+        headers={"Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert response.status_code == 202
+    job = memory_store.get(response.get_json()["id"])
+    assert job is not None
+    assert job.payload.body["data"] == "x" * 200
