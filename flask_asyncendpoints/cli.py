@@ -7,7 +7,6 @@ import logging
 import signal
 import threading
 import time
-import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from flask.cli import with_appcontext
 
 from .errors import AsyncEndpointsError
 from .extension import EXTENSION_KEY, _State
-from .jobs import JobStatus
+from .jobs import JobStatus, parse_job_id
 
 
 def _state() -> _State:
@@ -32,10 +31,10 @@ def _state() -> _State:
 
 def _job_id(raw: str) -> str:
     """A job id as the stores keep it (lower-case UUID); any other text is refused."""
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        raise click.ClickException(f"{raw!r} is not a job id (a UUID).") from None
+    job_id = parse_job_id(raw)
+    if job_id is None:
+        raise click.ClickException(f"{raw!r} is not a job id (a UUID).")
+    return job_id
 
 
 @click.group("asyncendpoints")

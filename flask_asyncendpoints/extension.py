@@ -20,7 +20,7 @@ from . import views
 from .config import Settings, set_defaults
 from .errors import ConfigurationError, JobIdConflict
 from .handlers import Handler, HandlerSpec
-from .jobs import Job, JobPayload
+from .jobs import Job, JobPayload, parse_job_id
 from .stores import CancelResult, MemoryStore, Store, create_store
 from .worker import Worker
 
@@ -485,18 +485,14 @@ class AsyncEndpoints:
     def get_job(self, job_id: str | uuid.UUID, *, app: Flask | None = None) -> Job | None:
         """The job with this id (any spelling of the UUID), or ``None``."""
         state = self._state(app)
-        try:
-            normalized = str(uuid.UUID(str(job_id)))
-        except ValueError:
-            return None
-        return state.store.get(normalized)
+        normalized = parse_job_id(job_id)
+        return state.store.get(normalized) if normalized is not None else None
 
     def cancel(self, job_id: str | uuid.UUID, *, app: Flask | None = None) -> tuple[CancelResult, Job | None]:
         """Cancel a job: queued or scheduled ones at once, running ones by request (the handler sees it)."""
         state = self._state(app)
-        try:
-            normalized = str(uuid.UUID(str(job_id)))
-        except ValueError:
+        normalized = parse_job_id(job_id)
+        if normalized is None:
             return CancelResult.NOT_FOUND, None
         return state.store.cancel(normalized, result_ttl=state.settings.result_ttl)
 

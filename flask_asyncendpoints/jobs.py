@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import traceback
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -297,6 +298,17 @@ class ClaimedJob:
 
     job: Job
     token: str
+
+
+def parse_job_id(raw: object) -> str | None:
+    """A job id as the stores keep it (the canonical lower-case UUID), or ``None`` if ``raw`` is none.
+
+    Accepts any spelling :class:`uuid.UUID` reads, and UUID objects.
+    """
+    try:
+        return str(raw if isinstance(raw, uuid.UUID) else uuid.UUID(str(raw)))
+    except ValueError:
+        return None
 
 
 def exception_type_name(exc: BaseException) -> str:

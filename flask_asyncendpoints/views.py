@@ -14,7 +14,7 @@ from flask import Response, current_app, request, url_for
 from marshmallow import ValidationError
 
 from .errors import ProblemError, StoreError
-from .jobs import Job, JobPayload
+from .jobs import Job, JobPayload, parse_job_id
 from .stores import CancelResult, PendingLimitReached
 
 if TYPE_CHECKING:
@@ -100,13 +100,6 @@ def _problem_response(error: ProblemError) -> Response:
     return error.get_response()  # type: ignore[return-value]
 
 
-def _parse_job_id(raw: str) -> str | None:
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        return None
-
-
 def _not_found(job_id: str) -> ProblemError:
     return ProblemError(404, "Job not found", f"There is no job with the id {job_id!r}.")
 
@@ -117,7 +110,7 @@ def _visible_job(state: _State, job_id: str, action: str) -> Job:
     A job the request may not see answers exactly like an unknown one, so ids of other owners'
     jobs cannot be probed.
     """
-    parsed = _parse_job_id(job_id)
+    parsed = parse_job_id(job_id)
     job = state.store.get(parsed) if parsed is not None else None
     if job is None or not _may(state, job, action):
         raise _not_found(job_id)
@@ -287,7 +280,7 @@ def _request_id(owner: str | None) -> str | None:
     raw = request.headers.get(REQUEST_ID_HEADER)
     if raw is None:
         return None
-    job_id = _parse_job_id(raw.strip())
+    job_id = parse_job_id(raw.strip())
     if job_id is None:
         raise ProblemError(
             400, "Invalid request id", f"The {REQUEST_ID_HEADER} header must be a UUID, e.g. {uuid.uuid4()}."
