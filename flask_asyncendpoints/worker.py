@@ -499,7 +499,7 @@ class Worker:
                     self._outbox.put((attempt, ran))
                     return None
                 else:
-                    outcome = self._record_completion(attempt, ran, now)
+                    outcome = self._write_results([(attempt, ran)], now)[0]
             else:
                 outcome = ran
         except BaseException:
@@ -521,14 +521,19 @@ class Worker:
         )
         _send(job_finished, self.app, job=outcome, job_id=job.id)
 
-    def _record_completion(self, attempt: _Attempt, result_json: str, now: float | None) -> Job | None:
-        job = attempt.job
-        done = self.store.complete(
-            job.id, attempt.claimed.token, result_json, result_ttl=self.settings.result_ttl, now=now
+    def _write_results(self, results: list[tuple[_Attempt, str]], now: float | None = None) -> list[Job | None]:
+        """Store successful attempts' results; for each, the completed job or ``None`` (lease lost)."""
+        outcomes = self.store.complete_many(
+            [(a.job.id, a.claimed.token, r) for a, r in results], result_ttl=self.settings.result_ttl, now=now
         )
-        if done is None:
-            logger.warning("job %s (%s): result discarded, this attempt no longer holds the job", job.id, job.name)
-        return done
+        for (attempt, _), outcome in zip(results, outcomes, strict=True):
+            if outcome is None:
+                logger.warning(
+                    "job %s (%s): result discarded, this attempt no longer holds the job",
+                    attempt.job.id,
+                    attempt.job.name,
+                )
+        return outcomes
 
     def _complete_loop(self) -> None:
         """Write the results the pool hands over, as many at a time as are waiting (up to 100)."""
@@ -548,12 +553,17 @@ class Worker:
                     break
                 batch.append(item)
             while batch:
-                # An attempt abandoned meanwhile (timed out, released at shutdown) is settled already.
+                # An attempt abandoned meanwhile (timed out, released at shutdown) is settled already:
+                # its late result is dropped, as in execute().
+                for attempt, _ in batch:
+                    if attempt.abandoned:
+                        logger.warning("job %s (%s): late result discarded", attempt.job.id, attempt.job.name)
+                        self._finish(attempt, None)
                 batch = [(a, r) for a, r in batch if not a.abandoned]
+                if not batch:
+                    break
                 try:
-                    outcomes = self.store.complete_many(
-                        [(a.job.id, a.claimed.token, r) for a, r in batch], result_ttl=self.settings.result_ttl
-                    )
+                    outcomes = self._write_results(batch)
                 except StoreError:
                     backoff = min(max(backoff * 2, 0.05), MAX_ERROR_BACKOFF)
                     logger.warning(
@@ -566,12 +576,6 @@ class Worker:
                     outcomes = [None] * len(batch)
                 backoff = 0.0
                 for (attempt, _), outcome in zip(batch, outcomes, strict=True):
-                    if outcome is None:
-                        logger.warning(
-                            "job %s (%s): result discarded, this attempt no longer holds the job",
-                            attempt.job.id,
-                            attempt.job.name,
-                        )
                     self._finish(attempt, outcome)
                 batch = []
 
