@@ -7,6 +7,8 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,15 @@ def _job_id(raw: str) -> str:
     return job_id
 
 
+@contextmanager
+def _store_errors_reported() -> Iterator[None]:
+    """Turn a store error into the command's error message (no traceback)."""
+    try:
+        yield
+    except AsyncEndpointsError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 @click.group("asyncendpoints")
 def cli() -> None:
     """Inspect jobs and run workers of flask-asyncendpoints."""
@@ -46,10 +57,8 @@ def cli() -> None:
 @with_appcontext
 def status() -> None:
     """Print how many jobs are in each status."""
-    try:
+    with _store_errors_reported():
         counts = _state().store.counts()
-    except AsyncEndpointsError as exc:
-        raise click.ClickException(str(exc)) from exc
     for job_status in JobStatus:
         click.echo(f"{job_status.value:<11} {counts[job_status]}")
 
@@ -59,10 +68,8 @@ def status() -> None:
 @with_appcontext
 def show(job_id: str) -> None:
     """Print the job record of JOB_ID as JSON (with stack traces)."""
-    try:
+    with _store_errors_reported():
         job = _state().store.get(_job_id(job_id))
-    except AsyncEndpointsError as exc:
-        raise click.ClickException(str(exc)) from exc
     if job is None:
         raise click.ClickException(f"There is no job with the id {job_id!r}.")
     click.echo(json.dumps(job.to_dict(expose_traceback=True), indent=2, ensure_ascii=False))
@@ -73,10 +80,8 @@ def show(job_id: str) -> None:
 @with_appcontext
 def requeue(job_id: str) -> None:
     """Put the Failed job JOB_ID back in the queue with its retries restored."""
-    try:
+    with _store_errors_reported():
         job = _state().store.requeue(_job_id(job_id))
-    except AsyncEndpointsError as exc:
-        raise click.ClickException(str(exc)) from exc
     if job is None:
         raise click.ClickException(f"There is no Failed job with the id {job_id!r}.")
     click.echo(f"requeued {job.id} ({job.name})")
@@ -92,10 +97,8 @@ def requeue(job_id: str) -> None:
 @with_appcontext
 def purge(older_than: float) -> None:
     """Delete finished (Completed, Failed, Canceled) jobs older than --older-than seconds."""
-    try:
+    with _store_errors_reported():
         deleted = _state().store.purge_finished(older_than)
-    except AsyncEndpointsError as exc:
-        raise click.ClickException(str(exc)) from exc
     click.echo(f"deleted {deleted} finished job(s)")
 
 
