@@ -111,7 +111,7 @@ class _Attempt:
     #: Set when the attempt timed out: its thread is no longer counted and its result is discarded.
     abandoned: bool = False
     #: Set once the handler is done and its outcome is being written: a renew that finds the lease
-    #: gone then raced with that write, which is no lost lease.
+    #: gone then raced with that write, which is no lost lease. Its slot is free from then on.
     finishing: bool = False
     last_progress_write: float = 0.0
     pending_progress: tuple[float, str | None] | None = None
@@ -165,16 +165,30 @@ class Worker:
         self._completer: threading.Thread | None = None
         #: Never set: the completer waits on it to back off after a store error.
         self._completer_pause = threading.Event()
+        #: Free slots the dispatcher waits for before it claims again: half the buffer, rounded up.
+        #: Claims then come in batches rather than one per finished job (a store round trip each),
+        #: and the buffer still holds work while a claim is under way.
+        self.refill_at = max(1, (min(settings.batch_size, settings.max_queue_size) + 1) // 2)
 
     # -- capacity ---------------------------------------------------------------------------------
 
     @property
     def capacity(self) -> int:
-        """Jobs this process holds at most: one per thread plus a small claimed-ahead buffer."""
+        """Jobs this process holds at most, waiting or running: one per thread plus a small
+        claimed-ahead buffer. Jobs whose handler is done and whose outcome is being written do not
+        count: they hold no thread, and a batch of results on its way to the store must not keep
+        the next claim waiting."""
         return self.settings.max_concurrency + min(self.settings.batch_size, self.settings.max_queue_size)
 
     def _free_slots(self) -> int:
-        return self.capacity - sum(1 for a in self._attempts.values() if not a.abandoned)
+        return self.capacity - sum(1 for a in self._attempts.values() if not (a.abandoned or a.finishing))
+
+    def _done_running(self, attempt: _Attempt) -> None:
+        """The attempt's handler has returned or raised: its slot is free for the next claim."""
+        with self._room:
+            attempt.finishing = True
+            if self._free_slots() >= self.refill_at:
+                self._room.notify_all()
 
     @property
     def started(self) -> bool:
@@ -323,7 +337,7 @@ class Worker:
                 wait = max(0.0, min(next_renew, next_recovery) - time.monotonic())
                 with self._room:
                     free = self._free_slots()
-                    if free <= 0:
+                    if free < self.refill_at:
                         self._room.wait(min(wait, settings.poll_interval))
                         continue
                 claimed = self.store.claim(min(settings.batch_size, free), settings.claim_timeout)
@@ -444,11 +458,14 @@ class Worker:
 
     def _forget(self, attempt: _Attempt, *, abandon: bool = False) -> None:
         with self._room:
+            held_slot = not (attempt.abandoned or attempt.finishing)
             if abandon:
                 attempt.abandoned = True
             if self._attempts.get(attempt.job.id) is attempt:
                 del self._attempts[attempt.job.id]
-            self._room.notify_all()
+            # Shutdown waits here for running attempts to end; the dispatcher for free slots.
+            if self._stopping.is_set() or (held_slot and self._free_slots() >= self.refill_at):
+                self._room.notify_all()
             ran_empty = self._watching_idle and not self._attempts
         if ran_empty:
             # Someone waits for idleness: let the dispatcher look for work now rather than at the
@@ -524,7 +541,7 @@ class Worker:
     def _write_results(self, results: list[tuple[_Attempt, str]], now: float | None = None) -> list[Job | None]:
         """Store successful attempts' results; for each, the completed job or ``None`` (lease lost)."""
         outcomes = self.store.complete_many(
-            [(a.job.id, a.claimed.token, r) for a, r in results], result_ttl=self.settings.result_ttl, now=now
+            [(a.claimed, r) for a, r in results], result_ttl=self.settings.result_ttl, now=now
         )
         for (attempt, _), outcome in zip(results, outcomes, strict=True):
             if outcome is None:
@@ -584,7 +601,7 @@ class Worker:
         job = attempt.job
         spec = self.find_handler(job.name)
         if spec is None:
-            attempt.finishing = True
+            self._done_running(attempt)
             message = f"No handler is registered for the job name {job.name!r} in this process."
             return self._fail(attempt, JobError(code=HANDLER_NOT_FOUND, message=message), retry=True, now=now)
         try:
@@ -593,7 +610,7 @@ class Worker:
                 with self.app.app_context():
                     value = spec.func(ctx)
             finally:
-                attempt.finishing = True
+                self._done_running(attempt)
             result_json = self._serialize(spec, value)
         except JobCanceled:
             if attempt.abandoned:

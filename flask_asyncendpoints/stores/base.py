@@ -144,19 +144,24 @@ class Store(abc.ABC):
         """
 
     def complete_many(
-        self, completions: Sequence[tuple[str, str, str]], *, result_ttl: float | None, now: float | None = None
+        self,
+        completions: Sequence[tuple[ClaimedJob, str]],
+        *,
+        result_ttl: float | None,
+        now: float | None = None,
     ) -> list[Job | None]:
         """:meth:`complete` for several attempts at once (the worker batches its completions).
 
         Each completion is checked and applied on its own, exactly as by :meth:`complete`; stores
-        that can send them together (a Redis pipeline) override this to save round trips.
+        that can send them together (one Redis script) override this to save round trips. They are
+        given the claimed jobs so that they can tell the completed jobs without reading them back.
 
-        :param completions: ``(job_id, token, result_json)`` of each attempt.
+        :param completions: ``(claimed job, result_json)`` of each attempt.
         :returns: for each completion in order, the completed job or ``None`` (lease not held).
         """
         return [
-            self.complete(job_id, token, result_json, result_ttl=result_ttl, now=now)
-            for job_id, token, result_json in completions
+            self.complete(claimed.job.id, claimed.token, result_json, result_ttl=result_ttl, now=now)
+            for claimed, result_json in completions
         ]
 
     @abc.abstractmethod

@@ -59,6 +59,7 @@ SCRIPT_NAMES = (
     "claim",
     "renew",
     "complete",
+    "complete_many",
     "fail",
     "finish_canceled",
     "release",
@@ -408,28 +409,33 @@ class RedisStore(Store):
         return None if reply is None else self._job(job_id, reply)
 
     def complete_many(
-        self, completions: Sequence[tuple[str, str, str]], *, result_ttl: float | None, now: float | None = None
+        self,
+        completions: Sequence[tuple[ClaimedJob, str]],
+        *,
+        result_ttl: float | None,
+        now: float | None = None,
     ) -> list[Job | None]:
         """See :meth:`Store.complete_many <flask_asyncendpoints.stores.base.Store.complete_many>`.
 
-        One pipeline of ``complete`` scripts: one round trip for the whole batch, each script still
-        atomic and checked against its own lease.
+        One script for the whole batch, each completion still checked against its own lease. The
+        script answers with the little that may have changed since the claim (the time, progress, a
+        cancel request), so the completed jobs are not read back and decoded.
         """
         if not completions:
             return []
-        replies = self._run_many(
-            "complete",
-            [
-                (
-                    [self._job_key(job_id), self._inprogress, self._expiring, self._counts],
-                    [_arg(now), job_id, token, _dumps(json.loads(result_json)), _arg(result_ttl)],
-                )
-                for job_id, token, result_json in completions
-            ],
-        )
+        keys = [self._inprogress, self._expiring, self._counts]
+        args: list[Any] = [_arg(now), _arg(result_ttl)]
+        results = []
+        for claimed, result_json in completions:
+            # Parsed to refuse text that is not JSON before anything is stored (and for the job
+            # returned); stored as given, which the worker writes compactly already.
+            results.append(json.loads(result_json))
+            keys.append(self._job_prefix + claimed.job.id)
+            args += [claimed.job.id, claimed.token, result_json]
+        replies = self._run("complete_many", keys, args)
         return [
-            None if reply is None else self._job(job_id, reply)
-            for (job_id, _, _), reply in zip(completions, replies, strict=True)
+            None if not reply else _completed(claimed.job, result, reply)
+            for (claimed, _), result, reply in zip(completions, results, replies, strict=True)
         ]
 
     def fail(
@@ -739,11 +745,28 @@ def _optional_time(value: str | None) -> datetime | None:
     return None if value is None else _time(value)
 
 
+def _progress(text: str) -> Progress:
+    data = json.loads(text)
+    return Progress(fraction=data["fraction"], message=data["message"], updated_at=_time(data["updatedAt"]))
+
+
+def _completed(claimed: Job, result: Any, reply: Sequence[Any]) -> Job:
+    """The job ``claimed`` as ``complete_many.lua`` left it, from its reply for that job."""
+    stamp = _time(_text(reply[0]))
+    progress = _text(reply[1])
+    return claimed.replace(
+        status=JobStatus.COMPLETED,
+        result=result,
+        error=None,
+        completed_at=stamp,
+        last_updated_at=stamp,
+        progress=_progress(progress) if progress else None,
+        cancel_requested=_text(reply[2]) == "1",
+    )
+
+
 def _decode_job(job_id: str, f: Mapping[str, str]) -> Job:
-    progress = None
-    if "pg" in f:
-        data = json.loads(f["pg"])
-        progress = Progress(fraction=data["fraction"], message=data["message"], updated_at=_time(data["updatedAt"]))
+    progress = _progress(f["pg"]) if "pg" in f else None
     return Job(
         id=job_id,
         name=f["n"],

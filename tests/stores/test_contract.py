@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from flask_asyncendpoints import JobFailure
-from flask_asyncendpoints.jobs import JobError, JobPayload, JobStatus, from_timestamp
+from flask_asyncendpoints.jobs import ClaimedJob, JobError, JobPayload, JobStatus, from_timestamp
 from flask_asyncendpoints.stores import CancelResult, LeaseState, PendingLimitReached, Store
 
 from ..conftest import T0
@@ -580,9 +580,9 @@ class TestCompleteMany:
         ids = [submit(store) for _ in range(3)]
         claimed = {c.job.id: c for c in store.claim(3, LEASE, now=T0)}
         completions = [
-            (ids[0], claimed[ids[0]].token, '{"n":0}'),
-            (ids[1], "stale-token", '{"n":1}'),
-            (ids[2], claimed[ids[2]].token, "[2]"),
+            (claimed[ids[0]], '{"n":0}'),
+            (ClaimedJob(claimed[ids[1]].job, "stale-token"), '{"n":1}'),
+            (claimed[ids[2]], "[2]"),
         ]
 
         first, stale, third = store.complete_many(completions, result_ttl=TTL, now=T0 + 1)
@@ -594,10 +594,30 @@ class TestCompleteMany:
         assert third is not None
         assert third.result == [2]
         assert third.completed_at == from_timestamp(T0 + 1)
+        assert third == store.get(ids[2])
         job = store.get(ids[1])
         assert job is not None
         assert job.status is JobStatus.IN_PROGRESS
         assert store.complete_many([], result_ttl=TTL, now=T0) == []
+
+
+    def test_the_completed_job_is_the_stored_one_after_progress_and_a_cancel_request(self, store: Store) -> None:
+        previous_error = JobError(code="BOOM", message="first attempt failed")
+        job_id = submit(store)
+        (first,) = store.claim(1, LEASE, now=T0)
+        store.fail(job_id, first.token, previous_error, retry_delay=1.0, result_ttl=TTL, now=T0)
+        (claimed,) = store.claim(1, LEASE, now=T0 + 2)
+        assert store.set_progress(job_id, claimed.token, 0.5, "half way", now=T0 + 3)
+        assert store.cancel(job_id, result_ttl=TTL, now=T0 + 4)[0] is CancelResult.REQUESTED
+
+        (done,) = store.complete_many([(claimed, '{"ok":true}')], result_ttl=TTL, now=T0 + 5)
+
+        assert done is not None
+        assert done == store.get(job_id)
+        assert done.error is None
+        assert done.progress is not None and done.progress.message == "half way"
+        assert done.cancel_requested
+        assert done.retry_count == 1
 
 
 class TestCreateMany:

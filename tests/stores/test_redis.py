@@ -268,7 +268,7 @@ class TestScripts:
         assert all(outcome is not None and outcome[1] for outcome in created)
         claimed = store.claim(3, LEASE, now=T0)
         client.script_flush()
-        done = store.complete_many([(c.job.id, c.token, "1") for c in claimed], result_ttl=TTL, now=T0 + 1)
+        done = store.complete_many([(c, "1") for c in claimed], result_ttl=TTL, now=T0 + 1)
         assert [job.status if job else None for job in done] == [JobStatus.COMPLETED] * 3
         assert store.counts()[JobStatus.COMPLETED] == 3  # each ran exactly once
 

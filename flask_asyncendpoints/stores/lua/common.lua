@@ -88,3 +88,17 @@ local function push_wake(wake, n)
   redis.call('LTRIM', wake, 0, WAKE_LIST_MAX - 1)
   redis.call('EXPIRE', wake, WAKE_LIST_TTL)
 end
+
+-- Complete the attempt holding `key`'s lease with `result` (JSON); the error is cleared. Returns
+-- true, or nil when `token` does not hold the lease (nothing changes).
+local function complete_one(key, inprogress, expiring, counts, id, token, result, now, ttl)
+  if not held(key, token) then
+    return nil
+  end
+  redis.call('HSET', key, 's', 'Completed', 'r', result, 'da', now, 'ua', now)
+  redis.call('HDEL', key, 'e', 't')
+  redis.call('ZREM', inprogress, id)
+  recount(counts, 'InProgress', 'Completed')
+  expire_later(expiring, id, now, ttl)
+  return true
+end

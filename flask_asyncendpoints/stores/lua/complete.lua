@@ -3,14 +3,8 @@
 -- ARGV[1] now ('' = the server's clock)   ARGV[2] job id   ARGV[3] token   ARGV[4] result JSON
 -- ARGV[5] result ttl in seconds ('' = keep the job)
 -- Returns the job fields, or nil when the token does not hold the lease (nothing changes).
-local key, inprogress, expiring, counts = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-if not held(key, ARGV[3]) then
+local key = KEYS[1]
+if not complete_one(key, KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[3], ARGV[4], clock(ARGV[1]), ARGV[5]) then
   return nil
 end
-local now = clock(ARGV[1])
-redis.call('HSET', key, 's', 'Completed', 'r', ARGV[4], 'da', now, 'ua', now)
-redis.call('HDEL', key, 'e', 't')
-redis.call('ZREM', inprogress, ARGV[2])
-recount(counts, 'InProgress', 'Completed')
-expire_later(expiring, ARGV[2], now, ARGV[5])
 return redis.call('HGETALL', key)
