@@ -35,6 +35,7 @@ import threading
 import time
 import types
 import uuid
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -159,6 +160,8 @@ class RedisStore(Store):
         self._listener: threading.Thread | None = None
         self._listener_pid = 0
         self._closed = threading.Event()
+        #: ``held``: this thread's connection (see :meth:`_call`).
+        self._connections = threading.local()
 
     batches_completions = True
 
@@ -257,15 +260,44 @@ class RedisStore(Store):
         except exceptions.RedisError as exc:
             raise StoreError(f"Redis at {self._where} failed while {doing} ({exc}).") from exc
 
+    def _call(self, *command: Any) -> Any:
+        """Send one command on this thread's own connection and return the raw reply.
+
+        Each thread that uses the store keeps one connection out of the client's pool (given back
+        when the thread ends): checking a connection out and in again for every command costs about
+        as much as the round trip itself. Like the pool, it makes sure the connection holds no stale
+        data before sending; after any failure other than an error reply it is closed, and the next
+        command connects afresh.
+        """
+        held = self._connections.__dict__.get("held")
+        if held is None or held.pid != os.getpid():
+            held = self._connections.held = _HeldConnection(self._client.connection_pool)
+        connection = held.connection
+        exceptions = self._redis.exceptions
+        try:
+            if connection.can_read():
+                raise exceptions.ConnectionError("connection has unread data")
+        except (exceptions.ConnectionError, exceptions.TimeoutError, OSError):
+            connection.disconnect()
+        try:
+            connection.send_command(*command)
+            return connection.read_response()
+        except exceptions.ResponseError:
+            raise
+        except BaseException:
+            # A reply may still be on its way: nothing else may read this connection's stream.
+            connection.disconnect()
+            raise
+
     def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         script = self._scripts[name]
         with self._errors(f"running the {name} script"):
             try:
-                return self._client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+                return self._call("EVALSHA", script.sha, len(keys), *keys, *args)
             except self._redis.exceptions.NoScriptError:
                 # Not run: the server has lost its scripts (SCRIPT FLUSH, a restart, a failover).
                 script.sha = self._client.script_load(script.script)
-                return self._client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+                return self._call("EVALSHA", script.sha, len(keys), *keys, *args)
 
     def _run_many(self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]) -> list[Any]:
         """Run one script once per ``(keys, args)``, all in one round trip.
@@ -314,15 +346,39 @@ class RedisStore(Store):
         now: float | None = None,
     ) -> tuple[Job, bool]:
         """See :meth:`Store.create <flask_asyncendpoints.stores.base.Store.create>`."""
+        payload_json = _payload_json(payload)
         reply = self._run(
             "create",
             [self._job_key(job_id), self._queue, self._counts, self._wake],
-            [_arg(now), job_id, name, int(max_retries), _payload_json(payload), _arg(max_pending)],
+            [_arg(now), job_id, name, int(max_retries), payload_json, _arg(max_pending)],
         )
+        created = self._created(job_id, name, int(max_retries), payload_json, reply)
+        if created is None:
+            raise PendingLimitReached(f"{max_pending} jobs are already pending")
+        return created
+
+    def _created(
+        self, job_id: str, name: str, max_retries: int, payload_json: str, reply: Sequence[Any]
+    ) -> tuple[Job, bool] | None:
+        """What ``create.lua`` answered: the new job built here from what was sent, or the existing job."""
         outcome = int(reply[0])
         if outcome < 0:
-            raise PendingLimitReached(f"{max_pending} jobs are already pending")
-        return self._job(job_id, reply[1]), outcome == 1
+            return None
+        if outcome == 0:
+            return self._job(job_id, reply[1]), False
+        stamp = _time(_text(reply[1]))
+        job = Job(
+            id=job_id,
+            name=name,
+            status=JobStatus.QUEUED,
+            retry_count=0,
+            max_retries=max_retries,
+            created_at=stamp,
+            last_updated_at=stamp,
+            # As it reads back: JSON turns tuples into lists, and so on.
+            payload=JobPayload.from_dict(json.loads(payload_json)),
+        )
+        return job, True
 
     def create_many(
         self,
@@ -337,28 +393,26 @@ class RedisStore(Store):
         """
         if not jobs:
             return []
+        sent = [(job_id, name, int(max_retries), _payload_json(payload)) for job_id, name, payload, max_retries in jobs]
         replies = self._run_many(
             "create",
             [
                 (
                     [self._job_key(job_id), self._queue, self._counts, self._wake],
-                    [_arg(now), job_id, name, int(max_retries), _payload_json(payload), _arg(max_pending)],
+                    [_arg(now), job_id, name, max_retries, payload_json, _arg(max_pending)],
                 )
-                for job_id, name, payload, max_retries in jobs
+                for job_id, name, max_retries, payload_json in sent
             ],
         )
-        return [
-            None if int(reply[0]) < 0 else (self._job(job_id, reply[1]), int(reply[0]) == 1)
-            for (job_id, _, _, _), reply in zip(jobs, replies, strict=True)
-        ]
+        return [self._created(*job, reply) for job, reply in zip(sent, replies, strict=True)]
 
     def get(self, job_id: str) -> Job | None:
         """See :meth:`Store.get <flask_asyncendpoints.stores.base.Store.get>`."""
         with self._errors("reading a job"):
-            raw = self._client.hgetall(self._job_key(job_id))
+            raw = self._call("HGETALL", self._job_key(job_id))
         if not raw:
             return None
-        return self._job(job_id, [item for pair in raw.items() for item in pair])
+        return self._job(job_id, raw)
 
     def claim(self, limit: int, lease_seconds: float, *, now: float | None = None) -> list[ClaimedJob]:
         """See :meth:`Store.claim <flask_asyncendpoints.stores.base.Store.claim>`."""
@@ -403,8 +457,8 @@ class RedisStore(Store):
         result = _dumps(json.loads(result_json))
         reply = self._run(
             "complete",
-            [self._job_key(job_id), self._inprogress, self._expiring, self._counts],
-            [_arg(now), job_id, token, result, _arg(result_ttl)],
+            [self._inprogress, self._expiring, self._counts, self._job_key(job_id)],
+            [_arg(now), _arg(result_ttl), job_id, token, result],
         )
         return None if reply is None else self._job(job_id, reply)
 
@@ -686,6 +740,22 @@ class RedisStore(Store):
             close()
 
 
+class _HeldConnection:
+    """A connection taken out of a pool for one thread; it goes back when the thread's locals are dropped."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pid = os.getpid()
+        self.connection = pool.get_connection()
+        weakref.finalize(self, _give_back, pool, self.connection, self.pid)
+
+
+def _give_back(pool: Any, connection: Any, pid: int) -> None:
+    # A connection inherited through fork is the parent's; the child's pool has forgotten it.
+    if os.getpid() == pid:
+        with contextlib.suppress(Exception):
+            pool.release(connection)
+
+
 # -- encoding ------------------------------------------------------------------------------------------
 
 
@@ -730,8 +800,11 @@ def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def _fields(raw: Sequence[Any]) -> dict[str, str]:
-    """A flat ``HGETALL`` reply as a dict of text, whatever the client's ``decode_responses``."""
+def _fields(raw: Sequence[Any] | Mapping[Any, Any]) -> dict[str, str]:
+    """An ``HGETALL`` reply (flat, or a map from a RESP3 connection) as a dict of text, whatever the
+    client's ``decode_responses``."""
+    if isinstance(raw, Mapping):
+        return {_text(key): _text(value) for key, value in raw.items()}
     return {_text(raw[i]): _text(raw[i + 1]) for i in range(0, len(raw) - 1, 2)}
 
 

@@ -44,11 +44,15 @@ local function recount(counts, from, to)
   end
 end
 
--- Put a job in the queue, due at `due`. Members are `<sequence>:<id>` so that jobs due at the same
+-- The next queue member for job `id`. Members are `<sequence>:<id>` so that jobs due at the same
 -- time are claimed in the order they were queued (a sorted set orders equal scores by member).
+local function queue_member(counts, id)
+  return string.format('%016x', redis.call('HINCRBY', counts, 'seq', 1)) .. ':' .. id
+end
+
+-- Put a job in the queue, due at `due`.
 local function enqueue(queue, counts, key, id, due)
-  local seq = redis.call('HINCRBY', counts, 'seq', 1)
-  local member = string.format('%016x', seq) .. ':' .. id
+  local member = queue_member(counts, id)
   redis.call('ZADD', queue, due, member)
   redis.call('HSET', key, 'q', member)
 end
@@ -61,12 +65,16 @@ end
 -- Record that a job is finished: purge will delete it `ttl` seconds from now (never without a ttl),
 -- and long-polls waiting for it are told on the channel `{prefix}:jobs:finished`, named after the
 -- expiring key `{prefix}:jobs:expiring` (a channel is not a key, so it needs no KEYS entry).
+local function finished_channel(expiring)
+  return string.sub(expiring, 1, -9) .. 'finished'
+end
+
 local function expire_later(expiring, id, now, ttl)
   local seconds = tonumber(ttl)
   if seconds then
     redis.call('ZADD', expiring, now + seconds, id)
   end
-  redis.call('PUBLISH', string.sub(expiring, 1, -9) .. 'finished', id)
+  redis.call('PUBLISH', finished_channel(expiring), id)
 end
 
 -- True when the attempt with `token` holds the job's lease, else nil.
@@ -81,24 +89,61 @@ local function held(key, token)
   return nil
 end
 
+-- Every redis.call costs a few microseconds, so the list is trimmed only once it is too long and
+-- given its time to live when a push creates it (a waiting worker's BLPOP deletes it when it empties).
 local function push_wake(wake, n)
+  local length
   for _ = 1, n do
-    redis.call('RPUSH', wake, '1')
+    length = redis.call('RPUSH', wake, '1')
   end
-  redis.call('LTRIM', wake, 0, WAKE_LIST_MAX - 1)
-  redis.call('EXPIRE', wake, WAKE_LIST_TTL)
+  if length == n then
+    redis.call('EXPIRE', wake, WAKE_LIST_TTL)
+  elseif length > WAKE_LIST_MAX then
+    redis.call('LTRIM', wake, 0, WAKE_LIST_MAX - 1)
+  end
 end
 
--- Complete the attempt holding `key`'s lease with `result` (JSON); the error is cleared. Returns
--- true, or nil when `token` does not hold the lease (nothing changes).
-local function complete_one(key, inprogress, expiring, counts, id, token, result, now, ttl)
-  if not held(key, token) then
-    return nil
+-- redis.call(command, key, ...items) in pieces small enough for unpack (Lua's stack is limited);
+-- `step` must be a multiple of the items that belong together (2 for score, member pairs).
+local function call_unpacked(command, key, items, step)
+  for first = 1, #items, step do
+    redis.call(command, key, unpack(items, first, math.min(first + step - 1, #items)))
   end
-  redis.call('HSET', key, 's', 'Completed', 'r', result, 'da', now, 'ua', now)
-  redis.call('HDEL', key, 'e', 't')
-  redis.call('ZREM', inprogress, id)
-  recount(counts, 'InProgress', 'Completed')
-  expire_later(expiring, id, now, ttl)
-  return true
+end
+
+-- Complete the attempts whose job hashes are KEYS[4..], each checked against its own lease; ARGV[3..]
+-- holds the job id, token and result JSON of each in turn. KEYS[1..3] are the in-progress, expiring
+-- and counts keys, ARGV[1] is now ('' = the server's clock) and ARGV[2] the result ttl ('' = keep).
+-- Returns, per attempt in order, 0 when its token does not hold the lease (nothing changes), else
+-- {completedAt, progress JSON or '', '1' if a cancel was requested else ''}.
+local function complete_batch()
+  local inprogress, expiring, counts = KEYS[1], KEYS[2], KEYS[3]
+  local now = clock(ARGV[1])
+  local stamp, ttl, channel = exact(now), tonumber(ARGV[2]), finished_channel(expiring)
+  local replies, done, expiries = {}, {}, {}
+  for i = 4, #KEYS do
+    local key, a = KEYS[i], 3 * (i - 4) + 3
+    local id, token = ARGV[a], ARGV[a + 1]
+    local f = redis.call('HMGET', key, 's', 't', 'pg', 'cr')
+    if token ~= '' and f[1] == 'InProgress' and f[2] == token then
+      redis.call('HSET', key, 's', 'Completed', 'r', ARGV[a + 2], 'da', now, 'ua', now)
+      redis.call('HDEL', key, 'e', 't')
+      redis.call('PUBLISH', channel, id)
+      done[#done + 1] = id
+      if ttl then
+        expiries[#expiries + 1] = now + ttl
+        expiries[#expiries + 1] = id
+      end
+      replies[#replies + 1] = {stamp, f[3] or '', f[4] or ''}
+    else
+      replies[#replies + 1] = 0
+    end
+  end
+  if #done > 0 then
+    call_unpacked('ZREM', inprogress, done, 1000)
+    call_unpacked('ZADD', expiring, expiries, 1000)
+    redis.call('HINCRBY', counts, 'InProgress', -#done)
+    redis.call('HINCRBY', counts, 'Completed', #done)
+  end
+  return replies
 end

@@ -5,17 +5,4 @@
 -- Returns, for each attempt in order, 0 when its token does not hold the lease, else
 -- {completedAt, progress JSON or '', '1' if a cancel was requested else ''}: with the claimed job,
 -- all the caller needs to know the completed job without reading it back.
-local inprogress, expiring, counts = KEYS[1], KEYS[2], KEYS[3]
-local now = clock(ARGV[1])
-local stamp = exact(now)
-local replies = {}
-for i = 4, #KEYS do
-  local key, a = KEYS[i], 3 * (i - 4) + 3
-  local f = redis.call('HMGET', key, 'pg', 'cr')
-  if complete_one(key, inprogress, expiring, counts, ARGV[a], ARGV[a + 1], ARGV[a + 2], now, ARGV[2]) then
-    replies[#replies + 1] = {stamp, f[1] or '', f[2] or ''}
-  else
-    replies[#replies + 1] = 0
-  end
-end
-return replies
+return complete_batch()

@@ -6,8 +6,9 @@
 -- ARGV[1] now (epoch seconds; '' = the server's clock)
 -- ARGV[2] job id       ARGV[3] name      ARGV[4] max retries     ARGV[5] payload JSON
 -- ARGV[6] max pending ('' = no limit)
--- Returns {1, job fields} when created, {0, job fields} when the id already existed,
--- {-1} when max pending jobs are already Queued, Scheduled or InProgress (nothing is stored).
+-- Returns {1, createdAt} when created (the caller knows every other field), {0, job fields} when
+-- the id already existed, {-1} when max pending jobs are already Queued, Scheduled or InProgress
+-- (nothing is stored).
 local key, queue, counts, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 
 if redis.call('EXISTS', key) == 1 then
@@ -22,8 +23,10 @@ if max_pending then
 end
 
 local now = clock(ARGV[1])
-redis.call('HSET', key, 'n', ARGV[3], 's', 'Queued', 'rc', 0, 'mr', ARGV[4], 'ca', now, 'ua', now, 'p', ARGV[5])
+local member = queue_member(counts, ARGV[2])
+redis.call('HSET', key, 'n', ARGV[3], 's', 'Queued', 'rc', 0, 'mr', ARGV[4], 'ca', now, 'ua', now, 'p', ARGV[5],
+  'q', member)
 recount(counts, nil, 'Queued')
-enqueue(queue, counts, key, ARGV[2], now)
+redis.call('ZADD', queue, now, member)
 push_wake(wake, 1)
-return {1, redis.call('HGETALL', key)}
+return {1, exact(now)}
