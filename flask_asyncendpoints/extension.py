@@ -67,6 +67,8 @@ class _State:
         self.lock = threading.Lock()
         #: Seconds a client should wait before polling a job that is not finished.
         self.retry_after = max(1, math.ceil(settings.poll_interval))
+        #: ``url_for`` the job route, with a placeholder id, by script root (see ``views.job_location``).
+        self.location_templates: dict[str, str] = {}
 
     def max_retries_of(self, spec: HandlerSpec) -> int:
         return spec.max_retries if spec.max_retries is not None else self.settings.default_max_retries

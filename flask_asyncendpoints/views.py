@@ -59,19 +59,39 @@ def _status_phrase(status: int) -> str:
         return "Error"
 
 
+#: Job records as sent: compact. Made once: json.dumps with options builds an encoder on every call.
+_RECORD_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+#: Stands for the job id in a cached job URL (see :func:`job_location`).
+_LOCATION_PLACEHOLDER = uuid.UUID(int=0)
+
+#: Job URL templates kept per app at most (one per script root the app is served under).
+_LOCATION_TEMPLATES_MAX = 16
+
+
+def job_location(state: _State, job_id: str) -> str:
+    """``url_for`` the job's details, built once per script root and filled in after that (``url_for``
+    costs about as much as the rest of a job answer)."""
+    root = request.script_root
+    template = state.location_templates.get(root)
+    if template is None:
+        template = url_for(JOB_ENDPOINT, job_id=_LOCATION_PLACEHOLDER)
+        if len(state.location_templates) < _LOCATION_TEMPLATES_MAX:
+            state.location_templates[root] = template
+    return template.replace(str(_LOCATION_PLACEHOLDER), job_id)
+
+
 def job_response(job: Job, status: int, state: _State, *, location: bool = False) -> Response:
     """The job record as JSON; ``Retry-After`` while the job is not finished."""
-    body = json.dumps(
+    body = _RECORD_ENCODER.encode(
         job.to_dict(
             expose_traceback=state.settings.expose_tracebacks,
             expose_message=state.settings.expose_exception_messages,
-        ),
-        ensure_ascii=False,
-        separators=(",", ":"),
+        )
     )
     response = Response(body, status=status, mimetype=JSON_MIMETYPE)
     if location:
-        response.headers["Location"] = url_for(JOB_ENDPOINT, job_id=job.id)
+        response.headers["Location"] = job_location(state, job.id)
     if not job.status.is_final:
         response.headers["Retry-After"] = str(state.retry_after)
     return response
@@ -295,7 +315,7 @@ def _read_json_body(limit: int) -> Any:
     length = request.content_length
     if length is not None and length > limit:
         raise _too_large(limit)
-    raw = _read_at_most(limit + 1)
+    raw = _read_at_most(limit + 1, length)
     if len(raw) > limit:
         raise _too_large(limit)
     if not raw.strip():
@@ -312,7 +332,10 @@ def _read_json_body(limit: int) -> Any:
         raise ProblemError(415, "Unsupported media type", "JSON bodies must be encoded as UTF-8.")
     try:
         text = raw.decode("utf-8")
-        return json.loads(text, parse_constant=_reject_constant)
+        if text.startswith("\ufeff"):
+            # As json.loads says; the decoder alone would not.
+            raise ValueError("Unexpected UTF-8 BOM (decode using utf-8-sig)")
+        return _BODY_DECODER.decode(text)
     except UnicodeDecodeError:
         raise ProblemError(400, "Malformed JSON", "The request body is not valid UTF-8.") from None
     except RecursionError:
@@ -321,22 +344,29 @@ def _read_json_body(limit: int) -> Any:
         raise ProblemError(400, "Malformed JSON", f"The request body is not valid JSON: {exc}") from None
 
 
-def _read_at_most(size: int) -> bytes:
+def _read_at_most(size: int, length: int | None) -> bytes:
     """Up to ``size`` bytes of the body. A stream may answer a read with less than is left (a
-    chunked body read from the socket), so read until the end or ``size``."""
+    chunked body read from the socket), so read until the end or ``size``; with a
+    ``Content-Length``, until that many bytes are in."""
     parts: list[bytes] = []
     left = size
-    while left > 0:
+    got = 0
+    while left > 0 and (length is None or got < length):
         part = request.stream.read(left)
         if not part:
             break
         parts.append(part)
         left -= len(part)
+        got += len(part)
     return b"".join(parts)
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
+
+
+#: Request bodies: NaN and Infinity are not JSON. Made once, as json.loads with options would not.
+_BODY_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def _too_large(limit: int) -> ProblemError:

@@ -52,6 +52,10 @@ MAX_ERROR_BACKOFF = 30.0
 #: Results the completer writes in one round trip at most.
 COMPLETION_BATCH = 100
 
+#: Results as stored: compact, and refusing NaN and infinities (not JSON). Made once: json.dumps with
+#: options builds a new encoder on every call.
+_RESULT_ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+
 HANDLER_NOT_FOUND = "HANDLERNOTFOUND"
 RESULT_NOT_SERIALIZABLE = "RESULTNOTSERIALIZABLE"
 INVALID_REQUEST = "INVALIDREQUEST"
@@ -644,11 +648,13 @@ class Worker:
                     code=INVALID_REQUEST,
                     retry=False,
                 ) from exc
+        query = payload.query_params
         return JobContext(
             request=body,
-            headers=Headers(list(payload.headers)),
+            # Built only from what is there: most jobs submitted from Python have neither.
+            headers=Headers(payload.headers) if payload.headers else Headers(),
             route_params=dict(payload.route_params),
-            query_params=MultiDict([(k, v) for k, values in payload.query_params.items() for v in values]),
+            query_params=MultiDict([(k, v) for k, values in query.items() for v in values]) if query else MultiDict(),
             job_id=job.id,
             attempt=job.retry_count + 1,
             name=job.name,
@@ -661,7 +667,7 @@ class Worker:
         try:
             if spec.response_schema is not None:
                 value = spec.response_schema.dump(value)
-            return json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+            return _RESULT_ENCODER.encode(value)
         except (TypeError, ValueError, RecursionError) as exc:
             raise JobFailure(
                 f"The handler's result is not JSON-serializable ({exc}); return dicts, lists, strings, "

@@ -95,6 +95,12 @@ class TestSubmit:
         assert stored is not None
         assert stored.payload.body == GOOD
 
+    def test_location_follows_the_script_root_of_each_request(self, client: FlaskClient) -> None:
+        for root in ("/app", "", "/other/mount", "/app"):
+            response = post(client, GOOD, base_url=f"http://localhost{root}")
+            assert response.status_code == 202
+            assert response.headers["Location"] == f"{root}/jobs/{response.get_json()['id']}"
+
     def test_poll_until_completed(self, client: FlaskClient, worker: Worker) -> None:
         location = post(client, GOOD).headers["Location"]
 

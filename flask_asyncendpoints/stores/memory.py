@@ -9,10 +9,10 @@ its own store, so use Redis there.
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
 import threading
 import time
-import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -58,6 +58,8 @@ class MemoryStore(Store):
         self._running: dict[str, float] = {}
         self._counts: Counter[JobStatus] = Counter()
         self._seq = 0
+        #: Attempt tokens: unique within this store, which is all a lease needs.
+        self._tokens = itertools.count(1)
         #: A wake() that found no waiter is kept for the next wait, so it is never lost.
         self._woken = False
 
@@ -175,7 +177,7 @@ class MemoryStore(Store):
                     cancel_requested=False,
                 )
                 self._set(entry, job)
-                entry.token = uuid.uuid4().hex
+                entry.token = f"{next(self._tokens):x}"
                 entry.lease_until = now + lease_seconds
                 self._running[job_id] = entry.lease_until
                 claimed.append(ClaimedJob(job, entry.token))

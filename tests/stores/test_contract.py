@@ -600,7 +600,6 @@ class TestCompleteMany:
         assert job.status is JobStatus.IN_PROGRESS
         assert store.complete_many([], result_ttl=TTL, now=T0) == []
 
-
     def test_the_completed_job_is_the_stored_one_after_progress_and_a_cancel_request(self, store: Store) -> None:
         previous_error = JobError(code="BOOM", message="first attempt failed")
         job_id = submit(store)
