@@ -151,7 +151,7 @@ def worker(concurrency: int | None, burst: bool, health_file: str | None, log_le
         Path(health_file).unlink(missing_ok=True)
 
 
-#: A worker whose dispatcher has not looped for this long is reported unhealthy (seconds).
+#: A worker whose maintenance thread has not looped for this long is reported unhealthy (seconds).
 HEALTHY_WITHIN = 60.0
 
 

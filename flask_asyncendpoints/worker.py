@@ -1,14 +1,21 @@
-"""The worker: a dispatcher thread that claims jobs and a pool of threads that run them.
+"""The worker: a pool of threads that claim jobs and run them, and a thread that looks after leases.
 
-The dispatcher claims only as many jobs as the pool has room for (``BATCH_SIZE`` at most per claim),
-renews the leases of running attempts, fails attempts that pass their timeout, and runs recovery and
-expiry every ``RECOVERY_INTERVAL``. Idle, it blocks in the store's wake-up wait, so a new job starts at
-once.
+A pool thread with nothing to do takes the next job from this process's buffer of claimed jobs;
+when the buffer is empty it claims the next batch itself (``BATCH_SIZE`` at most, never more than
+the process has room for), and when nothing is due it blocks in the store's wake-up wait. One thread
+at a time claims or waits; the others wait for it. So an idle worker starts a new job in the very
+thread that heard of it, and a busy one pays one store round trip per batch, with no hand-off
+between threads on the way. On stores that batch completions (Redis), a finished thread adds its
+result to an outbox; whichever thread finds no write under way writes everything waiting in one
+round trip, while the others carry on.
 
-The pool is daemon threads fed from a queue rather than a ``ThreadPoolExecutor``: an executor's
-threads are joined without a time limit when the interpreter exits, so one stuck handler would hang
-shutdown forever, and a timed-out thread could never be replaced. Here shutdown waits at most
-``SHUTDOWN_TIMEOUT``, and a thread stuck past its timeout is replaced by a fresh one.
+The maintenance thread renews the leases of held attempts, fails attempts that pass their timeout,
+and runs recovery and expiry every ``RECOVERY_INTERVAL``.
+
+The pool is daemon threads rather than a ``ThreadPoolExecutor``: an executor's threads are joined
+without a time limit when the interpreter exits, so one stuck handler would hang shutdown forever,
+and a timed-out thread could never be replaced. Here shutdown waits at most ``SHUTDOWN_TIMEOUT``,
+and a thread stuck past its timeout is replaced by a fresh one.
 
 Tests and scripts drive the same code without threads: :meth:`Worker.run_once` claims a batch and runs
 it in the calling thread.
@@ -20,13 +27,13 @@ import json
 import logging
 import math
 import os
-import queue
 import random
 import socket
 import threading
 import time
 import uuid
 import weakref
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -149,30 +156,32 @@ class Worker:
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
         self._attempts: dict[str, _Attempt] = {}
-        self._tasks: queue.SimpleQueue[_Attempt | None] = queue.SimpleQueue()
+        #: Claimed attempts not started yet, oldest first.
+        self._buffer: deque[_Attempt] = deque()
+        #: Set while a pool thread claims or waits for work; the others wait for it.
+        self._claiming = False
+        #: Slots the claim under way may fill.
+        self._reserved = 0
+        self._claim_backoff = 0.0
         self._threads: list[threading.Thread] = []
-        self._dispatcher: threading.Thread | None = None
+        self._maintainer: threading.Thread | None = None
         self._stopping = threading.Event()
         #: Pool threads to retire when they next finish a job (after replacements for stuck threads).
         self._excess_threads = 0
         self._stuck = 0
         self.pid = os.getpid()
-        #: ``time.time()`` of the dispatcher's last loop: a health check reads it.
+        #: ``time.time()`` of the maintenance thread's last round: a health check reads it.
         self.heartbeat = 0.0
-        #: Set while the dispatcher finds no due job and none is running here (for ``--burst``).
+        #: Set while no job is due and none is held here (for ``--burst``).
         self._idle = threading.Event()
         self._watching_idle = False
         #: Attempts this worker has run.
         self.executed = 0
-        #: Results waiting to be written, batched by the completer thread (threaded mode only).
-        self._outbox: queue.SimpleQueue[tuple[_Attempt, str] | None] = queue.SimpleQueue()
-        self._completer: threading.Thread | None = None
-        #: Never set: the completer waits on it to back off after a store error.
-        self._completer_pause = threading.Event()
-        #: Free slots the dispatcher waits for before it claims again: half the buffer, rounded up.
-        #: Claims then come in batches rather than one per finished job (a store round trip each),
-        #: and the buffer still holds work while a claim is under way.
-        self.refill_at = max(1, (min(settings.batch_size, settings.max_queue_size) + 1) // 2)
+        #: Results waiting to be written together (stores that batch completions, threaded mode).
+        self._outbox: list[tuple[_Attempt, str]] = []
+        self._writing = False
+        #: Never set: a writer waits on it to back off after a store error.
+        self._write_pause = threading.Event()
 
     # -- capacity ---------------------------------------------------------------------------------
 
@@ -185,43 +194,37 @@ class Worker:
         return self.settings.max_concurrency + min(self.settings.batch_size, self.settings.max_queue_size)
 
     def _free_slots(self) -> int:
-        return self.capacity - sum(1 for a in self._attempts.values() if not (a.abandoned or a.finishing))
+        held = sum(1 for a in self._attempts.values() if not (a.abandoned or a.finishing))
+        return self.capacity - held - self._reserved
 
     def _done_running(self, attempt: _Attempt) -> None:
         """The attempt's handler has returned or raised: its slot is free for the next claim."""
-        with self._room:
+        with self._lock:
             attempt.finishing = True
-            if self._free_slots() >= self.refill_at:
-                self._room.notify_all()
 
     @property
     def started(self) -> bool:
         """``True`` once :meth:`start` was called (even if shut down since)."""
-        return self._dispatcher is not None
+        return self._maintainer is not None
 
     @property
     def running(self) -> bool:
         """``True`` between :meth:`start` and :meth:`shutdown`."""
-        return self._dispatcher is not None and not self._stopping.is_set()
+        return self._maintainer is not None and not self._stopping.is_set()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the dispatcher and the pool threads (daemon threads)."""
+        """Start the pool threads and the maintenance thread (daemon threads)."""
         with self._lock:
-            if self._dispatcher is not None:
+            if self._maintainer is not None:
                 return
             for _ in range(self.settings.max_concurrency):
                 self._spawn_pool_thread()
-            if self.store.batches_completions:
-                self._completer = threading.Thread(
-                    target=self._complete_loop, name="asyncendpoints-completer", daemon=True
-                )
-                self._completer.start()
-            self._dispatcher = threading.Thread(
-                target=self._dispatch_loop, name="asyncendpoints-dispatcher", daemon=True
+            self._maintainer = threading.Thread(
+                target=self._maintenance_loop, name="asyncendpoints-maintenance", daemon=True
             )
-            self._dispatcher.start()
+            self._maintainer.start()
             _started_workers.add(self)
         logger.info("worker %s started: %d threads on %s", self.worker_id, self.settings.max_concurrency, self.store)
 
@@ -249,31 +252,32 @@ class Worker:
         :param timeout: seconds to wait for running jobs (default ``SHUTDOWN_TIMEOUT``). Jobs still
             running then are released too; their late results are discarded.
         """
-        with self._lock:
+        with self._room:
             if self._stopping.is_set():
                 return
             self._stopping.set()
+            self._room.notify_all()  # idle pool threads leave
         timeout = self.settings.shutdown_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         try:
-            self.store.wake()
+            self.store.wake()  # the thread waiting for work, if any
         except StoreError:
-            # The dispatcher notices the stop within a poll interval anyway; the release below
-            # must still be tried.
-            logger.warning("could not wake the dispatcher at shutdown", exc_info=True)
-        dispatcher = self._dispatcher
-        if dispatcher is not None and dispatcher is not threading.current_thread():
-            dispatcher.join(timeout)
-        for _ in self._threads:
-            self._tasks.put(None)
-        # Claimed-ahead jobs can no longer start (the pool checks the stop flag under this lock), so
-        # they go back now: another process starts them at once, not after the running jobs end.
+            # It notices the stop within a poll interval anyway; the release below must still be tried.
+            logger.warning("could not wake the worker's waiting thread at shutdown", exc_info=True)
+        maintainer = self._maintainer
+        if maintainer is not None and maintainer is not threading.current_thread():
+            maintainer.join(timeout)
+        # Claimed-ahead jobs can no longer start (pool threads check the stop flag under this lock),
+        # so they go back now: another process starts them at once, not after the running jobs end.
+        # A claim still under way gives back its jobs itself.
         with self._lock:
-            waiting = [a for a in self._attempts.values() if a.started is None]
+            waiting = list(self._buffer)
+            self._buffer.clear()
             for attempt in waiting:
-                del self._attempts[attempt.job.id]
+                if self._attempts.get(attempt.job.id) is attempt:
+                    del self._attempts[attempt.job.id]
         released = self._release(waiting)
-        # The dispatcher, which renews leases, has stopped: renew them here while running jobs finish,
+        # The maintenance thread has stopped: renew leases here while running jobs finish,
         # or a job running past its lease would be recovered and run again elsewhere meanwhile.
         renew_every = min(self.settings.claim_timeout / 3, self.settings.poll_interval)
         renew_failed = False
@@ -295,7 +299,6 @@ class Worker:
             leftovers = list(self._attempts.values())
             self._attempts.clear()
         released += self._release(leftovers)
-        self._outbox.put(None)
         logger.info("worker %s stopped; %d unfinished job(s) released", self.worker_id, released)
 
     def _release(self, attempts: list[_Attempt]) -> int:
@@ -320,9 +323,9 @@ class Worker:
                 attempt.cancelled.set()
         return released
 
-    # -- the dispatcher ---------------------------------------------------------------------------
+    # -- maintenance ------------------------------------------------------------------------------
 
-    def _dispatch_loop(self) -> None:
+    def _maintenance_loop(self) -> None:
         settings = self.settings
         renew_every = min(settings.claim_timeout / 3, settings.poll_interval)
         next_renew = next_recovery = time.monotonic()
@@ -338,32 +341,14 @@ class Worker:
                 if now >= next_recovery:
                     self.recover_once()
                     next_recovery = now + settings.recovery_interval
-                wait = max(0.0, min(next_renew, next_recovery) - time.monotonic())
-                with self._room:
-                    free = self._free_slots()
-                    if free < self.refill_at:
-                        self._room.wait(min(wait, settings.poll_interval))
-                        continue
-                claimed = self.store.claim(min(settings.batch_size, free), settings.claim_timeout)
-                if claimed:
-                    with self._room:
-                        self._idle.clear()
-                        for job in claimed:
-                            attempt = _Attempt(job)
-                            self._attempts[job.job.id] = attempt
-                            self._tasks.put(attempt)
-                else:
-                    with self._room:
-                        if not self._attempts:
-                            self._idle.set()
-                    self.store.wait_for_work(min(wait, settings.poll_interval))
                 backoff = 0.0
+                self._stopping.wait(max(0.0, min(next_renew, next_recovery) - time.monotonic()))
             except StoreError:
                 backoff = min(max(backoff * 2, settings.poll_interval), MAX_ERROR_BACKOFF)
                 logger.warning("job store unavailable; retrying in %.1f s", backoff, exc_info=True)
                 self._stopping.wait(backoff)
             except Exception:
-                logger.exception("unexpected error in the worker's dispatcher; it carries on")
+                logger.exception("unexpected error in the worker's maintenance thread; it carries on")
                 self._stopping.wait(settings.poll_interval)
 
     def renew_leases(self, now: float | None = None) -> None:
@@ -444,40 +429,103 @@ class Worker:
 
     def _pool_loop(self) -> None:
         while True:
-            attempt = self._tasks.get()
+            attempt = self._next_attempt()
             if attempt is None:
                 return
-            with self._lock:
-                # Decided under the lock shutdown() takes, so each attempt is either run here or
-                # given back by shutdown(), never both.
-                if self._stopping.is_set():
-                    continue
-                attempt.started = time.monotonic()
-            self.execute(attempt)
+            self._execute(attempt, None, pooled=True)
             with self._lock:
                 if self._excess_threads > 0:
                     self._excess_threads -= 1
                     self._stuck = max(0, self._stuck - 1)
                     return
 
+    def _next_attempt(self) -> _Attempt | None:
+        """The next claimed attempt for this pool thread, marked started; ``None`` once stopping.
+
+        With the buffer empty and no other thread claiming, this thread claims the next batch (and
+        waits for work if none is due); with another thread claiming, it waits for that.
+        """
+        while True:
+            with self._room:
+                # Decided under the lock shutdown() takes, so each attempt is either started here or
+                # given back by shutdown(), never both.
+                if self._stopping.is_set():
+                    return None
+                while self._buffer:
+                    attempt = self._buffer.popleft()
+                    if not attempt.abandoned:  # its lease was lost while it waited
+                        attempt.started = time.monotonic()
+                        return attempt
+                if self._claiming:
+                    self._room.wait(self.settings.poll_interval)
+                    continue
+                limit = min(self.settings.batch_size, self._free_slots())
+                if limit <= 0:  # every slot is held by a running attempt (stuck threads)
+                    self._room.wait(self.settings.poll_interval)
+                    continue
+                self._claiming = True
+                self._reserved = limit
+            self._claim_into_buffer(limit)
+
+    def _claim_into_buffer(self, limit: int) -> None:
+        """Claim up to ``limit`` jobs into the buffer; with none due and none buffered, wait for work.
+
+        Called by the one pool thread whose turn it is (``_claiming`` set); ends that turn.
+        """
+        settings = self.settings
+        claimed: list[ClaimedJob] = []
+        try:
+            claimed = self.store.claim(limit, settings.claim_timeout)
+            if not claimed:
+                with self._lock:
+                    if not self._attempts:
+                        self._idle.set()
+                    nothing_buffered = not self._buffer
+                if nothing_buffered and not self._stopping.is_set():
+                    self.store.wait_for_work(settings.poll_interval)
+            self._claim_backoff = 0.0
+        except StoreError:
+            self._claim_backoff = min(max(self._claim_backoff * 2, settings.poll_interval), MAX_ERROR_BACKOFF)
+            logger.warning("job store unavailable; retrying in %.1f s", self._claim_backoff, exc_info=True)
+            self._stopping.wait(self._claim_backoff)
+        except Exception:
+            logger.exception("unexpected error while claiming jobs; carrying on")
+            self._stopping.wait(settings.poll_interval)
+        finally:
+            late: list[_Attempt] = []
+            with self._room:
+                self._claiming = False
+                self._reserved = 0
+                for job in claimed:
+                    attempt = _Attempt(job)
+                    if self._stopping.is_set():
+                        late.append(attempt)
+                        continue
+                    self._attempts[job.job.id] = attempt
+                    self._buffer.append(attempt)
+                if claimed:
+                    self._idle.clear()
+                self._room.notify_all()
+            if late:
+                # Claimed while the worker shut down: they can no longer start here.
+                self._release(late)
+
     def _forget(self, attempt: _Attempt, *, abandon: bool = False) -> None:
         with self._room:
-            held_slot = not (attempt.abandoned or attempt.finishing)
             if abandon:
                 attempt.abandoned = True
             if self._attempts.get(attempt.job.id) is attempt:
                 del self._attempts[attempt.job.id]
-            # Shutdown waits here for running attempts to end; the dispatcher for free slots.
-            if self._stopping.is_set() or (held_slot and self._free_slots() >= self.refill_at):
-                self._room.notify_all()
+            if self._stopping.is_set():
+                self._room.notify_all()  # shutdown waits for running attempts to end
             ran_empty = self._watching_idle and not self._attempts
         if ran_empty:
-            # Someone waits for idleness: let the dispatcher look for work now rather than at the
-            # end of its poll interval.
+            # Someone waits for idleness: let the thread waiting for work look again now rather than
+            # at the end of its poll interval.
             try:
                 self.store.wake()
             except StoreError:
-                logger.debug("could not wake the dispatcher", exc_info=True)
+                logger.debug("could not wake the worker's waiting thread", exc_info=True)
 
     # -- running one job --------------------------------------------------------------------------
 
@@ -499,6 +547,11 @@ class Worker:
 
         :returns: the job as the store has it afterwards, or ``None`` if the attempt's result was discarded.
         """
+        return self._execute(attempt, now, pooled=False)
+
+    def _execute(self, attempt: _Attempt, now: float | None, *, pooled: bool) -> Job | None:
+        """:meth:`execute`; ``pooled`` (a pool thread) lets a store that batches completions write
+        the result with others (see :meth:`_post_result`), and then returns ``None``."""
         if attempt.started is None:
             attempt.started = time.monotonic()
         job = attempt.job
@@ -513,11 +566,10 @@ class Worker:
                 if attempt.abandoned:
                     # Timed out or given back at shutdown: the job is settled, the late result is not.
                     logger.warning("job %s (%s): late result discarded", job.id, job.name)
-                elif self._completer is not None and self._completer.is_alive() and now is None:
-                    # The completer writes it with others in one round trip; this thread goes on
-                    # to the next job meanwhile. The attempt stays held (and renewed) until then.
-                    # Shutdown stops the completer only after every attempt is settled or abandoned.
-                    self._outbox.put((attempt, ran))
+                elif pooled and self.store.batches_completions:
+                    # Written with others in one round trip. The attempt stays held (and renewed)
+                    # until then; shutdown waits for it like for a running one.
+                    self._post_result(attempt, ran)
                     return None
                 else:
                     outcome = self._write_results([(attempt, ran)], now)[0]
@@ -556,30 +608,29 @@ class Worker:
                 )
         return outcomes
 
-    def _complete_loop(self) -> None:
-        """Write the results the pool hands over, as many at a time as are waiting (up to 100)."""
+    def _post_result(self, attempt: _Attempt, result_json: str) -> None:
+        """Add a result to the outbox; unless another thread is writing already, write everything in
+        it, as many at a time as are waiting (up to 100), until it is empty."""
+        with self._lock:
+            self._outbox.append((attempt, result_json))
+            if self._writing:
+                return  # the writer takes it with the next batch
+            self._writing = True
         backoff = 0.0
         while True:
-            first = self._outbox.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < COMPLETION_BATCH:
-                try:
-                    item = self._outbox.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._outbox.put(None)  # stop after this batch
-                    break
-                batch.append(item)
+            with self._lock:
+                batch = self._outbox[:COMPLETION_BATCH]
+                del self._outbox[:COMPLETION_BATCH]
+                if not batch:
+                    self._writing = False
+                    return
             while batch:
                 # An attempt abandoned meanwhile (timed out, released at shutdown) is settled already:
                 # its late result is dropped, as in execute().
-                for attempt, _ in batch:
-                    if attempt.abandoned:
-                        logger.warning("job %s (%s): late result discarded", attempt.job.id, attempt.job.name)
-                        self._finish(attempt, None)
+                for waiting, _ in batch:
+                    if waiting.abandoned:
+                        logger.warning("job %s (%s): late result discarded", waiting.job.id, waiting.job.name)
+                        self._finish(waiting, None)
                 batch = [(a, r) for a, r in batch if not a.abandoned]
                 if not batch:
                     break
@@ -590,14 +641,14 @@ class Worker:
                     logger.warning(
                         "could not write %d result(s); retrying in %.1f s", len(batch), backoff, exc_info=True
                     )
-                    self._completer_pause.wait(backoff)
+                    self._write_pause.wait(backoff)
                     continue
                 except Exception:
                     logger.exception("could not write %d result(s); they are discarded", len(batch))
                     outcomes = [None] * len(batch)
                 backoff = 0.0
-                for (attempt, _), outcome in zip(batch, outcomes, strict=True):
-                    self._finish(attempt, outcome)
+                for (written, _), outcome in zip(batch, outcomes, strict=True):
+                    self._finish(written, outcome)
                 batch = []
 
     def _run(self, attempt: _Attempt, now: float | None) -> Job | str | None:

@@ -770,9 +770,8 @@ def test_gunicorn_workers_and_a_worker_process_run_every_job_once(
 
 # -- graceful shutdown ---------------------------------------------------------------------------------
 
-#: Jobs a process with MAX_CONCURRENCY 2 and BATCH_SIZE 5 claims when they arrive one at a time and
-#: never finish: 2 running and 3 ahead. It may hold up to 7, but claims again only once at least half
-#: of its buffer (3 slots) is free, so with 5 held it waits.
+#: Jobs a process with MAX_CONCURRENCY 2 and BATCH_SIZE 5 holds when they are queued before it starts
+#: and never finish: its first claim takes a batch of 5, 2 of them run, 3 wait claimed ahead.
 HELD = 5
 
 
@@ -789,19 +788,14 @@ def test_sigterm_releases_claimed_jobs_to_another_process_at_once(
     # A 30 s lease: a job taken over within seconds was released, not recovered.
     settings = {"CLAIM_TIMEOUT": 30, "SHUTDOWN_TIMEOUT": shutdown_timeout}
     ae, app = submitter(redis_server.url, prefix)
+    ids = [ae.submit("Hold", app=app).id for _ in range(HELD)]
     if holder_kind == "worker":
         holder = processes.worker(redis_server.url, prefix, name="holder", **settings)
         holder_pid = holder.pid
-        ids = [ae.submit("Hold", app=app).id for _ in range(HELD)]
     else:
         require_gunicorn()
-        server, port = processes.gunicorn(redis_server.url, prefix, ["-w", "1"], **settings)
+        server, _ = processes.gunicorn(redis_server.url, prefix, ["-w", "1"], **settings)
         (holder_pid,) = booted_workers(server, 1)
-        ids = []
-        for _ in range(HELD):
-            status, _, job = call(port, "POST", "/hold", {})
-            assert status == 202
-            ids.append(job["id"])
     running = {records.event(event="started", pid=holder_pid)["job"] for _ in range(2)}
     wait_until(lambda: statuses(ae, app) == {JobStatus.IN_PROGRESS: HELD}, 10, f"the holder to claim all {HELD} jobs")
     taker = processes.worker(redis_server.url, prefix, name="taker", hold=False, **settings)
