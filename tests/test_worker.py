@@ -285,6 +285,36 @@ class TestThreadedWorker:
         assert job.status is JobStatus.COMPLETED
         assert wire(client, job_id)["result"] == "echo"
 
+    @pytest.mark.parametrize("app_config", [{"ASYNCENDPOINTS_MAX_CONCURRENCY": 1}])
+    def test_a_worker_with_every_thread_busy_leaves_new_jobs_to_others(
+        self, ae: AsyncEndpoints, app: Flask, memory_store: MemoryStore, finished: Finished
+    ) -> None:
+        running = threading.Event()
+        proceed = threading.Event()
+
+        @ae.handler("Slow")
+        def slow(ctx: JobContext) -> str:
+            running.set()
+            assert proceed.wait(10)
+            return "done"
+
+        ae.start_worker(app)
+        first = submit(ae, app, "Slow")
+        assert running.wait(10)
+
+        # Its only thread is busy: nothing claims (a claim happens only in a free pool thread), so
+        # another process could take this job at once.
+        second = submit(ae, app, "Slow")
+        waiting = memory_store.get(second)
+        assert waiting is not None
+        assert waiting.status is JobStatus.QUEUED
+
+        proceed.set()
+        for job_id in (first, second):
+            job = finished.wait(job_id)
+            assert job is not None
+            assert job.status is JobStatus.COMPLETED
+
     def test_the_worker_survives_everything_a_handler_does(
         self, ae: AsyncEndpoints, app: Flask, finished: Finished
     ) -> None:
