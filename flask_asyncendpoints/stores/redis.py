@@ -805,7 +805,10 @@ def _fields(raw: Sequence[Any] | Mapping[Any, Any]) -> dict[str, str]:
     client's ``decode_responses``."""
     if isinstance(raw, Mapping):
         return {_text(key): _text(value) for key, value in raw.items()}
-    return {_text(raw[i]): _text(raw[i + 1]) for i in range(0, len(raw) - 1, 2)}
+    pairs = iter(raw)
+    if raw and isinstance(raw[0], bytes):  # on the worker's hot path: no per-item type checks
+        return {key.decode(): value.decode() for key, value in zip(pairs, pairs)}
+    return {_text(key): _text(value) for key, value in zip(pairs, pairs)}
 
 
 def _time(value: str) -> datetime:

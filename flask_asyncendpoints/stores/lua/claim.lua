@@ -15,6 +15,7 @@ local MAX_SKIPPED = 1000
 local queue, inprogress, counts, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now = clock(ARGV[1])
 local limit = tonumber(ARGV[2])
+local stamp = exact(now)
 local lease_until = now + tonumber(ARGV[3])
 local claimed = {}
 local leases = {}
@@ -33,16 +34,30 @@ while #claimed < limit and budget > 0 do
     local id = member_id(member)
     if id then
       local key = job_prefix .. id
-      local f = redis.call('HMGET', key, 's', 'q', 'rc', 'mr')
-      local waiting = f[1] == 'Queued' or f[1] == 'Scheduled'
-      if waiting and f[2] == member and tonumber(f[3]) and tonumber(f[4]) then
+      -- Read once; the reply is the fields as they are after the changes below (built here
+      -- rather than read again: every redis.call costs a few microseconds).
+      local all = redis.call('HGETALL', key)
+      local f = {}
+      for i = 1, #all, 2 do
+        f[all[i]] = all[i + 1]
+      end
+      local status = f.s
+      local waiting = status == 'Queued' or status == 'Scheduled'
+      if waiting and f.q == member and tonumber(f.rc) and tonumber(f.mr) then
         local token = ARGV[4] .. '.' .. (#claimed + 1)
         redis.call('HSET', key, 's', 'InProgress', 'sa', now, 'ua', now, 't', token)
         redis.call('HDEL', key, 'rd', 'pg', 'cr', 'q')
+        f.s, f.sa, f.ua, f.t = 'InProgress', stamp, stamp, token
+        f.rd, f.pg, f.cr, f.q = nil, nil, nil, nil
+        local fields = {}
+        for name, value in pairs(f) do
+          fields[#fields + 1] = name
+          fields[#fields + 1] = value
+        end
         leases[#leases + 1] = lease_until
         leases[#leases + 1] = id
-        taken[f[1]] = (taken[f[1]] or 0) + 1
-        claimed[#claimed + 1] = {id, token, redis.call('HGETALL', key)}
+        taken[status] = (taken[status] or 0) + 1
+        claimed[#claimed + 1] = {id, token, fields}
       end
     end
   end
