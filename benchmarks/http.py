@@ -1,6 +1,7 @@
 """http: requests/s and p99 of submitting over HTTP, beside a bare Flask route in the same app.
 
-Starts gunicorn (2 sync workers) on ``benchmarks/http_app.py`` with the Redis store and no worker
+Starts gunicorn (2 sync workers) on ``benchmarks/http_app.py`` with the Redis store (``--store memory``:
+each gunicorn worker's own memory store, which leaves out the Redis round trip) and no worker
 threads, then, per run, a load generator (``--processes`` processes of ``--clients`` threads in all,
 a new connection per request, as sync workers close each one) POSTs the same JSON body first to the
 bare route, then to the example endpoint, each for ``--duration`` seconds after ``--warmup``.
@@ -38,6 +39,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--clients", type=common.positive_int, default=4, help="concurrent connections (default 4)")
     parser.add_argument("--processes", type=common.positive_int, default=2, help="load generator processes (default 2)")
     parser.add_argument("--workers", type=common.positive_int, default=2, help="gunicorn sync workers (default 2)")
+    parser.add_argument(
+        "--store",
+        choices=["redis", "memory"],
+        default="redis",
+        help="the job store (default redis; memory measures the library's own cost without the round trip)",
+    )
     args = parser.parse_args(argv)
     report = common.Report(
         "http",
@@ -48,21 +55,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             "processes": args.processes,
             "workers": args.workers,
             "runs": args.runs,
+            "store": args.store,
         },
     )
     results: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in ROUTES}
-    with common.redis_target(args.redis_url) as target:
-        report.note(target.describe())
-        report.note(f"gunicorn: {args.workers} sync workers, Redis store, ASYNCENDPOINTS_WORKER off")
-        report.note(f"load: {args.clients} clients in {args.processes} processes, a new connection per request")
-        prefix = target.new_prefix()
-        try:
-            with Gunicorn(target.url, prefix, workers=args.workers) as server:
-                for _ in range(args.runs):
-                    for name, path in ROUTES:
-                        results[name].append(_load(server.port, path, args))
-        finally:
-            target.clean(prefix)
+    report.note(f"load: {args.clients} clients in {args.processes} processes, a new connection per request")
+    if args.store == "memory":
+        report.note(f"gunicorn: {args.workers} sync workers, a memory store each, ASYNCENDPOINTS_WORKER off")
+        with Gunicorn("memory://", "ae", workers=args.workers) as server:
+            _run_routes(server, args, results)
+    else:
+        with common.redis_target(args.redis_url) as target:
+            report.note(target.describe())
+            report.note(f"gunicorn: {args.workers} sync workers, Redis store, ASYNCENDPOINTS_WORKER off")
+            prefix = target.new_prefix()
+            try:
+                with Gunicorn(target.url, prefix, workers=args.workers) as server:
+                    _run_routes(server, args, results)
+            finally:
+                target.clean(prefix)
     for name, _ in ROUTES:
         runs = results[name]
         report.add(f"http.{name}.requests_per_s", "req/s", [r["expected"] / args.duration for r in runs])
@@ -82,6 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.add("http.submit_vs_bare", "x", ratios)
     report.emit(args.json)
     return 0
+
+
+def _run_routes(server: Gunicorn, args: Any, results: dict[str, list[dict[str, Any]]]) -> None:
+    for _ in range(args.runs):
+        for name, path in ROUTES:
+            results[name].append(_load(server.port, path, args))
 
 
 def _load(port: int, path: str, args: Any) -> dict[str, Any]:

@@ -767,8 +767,12 @@ def _arg(value: float | None) -> float | str:
     return "" if value is None else float(value)
 
 
+#: Compact JSON. Made once: json.dumps with options builds a new encoder on every call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 def _payload_json(payload: JobPayload) -> str:
