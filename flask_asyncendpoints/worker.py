@@ -483,6 +483,10 @@ class Worker:
                     nothing_buffered = not self._buffer
                 if nothing_buffered and not self._stopping.is_set():
                     self.store.wait_for_work(settings.poll_interval)
+                    if not self._stopping.is_set():
+                        # Claim what woke us at once, still in this turn: nothing else claims
+                        # meanwhile, so ``limit`` slots are still free.
+                        claimed = self.store.claim(limit, settings.claim_timeout)
             self._claim_backoff = 0.0
         except StoreError:
             self._claim_backoff = min(max(self._claim_backoff * 2, settings.poll_interval), MAX_ERROR_BACKOFF)
@@ -505,7 +509,9 @@ class Worker:
                     self._buffer.append(attempt)
                 if claimed:
                     self._idle.clear()
-                self._room.notify_all()
+                # This thread runs one of the jobs: wake a waiting thread for each of the others, and
+                # one to take the next turn (to claim, or to wait for work while this one is busy).
+                self._room.notify(max(1, len(claimed)))
             if late:
                 # Claimed while the worker shut down: they can no longer start here.
                 self._release(late)

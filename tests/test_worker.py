@@ -315,6 +315,33 @@ class TestThreadedWorker:
             assert job is not None
             assert job.status is JobStatus.COMPLETED
 
+    @pytest.mark.parametrize("app_config", [{"ASYNCENDPOINTS_POLL_INTERVAL": 30}])
+    def test_a_job_arriving_while_one_thread_is_busy_starts_in_the_other_at_once(
+        self, ae: AsyncEndpoints, app: Flask, finished: Finished
+    ) -> None:
+        # With a 30 s poll interval, only a thread handed the turn to wait for work can start the
+        # second job within the test's time: the one that claimed the first job is busy with it.
+        first_running = threading.Event()
+        proceed = threading.Event()
+
+        @ae.handler("Slow")
+        def slow(ctx: JobContext) -> str:
+            first_running.set()
+            assert proceed.wait(10)
+            return "slow"
+
+        ae.handler("Echo")(lambda ctx: "echo")
+        ae.start_worker(app)
+        first = submit(ae, app, "Slow")
+        assert first_running.wait(10)
+
+        second = submit(ae, app, "Echo")
+        job = finished.wait(second, timeout=5)
+        assert job is not None
+        assert job.status is JobStatus.COMPLETED
+        proceed.set()
+        assert finished.wait(first) is not None
+
     def test_the_worker_survives_everything_a_handler_does(
         self, ae: AsyncEndpoints, app: Flask, finished: Finished
     ) -> None:
