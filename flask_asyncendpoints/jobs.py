@@ -214,6 +214,8 @@ class JobPayload:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobPayload:
+        if data.keys() <= {"body"}:  # most jobs submitted from Python: nothing else to convert
+            return cls(body=data.get("body"))
         return cls(
             body=data.get("body"),
             headers=tuple((str(k), str(v)) for k, v in data.get("headers") or ()),

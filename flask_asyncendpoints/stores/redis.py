@@ -28,6 +28,7 @@ as a key, so all keys must share one slot: give the prefix a hash tag, such as `
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -815,7 +816,10 @@ def _fields(raw: Sequence[Any] | Mapping[Any, Any]) -> dict[str, str]:
     return {_text(key): _text(value) for key, value in zip(pairs, pairs)}
 
 
+@functools.lru_cache(maxsize=1024)
 def _time(value: str) -> datetime:
+    # Cached (datetimes are immutable): the jobs of one claim share their start time, the results
+    # of one batch their completion time.
     stamp = from_timestamp(float(value))
     assert stamp is not None
     return stamp
