@@ -249,6 +249,20 @@ class Job:
     #: Set when a cancel was asked for while the job was running.
     cancel_requested: bool = False
 
+    @classmethod
+    def new(cls, job_id: str, name: str, *, max_retries: int, payload: JobPayload, created_at: datetime) -> Job:
+        """A job as a store creates it: ``Queued``, no attempt made yet."""
+        return cls(
+            id=job_id,
+            name=name,
+            status=JobStatus.QUEUED,
+            retry_count=0,
+            max_retries=max_retries,
+            created_at=created_at,
+            last_updated_at=created_at,
+            payload=payload,
+        )
+
     def replace(self, **changes: Any) -> Job:
         """A copy with ``changes`` applied.
 

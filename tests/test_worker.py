@@ -34,6 +34,24 @@ def wire(client: FlaskClient, job_id: str) -> dict[str, Any]:
     return client.get(f"/jobs/{job_id}").get_json()  # type: ignore[no-any-return]
 
 
+class Gate:
+    """Registers a handler that reports it is running, then blocks until the test sets ``proceed``.
+
+    :param strict: fail the attempt if ``proceed`` is not set within 10 s (else just return).
+    """
+
+    def __init__(self, ae: AsyncEndpoints, name: str, *, result: str, strict: bool = True, **options: Any) -> None:
+        self.running = threading.Event()
+        self.proceed = threading.Event()
+
+        @ae.handler(name, **options)
+        def handler(ctx: JobContext) -> str:
+            self.running.set()
+            opened = self.proceed.wait(10)
+            assert opened or not strict
+            return result
+
+
 class Flaky:
     """Fails ``failures`` times, then returns ``"ok"``."""
 
@@ -289,14 +307,8 @@ class TestThreadedWorker:
     def test_a_worker_with_every_thread_busy_leaves_new_jobs_to_others(
         self, ae: AsyncEndpoints, app: Flask, memory_store: MemoryStore, finished: Finished
     ) -> None:
-        running = threading.Event()
-        proceed = threading.Event()
-
-        @ae.handler("Slow")
-        def slow(ctx: JobContext) -> str:
-            running.set()
-            assert proceed.wait(10)
-            return "done"
+        gate = Gate(ae, "Slow", result="done")
+        running, proceed = gate.running, gate.proceed
 
         ae.start_worker(app)
         first = submit(ae, app, "Slow")
@@ -321,14 +333,8 @@ class TestThreadedWorker:
     ) -> None:
         # With a 30 s poll interval, only a thread handed the turn to wait for work can start the
         # second job within the test's time: the one that claimed the first job is busy with it.
-        first_running = threading.Event()
-        proceed = threading.Event()
-
-        @ae.handler("Slow")
-        def slow(ctx: JobContext) -> str:
-            first_running.set()
-            assert proceed.wait(10)
-            return "slow"
+        gate = Gate(ae, "Slow", result="slow")
+        first_running, proceed = gate.running, gate.proceed
 
         ae.handler("Echo")(lambda ctx: "echo")
         ae.start_worker(app)
@@ -367,14 +373,8 @@ class TestThreadedWorker:
     def test_shutdown_finishes_running_jobs_and_releases_the_rest(
         self, ae: AsyncEndpoints, app: Flask, memory_store: MemoryStore, finished: Finished
     ) -> None:
-        running = threading.Event()
-        proceed = threading.Event()
-
-        @ae.handler("Slow")
-        def slow(ctx: JobContext) -> str:
-            running.set()
-            assert proceed.wait(10)
-            return "finished"
+        gate = Gate(ae, "Slow", result="finished")
+        running, proceed = gate.running, gate.proceed
 
         first, second, third = (submit(ae, app, "Slow") for _ in range(3))
         worker = ae.start_worker(app)
@@ -398,14 +398,8 @@ class TestThreadedWorker:
     def test_a_job_still_running_at_the_shutdown_timeout_is_released(
         self, ae: AsyncEndpoints, app: Flask, memory_store: MemoryStore, finished: Finished
     ) -> None:
-        running = threading.Event()
-        proceed = threading.Event()
-
-        @ae.handler("Stuck")
-        def stuck(ctx: JobContext) -> str:
-            running.set()
-            proceed.wait(10)
-            return "too late"
+        gate = Gate(ae, "Stuck", result="too late", strict=False)
+        running, proceed = gate.running, gate.proceed
 
         job_id = submit(ae, app, "Stuck")
         worker = ae.start_worker(app)
@@ -426,14 +420,8 @@ class TestThreadedWorker:
     def test_a_timed_out_attempt_is_failed_and_its_late_result_discarded(
         self, ae: AsyncEndpoints, app: Flask, client: FlaskClient, memory_store: MemoryStore, finished: Finished
     ) -> None:
-        running = threading.Event()
-        proceed = threading.Event()
-
-        @ae.handler("Hangs", timeout=5)
-        def hangs(ctx: JobContext) -> str:
-            running.set()
-            proceed.wait(10)
-            return "late"
+        gate = Gate(ae, "Hangs", result="late", strict=False, timeout=5)
+        running, proceed = gate.running, gate.proceed
 
         ae.handler("Echo")(lambda ctx: "fresh thread")
         job_id = submit(ae, app, "Hangs")
@@ -586,14 +574,8 @@ class TestShutdown:
         monkeypatch: pytest.MonkeyPatch,
         finished: Finished,
     ) -> None:
-        running = threading.Event()
-        proceed = threading.Event()
-
-        @ae.handler("Slow")
-        def slow(ctx: JobContext) -> str:
-            running.set()
-            assert proceed.wait(10)
-            return "finished"
+        gate = Gate(ae, "Slow", result="finished")
+        running, proceed = gate.running, gate.proceed
 
         first, second, third = (submit(ae, app, "Slow") for _ in range(3))
         released: list[str] = []
@@ -631,14 +613,8 @@ class TestShutdown:
         clock: FakeClock,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        running = threading.Event()
-        proceed = threading.Event()
-
-        @ae.handler("Slow")
-        def slow(ctx: JobContext) -> str:
-            running.set()
-            assert proceed.wait(10)
-            return "finished"
+        gate = Gate(ae, "Slow", result="finished")
+        running, proceed = gate.running, gate.proceed
 
         job_id = submit(ae, app, "Slow")
         worker = ae.start_worker(app)

@@ -122,16 +122,7 @@ class MemoryStore(Store):
             now = self._now(now)
             stamp = from_timestamp(now)
             assert stamp is not None
-            job = Job(
-                id=job_id,
-                name=name,
-                status=JobStatus.QUEUED,
-                retry_count=0,
-                max_retries=max_retries,
-                created_at=stamp,
-                last_updated_at=stamp,
-                payload=payload,
-            )
+            job = Job.new(job_id, name, max_retries=max_retries, payload=payload, created_at=stamp)
             self._jobs[job_id] = _Entry(job)
             self._counts[JobStatus.QUEUED] += 1
             self._ready.append((now, job_id))

@@ -58,6 +58,7 @@ logger = logging.getLogger(__name__)
 #: The scripts in ``lua/``, one per atomic operation; ``common.lua`` is prepended to each.
 SCRIPT_NAMES = (
     "create",
+    "create_many",
     "claim",
     "renew",
     "complete",
@@ -73,6 +74,10 @@ SCRIPT_NAMES = (
     "requeue",
     "delete_finished",
 )
+
+#: Jobs per ``create_many`` script: the calls of one batch go out in one pipeline, and no single
+#: script holds Redis up for long (a script blocks every other client while it runs).
+CREATE_MANY_CHUNK = 200
 
 #: Connection options for the clients :meth:`RedisStore.from_url` creates; the URL's query string
 #: and the keyword arguments of ``from_url`` override them. Without a socket timeout a Redis that
@@ -367,17 +372,13 @@ class RedisStore(Store):
             return None
         if outcome == 0:
             return self._job(job_id, reply[1]), False
-        stamp = _time(_text(reply[1]))
-        job = Job(
-            id=job_id,
-            name=name,
-            status=JobStatus.QUEUED,
-            retry_count=0,
+        job = Job.new(
+            job_id,
+            name,
             max_retries=max_retries,
-            created_at=stamp,
-            last_updated_at=stamp,
             # As it reads back: JSON turns tuples into lists, and so on.
             payload=JobPayload.from_dict(json.loads(payload_json)),
+            created_at=_time(_text(reply[1])),
         )
         return job, True
 
@@ -390,21 +391,21 @@ class RedisStore(Store):
     ) -> list[tuple[Job, bool] | None]:
         """See :meth:`Store.create_many <flask_asyncendpoints.stores.base.Store.create_many>`.
 
-        One pipeline of ``create`` scripts: one round trip for the whole batch.
+        One ``create_many`` script per :data:`CREATE_MANY_CHUNK` jobs, all in one pipeline: one
+        round trip for the whole batch.
         """
         if not jobs:
             return []
         sent = [(job_id, name, int(max_retries), _payload_json(payload)) for job_id, name, payload, max_retries in jobs]
-        replies = self._run_many(
-            "create",
-            [
-                (
-                    [self._job_key(job_id), self._queue, self._counts, self._wake],
-                    [_arg(now), job_id, name, max_retries, payload_json, _arg(max_pending)],
-                )
-                for job_id, name, max_retries, payload_json in sent
-            ],
-        )
+        calls = []
+        for start in range(0, len(sent), CREATE_MANY_CHUNK):
+            keys = [self._queue, self._counts, self._wake]
+            args: list[Any] = [_arg(now), _arg(max_pending)]
+            for job_id, name, max_retries, payload_json in sent[start : start + CREATE_MANY_CHUNK]:
+                keys.append(self._job_key(job_id))
+                args += [job_id, name, max_retries, payload_json]
+            calls.append((keys, args))
+        replies = [reply for chunk in self._run_many("create_many", calls) for reply in chunk]
         return [self._created(*job, reply) for job, reply in zip(sent, replies, strict=True)]
 
     def get(self, job_id: str) -> Job | None:
@@ -812,8 +813,8 @@ def _fields(raw: Sequence[Any] | Mapping[Any, Any]) -> dict[str, str]:
         return {_text(key): _text(value) for key, value in raw.items()}
     pairs = iter(raw)
     if raw and isinstance(raw[0], bytes):  # on the worker's hot path: no per-item type checks
-        return {key.decode(): value.decode() for key, value in zip(pairs, pairs)}
-    return {_text(key): _text(value) for key, value in zip(pairs, pairs)}
+        return {key.decode(): value.decode() for key, value in zip(pairs, pairs, strict=True)}
+    return {_text(key): _text(value) for key, value in zip(pairs, pairs, strict=True)}
 
 
 @functools.lru_cache(maxsize=1024)

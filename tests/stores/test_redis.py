@@ -29,7 +29,13 @@ from flask_asyncendpoints.errors import ConfigurationError, StoreError
 from flask_asyncendpoints.jobs import JobPayload, JobStatus, from_timestamp
 from flask_asyncendpoints.stores import LeaseState, PendingLimitReached, create_store
 from flask_asyncendpoints.stores.base import LEASE_EXPIRED_CODE, LEASE_EXPIRED_MESSAGE
-from flask_asyncendpoints.stores.redis import SCRIPT_NAMES, RedisStore, parse_sentinel_url, redact_url
+from flask_asyncendpoints.stores.redis import (
+    CREATE_MANY_CHUNK,
+    SCRIPT_NAMES,
+    RedisStore,
+    parse_sentinel_url,
+    redact_url,
+)
 
 from ..conftest import T0, _delete_prefix
 from .test_contract import LEASE, TTL, an_error, claim_one, new_id, submit
@@ -271,6 +277,21 @@ class TestScripts:
         done = store.complete_many([(c, "1") for c in claimed], result_ttl=TTL, now=T0 + 1)
         assert [job.status if job else None for job in done] == [JobStatus.COMPLETED] * 3
         assert store.counts()[JobStatus.COMPLETED] == 3  # each ran exactly once
+
+    def test_create_many_spans_several_scripts_in_order(self, store: RedisStore, client: Any, key_prefix: str) -> None:
+        ids = [str(uuid.uuid4()) for _ in range(2 * CREATE_MANY_CHUNK + 50)]
+        ids[CREATE_MANY_CHUNK + 10] = ids[3]  # the same id again, in the next script
+        jobs = [(job_id, "Work", JobPayload(body={"n": n}), 1) for n, job_id in enumerate(ids)]
+
+        created = store.create_many(jobs, now=T0)
+
+        assert [outcome[1] if outcome else None for outcome in created].count(True) == len(ids) - 1
+        again = created[CREATE_MANY_CHUNK + 10]
+        assert again is not None and not again[1] and again[0].payload.body == {"n": 3}
+        assert store.counts()[JobStatus.QUEUED] == len(ids) - 1
+        claimed = store.claim(len(ids), LEASE, now=T0)
+        assert [c.job.payload.body["n"] for c in claimed[:5]] == [0, 1, 2, 3, 4]  # queued in order
+        assert client.llen(f"{key_prefix}:jobs:wake") <= 64
 
     def test_scripts_are_registered_per_store_on_its_own_client(self, make_client: MakeClient) -> None:
         first, second = make_client(), make_client()

@@ -92,10 +92,15 @@ end
 -- Every redis.call costs a few microseconds, so the list is trimmed only once it is too long and
 -- given its time to live when a push creates it (a waiting worker's BLPOP deletes it when it empties).
 local function push_wake(wake, n)
-  local length
-  for _ = 1, n do
-    length = redis.call('RPUSH', wake, '1')
+  n = math.min(n, WAKE_LIST_MAX)
+  if n < 1 then
+    return
   end
+  local tokens = {}
+  for i = 1, n do
+    tokens[i] = '1'
+  end
+  local length = redis.call('RPUSH', wake, unpack(tokens))
   if length == n then
     redis.call('EXPIRE', wake, WAKE_LIST_TTL)
   elseif length > WAKE_LIST_MAX then
@@ -146,4 +151,26 @@ local function complete_batch()
     redis.call('HINCRBY', counts, 'Completed', #done)
   end
   return replies
+end
+
+-- Create job `id` (its hash is `key`) as Queued, due at `now`, unless a job with that id exists or
+-- `max_pending` (a number or nil) jobs are already Queued, Scheduled or InProgress. Pushes no wake
+-- token: the caller does, once for all it created.
+-- Returns {1, createdAt} when created, {0, job fields} when the id already existed, {-1} at the limit.
+local function create_one(key, queue, counts, id, name, max_retries, payload, now, max_pending)
+  if redis.call('EXISTS', key) == 1 then
+    return {0, redis.call('HGETALL', key)}
+  end
+  if max_pending then
+    local c = redis.call('HMGET', counts, 'Queued', 'Scheduled', 'InProgress')
+    if (tonumber(c[1]) or 0) + (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0) >= max_pending then
+      return {-1}
+    end
+  end
+  local member = queue_member(counts, id)
+  redis.call('HSET', key, 'n', name, 's', 'Queued', 'rc', 0, 'mr', max_retries, 'ca', now, 'ua', now, 'p', payload,
+    'q', member)
+  recount(counts, nil, 'Queued')
+  redis.call('ZADD', queue, now, member)
+  return {1, exact(now)}
 end

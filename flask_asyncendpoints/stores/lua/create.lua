@@ -9,24 +9,9 @@
 -- Returns {1, createdAt} when created (the caller knows every other field), {0, job fields} when
 -- the id already existed, {-1} when max pending jobs are already Queued, Scheduled or InProgress
 -- (nothing is stored).
-local key, queue, counts, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-
-if redis.call('EXISTS', key) == 1 then
-  return {0, redis.call('HGETALL', key)}
+local reply = create_one(KEYS[1], KEYS[2], KEYS[3], ARGV[2], ARGV[3], ARGV[4], ARGV[5], clock(ARGV[1]),
+  tonumber(ARGV[6]))
+if reply[1] == 1 then
+  push_wake(KEYS[4], 1)
 end
-local max_pending = tonumber(ARGV[6])
-if max_pending then
-  local c = redis.call('HMGET', counts, 'Queued', 'Scheduled', 'InProgress')
-  if (tonumber(c[1]) or 0) + (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0) >= max_pending then
-    return {-1}
-  end
-end
-
-local now = clock(ARGV[1])
-local member = queue_member(counts, ARGV[2])
-redis.call('HSET', key, 'n', ARGV[3], 's', 'Queued', 'rc', 0, 'mr', ARGV[4], 'ca', now, 'ua', now, 'p', ARGV[5],
-  'q', member)
-recount(counts, nil, 'Queued')
-redis.call('ZADD', queue, now, member)
-push_wake(wake, 1)
-return {1, exact(now)}
+return reply
