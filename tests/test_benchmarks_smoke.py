@@ -92,8 +92,9 @@ def test_latency_polling_the_store(redis_args: list[str], capsys: pytest.Capture
     assert figures(run(latency.main, [*argv, *redis_args], capsys))["latency.redis.submit_to_seen.p50"] > 0
 
 
-def test_http(redis_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["--duration", "1", "--warmup", "0", "--clients", "2", "--processes", "1", *redis_args]
+@pytest.mark.parametrize("store", ["redis", "memory"])
+def test_http(store: str, redis_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--duration", "1", "--warmup", "0", "--clients", "2", "--processes", "1", "--store", store, *redis_args]
     values = figures(run(http_benchmark.main, argv, capsys))
     assert values["http.bare.requests_per_s"] > 0
     assert values["http.submit.requests_per_s"] > 0
