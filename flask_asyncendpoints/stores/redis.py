@@ -425,12 +425,13 @@ class RedisStore(Store):
             [self._queue, self._inprogress, self._counts, self._job_prefix],
             [_arg(now), int(limit), float(lease_seconds), uuid.uuid4().hex],
         )
+        started = _time(_text(reply[0]))
         claimed: list[ClaimedJob] = []
-        for raw_id, token, raw in reply:
+        for raw_id, token, *fields in reply[1:]:
             job_id = _text(raw_id)
             try:
-                job = self._job(job_id, raw)
-            except StoreError:
+                job = _claimed_job(job_id, started, [_text(value) for value in fields])
+            except (KeyError, ValueError, TypeError, AttributeError):
                 # Leased but unreadable: skipping it lets the rest of the batch run; its lease runs out
                 # and recovery fails it for good once its retries are spent.
                 logger.exception("Skipped job %s: its stored record cannot be read", job_id)
@@ -847,6 +848,26 @@ def _completed(claimed: Job, result: Any, reply: Sequence[Any]) -> Job:
         last_updated_at=stamp,
         progress=_progress(progress) if progress else None,
         cancel_requested=_text(reply[2]) == "1",
+    )
+
+
+def _claimed_job(job_id: str, started: datetime, fields: Sequence[str]) -> Job:
+    """A job as ``claim.lua`` leaves it, from its reply: name, retryCount, maxRetries, createdAt,
+    payload JSON and error JSON (``''``: none)."""
+    name, retry_count, max_retries, created_at, payload, error = fields
+    if not name:
+        raise ValueError("the job has no name")
+    return Job(
+        id=job_id,
+        name=name,
+        status=JobStatus.IN_PROGRESS,
+        retry_count=int(retry_count),
+        max_retries=int(max_retries),
+        created_at=_time(created_at),
+        last_updated_at=started,
+        started_at=started,
+        error=JobError.from_dict(json.loads(error)) if error else None,
+        payload=JobPayload.from_dict(json.loads(payload)),
     )
 
 

@@ -124,6 +124,24 @@ class TestClaim:
             assert job.status is JobStatus.IN_PROGRESS
             assert job.started_at == job.last_updated_at == from_timestamp(T0 + 2)
 
+    @pytest.mark.parametrize("now", [T0 + 2, None], ids=["given time", "store clock"])
+    def test_the_claimed_job_is_the_stored_one(self, store: Store, now: float | None) -> None:
+        payload = JobPayload(body={"n": [1, "two"]}, headers=(("X-Trace", "t"),), query_params={"q": ["a"]})
+        job_id = store.create(new_id(), "Work", payload, max_retries=2, now=T0)[0].id
+        first = claim_one(store, T0)
+        assert store.set_progress(job_id, first.token, 0.5, "half", now=T0)
+        assert store.cancel(job_id, result_ttl=TTL, now=T0)[0] is CancelResult.REQUESTED
+        error = JobError(code="BOOM", message="the first attempt failed")
+        store.fail(job_id, first.token, error, retry_delay=0.0, result_ttl=TTL, now=T0)
+
+        (claimed,) = store.claim(1, LEASE, now=now)
+
+        assert claimed.job == store.get(job_id)
+        assert claimed.job.error == error  # kept until an attempt succeeds
+        assert claimed.job.progress is None and not claimed.job.cancel_requested  # the last attempt's
+        assert claimed.job.retry_count == 1
+        assert claimed.job.payload == payload
+
     def test_tokens_differ_per_attempt(self, store: Store) -> None:
         submit(store)
         first = claim_one(store, T0)

@@ -6,7 +6,10 @@
 --         built from it; with a hash-tagged prefix such as {ae} they share the slot of KEYS[1..3])
 -- ARGV[1] now ('' = the server's clock)   ARGV[2] limit   ARGV[3] lease seconds
 -- ARGV[4] token base (random, unique per call; attempt tokens are `<base>.<n>`)
--- Returns a list of {job id, token, job fields}.
+-- Returns {startedAt, claimed...}, each claimed job as {job id, token, name, retryCount, maxRetries,
+-- createdAt, payload JSON, error JSON or ''}: with startedAt, every field a claimed job has (a claim
+-- clears retryDelayUntil, progress and a cancel request, and no waiting job has a result or a
+-- completedAt), so the caller needs no copy of the whole hash.
 --
 -- A queue member whose job is missing, corrupt or no longer waiting is removed and skipped, so a
 -- claim never blocks behind it. At most `limit + MAX_SKIPPED` members are looked at per call to
@@ -34,30 +37,17 @@ while #claimed < limit and budget > 0 do
     local id = member_id(member)
     if id then
       local key = job_prefix .. id
-      -- Read once; the reply is the fields as they are after the changes below (built here
-      -- rather than read again: every redis.call costs a few microseconds).
-      local all = redis.call('HGETALL', key)
-      local f = {}
-      for i = 1, #all, 2 do
-        f[all[i]] = all[i + 1]
-      end
-      local status = f.s
+      local f = redis.call('HMGET', key, 's', 'q', 'rc', 'mr', 'n', 'ca', 'p', 'e')
+      local status = f[1]
       local waiting = status == 'Queued' or status == 'Scheduled'
-      if waiting and f.q == member and tonumber(f.rc) and tonumber(f.mr) then
+      if waiting and f[2] == member and tonumber(f[3]) and tonumber(f[4]) then
         local token = ARGV[4] .. '.' .. (#claimed + 1)
         redis.call('HSET', key, 's', 'InProgress', 'sa', now, 'ua', now, 't', token)
         redis.call('HDEL', key, 'rd', 'pg', 'cr', 'q')
-        f.s, f.sa, f.ua, f.t = 'InProgress', stamp, stamp, token
-        f.rd, f.pg, f.cr, f.q = nil, nil, nil, nil
-        local fields = {}
-        for name, value in pairs(f) do
-          fields[#fields + 1] = name
-          fields[#fields + 1] = value
-        end
         leases[#leases + 1] = lease_until
         leases[#leases + 1] = id
         taken[status] = (taken[status] or 0) + 1
-        claimed[#claimed + 1] = {id, token, fields}
+        claimed[#claimed + 1] = {id, token, f[5] or '', f[3], f[4], f[6] or '', f[7] or '{}', f[8] or ''}
       end
     end
   end
@@ -69,4 +59,5 @@ if #claimed > 0 then
   end
   redis.call('HINCRBY', counts, 'InProgress', #claimed)
 end
+table.insert(claimed, 1, stamp)
 return claimed
