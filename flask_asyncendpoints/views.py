@@ -350,14 +350,12 @@ def _read_at_most(size: int, length: int | None) -> bytes:
     ``Content-Length``, until that many bytes are in."""
     parts: list[bytes] = []
     left = size
-    got = 0
-    while left > 0 and (length is None or got < length):
+    while left > 0 and (length is None or size - left < length):
         part = request.stream.read(left)
         if not part:
             break
         parts.append(part)
         left -= len(part)
-        got += len(part)
     return b"".join(parts)
 
 

@@ -275,7 +275,7 @@ class RedisStore(Store):
         data before sending; after any failure other than an error reply it is closed, and the next
         command connects afresh.
         """
-        held = self._connections.__dict__.get("held")
+        held: _HeldConnection | None = getattr(self._connections, "held", None)
         if held is None or held.pid != os.getpid():
             held = self._connections.held = _HeldConnection(self._client.connection_pool)
         connection = held.connection
@@ -487,7 +487,7 @@ class RedisStore(Store):
             # Parsed to refuse text that is not JSON before anything is stored (and for the job
             # returned); stored as given, which the worker writes compactly already.
             results.append(json.loads(result_json))
-            keys.append(self._job_prefix + claimed.job.id)
+            keys.append(self._job_key(claimed.job.id))
             args += [claimed.job.id, claimed.token, result_json]
         replies = self._run("complete_many", keys, args)
         return [
