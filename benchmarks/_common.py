@@ -339,7 +339,7 @@ class RedisTarget:
 
         self.url = url
         self.owned = owned
-        self.client: redis.Redis[bytes] = redis.Redis.from_url(url)
+        self.client: redis.Redis = redis.Redis.from_url(url)
         info = self.client.info("server")
         self.version = str(info.get("redis_version", "?"))
 
