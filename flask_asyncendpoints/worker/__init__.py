@@ -41,12 +41,12 @@ from typing import Any
 from flask import Flask
 from werkzeug.datastructures import Headers, MultiDict
 
-from .config import Settings
-from .errors import JobCanceled, JobFailure, StoreError
-from .handlers import HandlerSpec, JobContext
-from .jobs import ClaimedJob, Job, JobError
-from .signals import job_finished, job_started
-from .stores import LeaseState, Store
+from ..config import Settings
+from ..errors import JobCanceled, JobFailure, StoreError
+from ..handlers import HandlerSpec, JobContext
+from ..jobs import ClaimedJob, Job, JobError
+from ..signals import job_finished, job_started
+from ..stores import LeaseState, Store
 
 logger = logging.getLogger("flask_asyncendpoints")
 
