@@ -1,0 +1,126 @@
+"""The attempts this process holds, and the state every part of the worker shares.
+
+Every other module of the worker reads and changes this state; none calls back into another to do
+so. The pool adds claimed attempts here, a run marks its attempt done running, the result writer,
+the maintenance thread and shutdown let attempts go here. So the ledger sits below all of them, and
+one lock (with its condition, ``room``) guards all of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask
+
+from ..config import Settings
+from ..errors import StoreError
+from ..jobs import ClaimedJob, Job
+from ..stores import Store
+
+logger = logging.getLogger("flask_asyncendpoints")
+
+#: Longest back-off after repeated store errors (seconds).
+MAX_ERROR_BACKOFF = 30.0
+
+
+def send_signal(signal: Any, sender: Flask, **kwargs: Any) -> None:
+    """Send a signal if anyone listens; a receiver that raises is logged, never the worker's problem."""
+    if not signal.receivers:
+        return
+    try:
+        signal.send(sender, **kwargs)
+    except Exception:
+        logger.exception("a receiver of %s failed", signal.name)
+
+
+@dataclass(eq=False)
+class Attempt:
+    """One claimed job in this process, from claim to the store's last word on it."""
+
+    claimed: ClaimedJob
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    #: ``time.monotonic()`` when a pool thread started running it; ``None`` while buffered.
+    started: float | None = None
+    #: Set when the attempt timed out: its thread is no longer counted and its result is discarded.
+    abandoned: bool = False
+    #: Set once the handler is done and its outcome is being written: a renew that finds the lease
+    #: gone then raced with that write, which is no lost lease. Its slot is free from then on.
+    finishing: bool = False
+    last_progress_write: float = 0.0
+    pending_progress: tuple[float, str | None] | None = None
+
+    @property
+    def job(self) -> Job:
+        return self.claimed.job
+
+
+class Ledger:
+    """The attempts held in this process (buffered or running), their slots, and the stop flag.
+
+    ``lock`` guards every attribute here and the pool's claim-turn state; ``room`` (a condition on
+    it) is notified when an attempt is buffered, when the worker stops, and, while it stops, when an
+    attempt is let go.
+
+    :param settings: the app's extension settings (the capacity comes from them).
+    :param store: the app's job store (woken when the last attempt is let go and someone waits for idleness).
+    """
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.lock = threading.Lock()
+        self.room = threading.Condition(self.lock)
+        self.attempts: dict[str, Attempt] = {}
+        #: Claimed attempts not started yet, oldest first.
+        self.buffer: deque[Attempt] = deque()
+        #: Slots the claim under way may fill.
+        self.reserved = 0
+        self.stopping = threading.Event()
+        #: Set while no job is due and none is held here (for ``--burst``).
+        self.idle = threading.Event()
+        self.watching_idle = False
+
+    @property
+    def capacity(self) -> int:
+        """Jobs this process holds at most, waiting or running: one per thread plus a small
+        claimed-ahead buffer."""
+        return self.settings.max_concurrency + min(self.settings.batch_size, self.settings.max_queue_size)
+
+    def free_slots(self) -> int:
+        """Slots a claim may fill now. Call with ``lock`` held.
+
+        Jobs whose handler is done and whose outcome is being written do not count: they hold no
+        thread, and a batch of results on its way to the store must not keep the next claim waiting.
+        """
+        held = sum(1 for a in self.attempts.values() if not (a.abandoned or a.finishing))
+        return self.capacity - held - self.reserved
+
+    def done_running(self, attempt: Attempt) -> None:
+        """The attempt's handler has returned or raised: its slot is free for the next claim."""
+        with self.lock:
+            attempt.finishing = True
+
+    def forget(self, attempt: Attempt, *, abandon: bool = False) -> None:
+        """Stop holding an attempt (its outcome is written, discarded, or no longer ours to write).
+
+        :param abandon: mark it abandoned first, so a result it still produces is discarded.
+        """
+        with self.room:
+            if abandon:
+                attempt.abandoned = True
+            if self.attempts.get(attempt.job.id) is attempt:
+                del self.attempts[attempt.job.id]
+            if self.stopping.is_set():
+                self.room.notify_all()  # shutdown waits for running attempts to end
+            ran_empty = self.watching_idle and not self.attempts
+        if ran_empty:
+            # Someone waits for idleness: let the thread waiting for work look again now rather than
+            # at the end of its poll interval.
+            try:
+                self.store.wake()
+            except StoreError:
+                logger.debug("could not wake the worker's waiting thread", exc_info=True)

@@ -1,0 +1,220 @@
+"""The :class:`Worker`: starts the pool and the maintenance thread, and shuts them down.
+
+It builds the parts (the ledger, the result writer, the runner, the pool, the maintenance thread)
+and calls into them; none of them calls back into it.
+
+Tests and scripts drive the same code without threads: :meth:`Worker.run_once` claims a batch and runs
+it in the calling thread.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+import weakref
+from collections.abc import Callable
+
+from flask import Flask
+
+from ..config import Settings
+from ..errors import StoreError
+from ..handlers import HandlerSpec
+from ..jobs import Job
+from ..stores import Store
+from .ledger import Attempt, Ledger, logger
+from .maintenance import Maintenance
+from .pool import Pool
+from .results import Results
+from .run import Runner
+
+#: Workers started in this process, for :func:`shutdown_all` (weak: a dropped worker is not kept alive).
+_started_workers: weakref.WeakSet[Worker] = weakref.WeakSet()
+
+
+def shutdown_all(timeout: float | None = None, *, cap: bool = False) -> None:
+    """Shut down every worker started in this process (from a server's exit hook).
+
+    :param timeout: seconds each worker waits for running jobs (default: its ``SHUTDOWN_TIMEOUT``).
+    :param cap: use ``timeout`` only where it is shorter than the worker's ``SHUTDOWN_TIMEOUT``.
+    """
+    for worker in list(_started_workers):
+        if worker.pid == os.getpid():
+            wait = timeout
+            if cap and timeout is not None:
+                wait = min(timeout, worker.settings.shutdown_timeout)
+            worker.shutdown(wait)
+
+
+class Worker:
+    """Runs the jobs of one app in this process.
+
+    :param app: the Flask app; handlers run inside its app context.
+    :param settings: the app's extension settings.
+    :param store: the app's job store.
+    :param find_handler: returns the handler registered under a job name, or ``None``.
+    """
+
+    def __init__(
+        self,
+        app: Flask,
+        settings: Settings,
+        store: Store,
+        find_handler: Callable[[str], HandlerSpec | None],
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.store = store
+        self.find_handler = find_handler
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.pid = os.getpid()
+        self._ledger = Ledger(settings, store)
+        self._results = Results(app, settings, store, self._ledger)
+        self._runner = Runner(app, settings, store, find_handler, self._ledger, self._results)
+        self._pool = Pool(settings, store, self._ledger, self._runner, self._results)
+        self._maintenance = Maintenance(settings, store, find_handler, self._ledger, self._runner, self._pool)
+
+    @property
+    def capacity(self) -> int:
+        """Jobs this process holds at most, waiting or running: one per thread plus a small
+        claimed-ahead buffer. Jobs whose handler is done and whose outcome is being written do not
+        count: they hold no thread, and a batch of results on its way to the store must not keep
+        the next claim waiting."""
+        return self._ledger.capacity
+
+    @property
+    def started(self) -> bool:
+        """``True`` once :meth:`start` was called (even if shut down since)."""
+        return self._maintenance.thread is not None
+
+    @property
+    def running(self) -> bool:
+        """``True`` between :meth:`start` and :meth:`shutdown`."""
+        return self._maintenance.running
+
+    @property
+    def heartbeat(self) -> float:
+        """``time.time()`` of the maintenance thread's last round (0 before the first): a health check reads it."""
+        return self._maintenance.heartbeat
+
+    @property
+    def executed(self) -> int:
+        """Attempts this worker has run."""
+        return self._runner.executed
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the pool threads and the maintenance thread (daemon threads)."""
+        with self._ledger.lock:
+            if self._maintenance.thread is not None:
+                return
+            for _ in range(self.settings.max_concurrency):
+                self._pool.spawn()
+            self._maintenance.start()
+            _started_workers.add(self)
+        logger.info("worker %s started: %d threads on %s", self.worker_id, self.settings.max_concurrency, self.store)
+
+    def wait_until_idle(self, timeout: float | None = None) -> bool:
+        """Block until no job is due and none is running here; ``False`` if ``timeout`` ran out first.
+
+        Jobs scheduled for later (a retry's back-off) are not waited for.
+        """
+        self._ledger.watching_idle = True
+        return self._ledger.idle.wait(timeout)
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Stop claiming, let running jobs finish, give back every job not finished.
+
+        Jobs claimed ahead but not started are given back at once; running jobs keep their leases
+        renewed while they finish.
+
+        :param timeout: seconds to wait for running jobs (default ``SHUTDOWN_TIMEOUT``). Jobs still
+            running then are released too; their late results are discarded.
+        """
+        ledger = self._ledger
+        room = ledger.room
+        with room:
+            if ledger.stopping.is_set():
+                return
+            ledger.stopping.set()
+            room.notify_all()  # idle pool threads leave
+        timeout = self.settings.shutdown_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        try:
+            self.store.wake()  # the thread waiting for work, if any
+        except StoreError:
+            # It notices the stop within a poll interval anyway; the release below must still be tried.
+            logger.warning("could not wake the worker's waiting thread at shutdown", exc_info=True)
+        self._maintenance.join(timeout)
+        # Claimed-ahead jobs can no longer start (pool threads check the stop flag under this lock),
+        # so they go back now: another process starts them at once, not after the running jobs end.
+        # A claim still under way gives back its jobs itself.
+        with ledger.lock:
+            waiting = list(ledger.buffer)
+            ledger.buffer.clear()
+            for attempt in waiting:
+                if ledger.attempts.get(attempt.job.id) is attempt:
+                    del ledger.attempts[attempt.job.id]
+        released = self._results.release(waiting)
+        # The maintenance thread has stopped: renew leases here while running jobs finish,
+        # or a job running past its lease would be recovered and run again elsewhere meanwhile.
+        renew_every = min(self.settings.claim_timeout / 3, self.settings.poll_interval)
+        renew_failed = False
+        while True:
+            with room:
+                if not any(a.started is not None and not a.abandoned for a in ledger.attempts.values()):
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                room.wait(min(remaining, renew_every))
+            try:
+                self.renew_leases()
+            except StoreError:
+                if not renew_failed:
+                    logger.warning("could not renew leases at shutdown; still trying", exc_info=True)
+                renew_failed = True
+        with room:
+            leftovers = list(ledger.attempts.values())
+            ledger.attempts.clear()
+        released += self._results.release(leftovers)
+        logger.info("worker %s stopped; %d unfinished job(s) released", self.worker_id, released)
+
+    # -- without threads, and the maintenance steps one at a time ---------------------------------
+
+    def run_once(self, now: float | None = None) -> int:
+        """Claim one batch and run it in the calling thread; the number of jobs run.
+
+        For tests, scripts and ``--burst`` workers. Timeouts are not enforced here.
+        """
+        claimed = self.store.claim(self.settings.batch_size, self.settings.claim_timeout, now=now)
+        for job in claimed:
+            attempt = Attempt(job)
+            with self._ledger.lock:
+                self._ledger.attempts[job.job.id] = attempt
+            self._runner.execute(attempt, now, pooled=False)
+        return len(claimed)
+
+    def execute(self, attempt: Attempt, now: float | None = None) -> Job | None:
+        """Run one claimed job and record its outcome. Never raises.
+
+        :returns: the job as the store has it afterwards, or ``None`` if the attempt's result was discarded.
+        """
+        return self._runner.execute(attempt, now, pooled=False)
+
+    def renew_leases(self, now: float | None = None) -> None:
+        """Renew the leases of every attempt held here; pass cancel requests on to their handlers."""
+        self._maintenance.renew_leases(now)
+
+    def check_timeouts(self, now: float | None = None) -> None:
+        """Fail every attempt running past its timeout and stop counting its thread.
+
+        :param now: a ``time.monotonic()`` reading (tests pass one).
+        """
+        self._maintenance.check_timeouts(now)
+
+    def recover_once(self, now: float | None = None) -> list[Job]:
+        """Recover jobs whose lease expired anywhere (unless recovery is off) and purge expired finished jobs."""
+        return self._maintenance.recover_once(now)

@@ -1,0 +1,161 @@
+"""The pool threads and the claim turn.
+
+A pool thread with nothing to do takes the next job from this process's buffer of claimed jobs;
+when the buffer is empty it claims the next batch itself (``BATCH_SIZE`` at most, never more than
+the process has room for), and when nothing is due it blocks in the store's wake-up wait. One thread
+at a time claims or waits; the others wait for it. So an idle worker starts a new job in the very
+thread that heard of it, and a busy one pays one store round trip per batch, with no hand-off
+between threads on the way.
+
+The pool is daemon threads rather than a ``ThreadPoolExecutor``: an executor's threads are joined
+without a time limit when the interpreter exits, so one stuck handler would hang shutdown forever,
+and a timed-out thread could never be replaced. Here shutdown waits at most ``SHUTDOWN_TIMEOUT``,
+and a thread stuck past its timeout is replaced by a fresh one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from ..config import Settings
+from ..errors import StoreError
+from ..jobs import ClaimedJob
+from ..stores import Store
+from .ledger import MAX_ERROR_BACKOFF, Attempt, Ledger, logger
+from .results import Results
+from .run import Runner
+
+
+class Pool:
+    """The worker's pool threads: each takes a buffered attempt, or claims the next batch in its turn, and runs it.
+
+    Its state is guarded by the ledger's lock.
+
+    :param settings: the app's extension settings.
+    :param store: the app's job store.
+    :param ledger: the attempts held in this process.
+    :param runner: runs each attempt.
+    :param results: gives back jobs claimed while the worker shuts down.
+    """
+
+    def __init__(self, settings: Settings, store: Store, ledger: Ledger, runner: Runner, results: Results) -> None:
+        self.settings = settings
+        self.store = store
+        self._ledger = ledger
+        self._runner = runner
+        self._results = results
+        self._lock = ledger.lock
+        self._room = ledger.room
+        self._threads: list[threading.Thread] = []
+        #: Set while a pool thread claims or waits for work; the others wait for it.
+        self._claiming = False
+        self._claim_backoff = 0.0
+        #: Pool threads to retire when they next finish a job (after replacements for stuck threads).
+        self._excess_threads = 0
+        self._stuck = 0
+
+    def spawn(self) -> None:
+        """Start one more pool thread. Call with the ledger's lock held."""
+        thread = threading.Thread(target=self._loop, name=f"asyncendpoints-worker-{len(self._threads)}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def replace_stuck(self) -> None:
+        """Start a fresh thread in place of one stuck in a timed-out handler, which keeps running it; up
+        to as many replacements as the pool has threads. Call with the ledger's lock held."""
+        if self._stuck < self.settings.max_concurrency:
+            self._stuck += 1
+            self._excess_threads += 1
+            self.spawn()
+
+    def _loop(self) -> None:
+        while True:
+            attempt = self._next_attempt()
+            if attempt is None:
+                return
+            self._runner.execute(attempt, None, pooled=True)
+            with self._lock:
+                if self._excess_threads > 0:
+                    self._excess_threads -= 1
+                    self._stuck = max(0, self._stuck - 1)
+                    return
+
+    def _next_attempt(self) -> Attempt | None:
+        """The next claimed attempt for this pool thread, marked started; ``None`` once stopping.
+
+        With the buffer empty and no other thread claiming, this thread claims the next batch (and
+        waits for work if none is due); with another thread claiming, it waits for that.
+        """
+        ledger = self._ledger
+        while True:
+            with self._room:
+                # Decided under the lock shutdown takes, so each attempt is either started here or
+                # given back by shutdown, never both.
+                if ledger.stopping.is_set():
+                    return None
+                while ledger.buffer:
+                    attempt = ledger.buffer.popleft()
+                    if not attempt.abandoned:  # its lease was lost while it waited
+                        attempt.started = time.monotonic()
+                        return attempt
+                if self._claiming:
+                    self._room.wait(self.settings.poll_interval)
+                    continue
+                limit = min(self.settings.batch_size, ledger.free_slots())
+                if limit <= 0:  # every slot is held by a running attempt (stuck threads)
+                    self._room.wait(self.settings.poll_interval)
+                    continue
+                self._claiming = True
+                ledger.reserved = limit
+            self._claim_into_buffer(limit)
+
+    def _claim_into_buffer(self, limit: int) -> None:
+        """Claim up to ``limit`` jobs into the buffer; with none due and none buffered, wait for work.
+
+        Called by the one pool thread whose turn it is (``_claiming`` set); ends that turn.
+        """
+        settings = self.settings
+        ledger = self._ledger
+        claimed: list[ClaimedJob] = []
+        try:
+            claimed = self.store.claim(limit, settings.claim_timeout)
+            if not claimed:
+                with self._lock:
+                    if not ledger.attempts:
+                        ledger.idle.set()
+                    nothing_buffered = not ledger.buffer
+                if nothing_buffered and not ledger.stopping.is_set():
+                    self.store.wait_for_work(settings.poll_interval)
+                    if not ledger.stopping.is_set():
+                        # Claim what woke us at once, still in this turn: nothing else claims
+                        # meanwhile, so ``limit`` slots are still free.
+                        claimed = self.store.claim(limit, settings.claim_timeout)
+            self._claim_backoff = 0.0
+        except StoreError:
+            self._claim_backoff = min(max(self._claim_backoff * 2, settings.poll_interval), MAX_ERROR_BACKOFF)
+            logger.warning("job store unavailable; retrying in %.1f s", self._claim_backoff, exc_info=True)
+            ledger.stopping.wait(self._claim_backoff)
+        except Exception:
+            logger.exception("unexpected error while claiming jobs; carrying on")
+            ledger.stopping.wait(settings.poll_interval)
+        finally:
+            late: list[Attempt] = []
+            with self._room:
+                self._claiming = False
+                ledger.reserved = 0
+                for job in claimed:
+                    attempt = Attempt(job)
+                    if ledger.stopping.is_set():
+                        late.append(attempt)
+                        continue
+                    ledger.attempts[job.job.id] = attempt
+                    ledger.buffer.append(attempt)
+                if claimed:
+                    ledger.idle.clear()
+                # This thread runs one of the jobs: wake a waiting thread for each of the others, and
+                # one to take the next turn (to claim, or to wait for work while this one is busy).
+                self._room.notify(max(1, len(claimed)))
+            if late:
+                # Claimed while the worker shut down: they can no longer start here.
+                self._results.release(late)

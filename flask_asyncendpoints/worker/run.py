@@ -1,0 +1,215 @@
+"""One attempt's run: the handler called in the app context, and the outcome that follows from it.
+
+The run builds the handler's :class:`~flask_asyncendpoints.handlers.JobContext`, calls the handler,
+serializes its result, and decides the outcome: completed, failed (with the delay before the retry,
+if any), or canceled. The result writer below stores it; the run never reaches back into the pool
+that started it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask
+from werkzeug.datastructures import Headers, MultiDict
+
+from ..config import Settings
+from ..errors import JobCanceled, JobFailure, StoreError
+from ..handlers import HandlerSpec, JobContext
+from ..jobs import Job, JobError
+from ..signals import job_started
+from ..stores import Store
+from .ledger import Attempt, Ledger, logger, send_signal
+from .results import Results
+
+#: Progress is written to the store at most this often per attempt (seconds).
+PROGRESS_INTERVAL = 0.2
+
+#: Results as stored: compact, and refusing NaN and infinities (not JSON). Made once: json.dumps with
+#: options builds a new encoder on every call.
+_RESULT_ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+
+HANDLER_NOT_FOUND = "HANDLERNOTFOUND"
+RESULT_NOT_SERIALIZABLE = "RESULTNOTSERIALIZABLE"
+INVALID_REQUEST = "INVALIDREQUEST"
+
+
+def retry_delay(retry_count: int, settings: Settings, rand: Callable[[], float] = random.random) -> float:
+    """Seconds before retry number ``retry_count`` (1 for the first retry) is due.
+
+    ``min(RETRY_DELAY_BASE * 2 ** retry_count, RETRY_MAX_DELAY)``; with ``RETRY_JITTER`` a random
+    point in the upper half of that ("equal jitter"), so retries of many failed jobs spread out.
+    """
+    try:
+        delay = min(settings.retry_delay_base * 2.0**retry_count, settings.retry_max_delay)
+    except OverflowError:
+        delay = settings.retry_max_delay
+    if settings.retry_jitter:
+        delay = delay / 2 + rand() * delay / 2
+    return delay
+
+
+class Runner:
+    """Runs claimed attempts, one per call, in the calling thread.
+
+    :param app: the Flask app; handlers run inside its app context.
+    :param settings: the app's extension settings.
+    :param store: the app's job store (progress is written to it directly).
+    :param find_handler: returns the handler registered under a job name, or ``None``.
+    :param ledger: the attempts held in this process.
+    :param results: writes each attempt's outcome.
+    """
+
+    def __init__(
+        self,
+        app: Flask,
+        settings: Settings,
+        store: Store,
+        find_handler: Callable[[str], HandlerSpec | None],
+        ledger: Ledger,
+        results: Results,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.store = store
+        self.find_handler = find_handler
+        self._ledger = ledger
+        self._results = results
+        #: Attempts run here.
+        self.executed = 0
+
+    def execute(self, attempt: Attempt, now: float | None, *, pooled: bool) -> Job | None:
+        """Run one claimed job and record its outcome. Never raises.
+
+        :param pooled: called by a pool thread: a store that batches completions then writes the
+            result with others (see :meth:`Results.post`), and this returns ``None``.
+        :returns: the job as the store has it afterwards, or ``None`` if the attempt's result was discarded.
+        """
+        if attempt.started is None:
+            attempt.started = time.monotonic()
+        job = attempt.job
+        number = job.retry_count + 1
+        self.executed += 1
+        logger.debug("job %s (%s) attempt %d started", job.id, job.name, number)
+        outcome: Job | None = None
+        try:
+            send_signal(job_started, self.app, job=job, job_id=job.id)
+            ran = self._run(attempt, now)
+            if isinstance(ran, str):
+                if attempt.abandoned:
+                    # Timed out or given back at shutdown: the job is settled, the late result is not.
+                    logger.warning("job %s (%s): late result discarded", job.id, job.name)
+                elif pooled and self.store.batches_completions:
+                    # Written with others in one round trip. The attempt stays held (and renewed)
+                    # until then; shutdown waits for it like for a running one.
+                    self._results.post(attempt, ran)
+                    return None
+                else:
+                    outcome = self._results.complete([(attempt, ran)], now)[0]
+            else:
+                outcome = ran
+        except BaseException:
+            logger.exception("job %s (%s): could not record its outcome", job.id, job.name)
+        self._results.finish(attempt, outcome)
+        return outcome
+
+    def fail(self, attempt: Attempt, error: JobError, *, retry: bool, now: float | None = None) -> Job | None:
+        """Store the attempt as failed: retried after :func:`retry_delay` if ``retry`` (and retries are
+        left), else failed for good."""
+        delay = retry_delay(attempt.job.retry_count + 1, self.settings) if retry else None
+        return self._results.fail(attempt, error, retry_delay=delay, now=now)
+
+    def _run(self, attempt: Attempt, now: float | None) -> Job | str | None:
+        """Run the handler; the stored outcome, or the result JSON still to be written on success."""
+        job = attempt.job
+        spec = self.find_handler(job.name)
+        if spec is None:
+            self._ledger.done_running(attempt)
+            message = f"No handler is registered for the job name {job.name!r} in this process."
+            return self.fail(attempt, JobError(code=HANDLER_NOT_FOUND, message=message), retry=True, now=now)
+        try:
+            ctx = self._context(attempt, spec, now)
+            try:
+                with self.app.app_context():
+                    value = spec.func(ctx)
+            finally:
+                self._ledger.done_running(attempt)
+            result_json = self._serialize(spec, value)
+        except JobCanceled:
+            if attempt.abandoned:
+                # It stopped because it timed out or was released at shutdown; that outcome is stored.
+                return None
+            return self._results.cancel(attempt, now)
+        except JobFailure as exc:
+            if attempt.cancelled.is_set() and not attempt.abandoned:
+                return self._results.cancel(attempt, now)
+            return self.fail(attempt, JobError.from_exception(exc), retry=exc.retry, now=now)
+        except BaseException as exc:  # the worker must survive SystemExit, KeyboardInterrupt and all
+            if attempt.cancelled.is_set() and not attempt.abandoned:
+                return self._results.cancel(attempt, now)
+            logger.info("job %s (%s) attempt %d failed: %r", job.id, job.name, job.retry_count + 1, exc)
+            return self.fail(attempt, JobError.from_exception(exc), retry=True, now=now)
+        if attempt.cancelled.is_set() and not attempt.abandoned:
+            return self._results.cancel(attempt, now)
+        self._flush_progress(attempt, now)
+        return result_json
+
+    def _context(self, attempt: Attempt, spec: HandlerSpec, now: float | None) -> JobContext:
+        job = attempt.job
+        payload = job.payload
+        body = payload.body
+        if spec.request_schema is not None:
+            try:
+                body = spec.request_schema.load(body)
+            except Exception as exc:
+                raise JobFailure(
+                    f"The stored request no longer passes the handler's request schema: {exc}",
+                    code=INVALID_REQUEST,
+                    retry=False,
+                ) from exc
+        query = payload.query_params
+        return JobContext(
+            request=body,
+            # Built only from what is there: most jobs submitted from Python have neither.
+            headers=Headers(payload.headers) if payload.headers else Headers(),
+            route_params=dict(payload.route_params),
+            query_params=MultiDict([(k, v) for k, values in query.items() for v in values]) if query else MultiDict(),
+            job_id=job.id,
+            attempt=job.retry_count + 1,
+            name=job.name,
+            cancelled=attempt.cancelled,
+            _on_progress=lambda fraction, message: self._progress(attempt, fraction, message, now),
+        )
+
+    @staticmethod
+    def _serialize(spec: HandlerSpec, value: Any) -> str:
+        try:
+            if spec.response_schema is not None:
+                value = spec.response_schema.dump(value)
+            return _RESULT_ENCODER.encode(value)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise JobFailure(
+                f"The handler's result is not JSON-serializable ({exc}); return dicts, lists, strings, "
+                "numbers, booleans or None, or give the handler a response schema.",
+                code=RESULT_NOT_SERIALIZABLE,
+            ) from exc
+
+    def _progress(self, attempt: Attempt, fraction: float, message: str | None, now: float | None) -> None:
+        attempt.pending_progress = (fraction, message)
+        tick = time.monotonic()
+        if tick - attempt.last_progress_write >= PROGRESS_INTERVAL or fraction >= 1.0:
+            self._flush_progress(attempt, now)
+
+    def _flush_progress(self, attempt: Attempt, now: float | None) -> None:
+        pending, attempt.pending_progress = attempt.pending_progress, None
+        if pending is None:
+            return
+        attempt.last_progress_write = time.monotonic()
+        try:
+            self.store.set_progress(attempt.job.id, attempt.claimed.token, pending[0], pending[1], now=now)
+        except StoreError:
+            logger.warning("could not record progress of job %s", attempt.job.id, exc_info=True)
