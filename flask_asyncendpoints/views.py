@@ -8,17 +8,16 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flask import Response, current_app, request, url_for
 from marshmallow import ValidationError
 
 from .errors import ProblemError, StoreError
-from .jobs import Job, JobPayload, parse_job_id
+from .jobs import Job, parse_job_id
+from .registry import RouteSpec
+from .state import AppState
 from .stores import CancelResult, PendingLimitReached
-
-if TYPE_CHECKING:
-    from .extension import RouteSpec, _State
 
 #: The header a client sets to make a submit idempotent: its value (a UUID) becomes the job id.
 REQUEST_ID_HEADER = "X-Async-Request-Id"
@@ -69,7 +68,7 @@ _LOCATION_PLACEHOLDER = uuid.UUID(int=0)
 _LOCATION_TEMPLATES_MAX = 16
 
 
-def job_location(state: _State, job_id: str) -> str:
+def job_location(state: AppState, job_id: str) -> str:
     """``url_for`` the job's details, built once per script root and filled in after that (``url_for``
     costs about as much as the rest of a job answer)."""
     root = request.script_root
@@ -81,7 +80,7 @@ def job_location(state: _State, job_id: str) -> str:
     return template.replace(str(_LOCATION_PLACEHOLDER), job_id)
 
 
-def job_response(job: Job, status: int, state: _State, *, location: bool = False) -> Response:
+def job_response(job: Job, status: int, state: AppState, *, location: bool = False) -> Response:
     """The job record as JSON; ``Retry-After`` while the job is not finished."""
     body = _RECORD_ENCODER.encode(
         job.to_dict(
@@ -97,15 +96,15 @@ def job_response(job: Job, status: int, state: _State, *, location: bool = False
     return response
 
 
-def _hooked(state: _State, kind: str, subject: Any, response: Response) -> Response:
+def _hooked(state: AppState, kind: str, subject: Any, response: Response) -> Response:
     """Pass a built response through the app's response hook of that kind, if any."""
-    hook = state.extension.response_hooks.get(kind)
+    hook = state.registry.response_hooks.get(kind)
     if hook is None:
         return response
     return current_app.make_response(hook(subject, response))
 
 
-def _store_unavailable(state: _State, exc: StoreError) -> Response:
+def _store_unavailable(state: AppState, exc: StoreError) -> Response:
     current_app.logger.warning("job store unavailable: %s", exc)
     problem = ProblemError(
         503,
@@ -124,7 +123,7 @@ def _not_found(job_id: str) -> ProblemError:
     return ProblemError(404, "Job not found", f"There is no job with the id {job_id!r}.")
 
 
-def _visible_job(state: _State, job_id: str, action: str) -> Job:
+def _visible_job(state: AppState, job_id: str, action: str) -> Job:
     """The job, if it exists and the current request may ``action`` it; else a 404 problem.
 
     A job the request may not see answers exactly like an unknown one, so ids of other owners'
@@ -137,23 +136,23 @@ def _visible_job(state: _State, job_id: str, action: str) -> Job:
     return job
 
 
-def _may(state: _State, job: Job, action: str) -> bool:
-    extension = state.extension
-    if extension.authorize_func is not None:
-        return bool(extension.authorize_func(job, action))
+def _may(state: AppState, job: Job, action: str) -> bool:
+    registry = state.registry
+    if registry.authorize_func is not None:
+        return bool(registry.authorize_func(job, action))
     if job.payload.owner is None:
         return True
     return _current_owner(state) == job.payload.owner
 
 
-def _current_owner(state: _State) -> str | None:
+def _current_owner(state: AppState) -> str | None:
     """The owner key of the current request, as a string (as it is stored on jobs)."""
-    owner_func = state.extension.owner_func
+    owner_func = state.registry.owner_func
     owner = owner_func() if owner_func is not None else None
     return str(owner) if owner is not None else None
 
 
-def _wait_seconds(state: _State) -> float:
+def _wait_seconds(state: AppState) -> float:
     raw = request.args.get("wait")
     if raw is None:
         return 0.0
@@ -166,7 +165,7 @@ def _wait_seconds(state: _State) -> float:
     return min(seconds, state.settings.long_poll_max)
 
 
-def job_details(state: _State, job_id: str) -> Response:
+def job_details(state: AppState, job_id: str) -> Response:
     """``GET`` the job record: 200, or 404 problem JSON for an unknown or malformed id.
 
     With ``?wait=<seconds>`` (capped at ``ASYNCENDPOINTS_LONG_POLL_MAX``) the answer waits until
@@ -184,7 +183,7 @@ def job_details(state: _State, job_id: str) -> Response:
         return _problem_response(exc)
 
 
-def cancel_job(state: _State, job_id: str) -> Response:
+def cancel_job(state: AppState, job_id: str) -> Response:
     """``DELETE`` a job: 200 canceled, 202 cancel requested (running), 409 finished, 404 unknown."""
     try:
         job = _visible_job(state, job_id, "cancel")
@@ -205,7 +204,7 @@ def cancel_job(state: _State, job_id: str) -> Response:
         return _problem_response(exc)
 
 
-def submit_view(state: _State, route: RouteSpec, **route_params: Any) -> Response:
+def submit_view(state: AppState, route: RouteSpec, **route_params: Any) -> Response:
     """Accept a request for an async endpoint: validate it, store the job, answer ``202``."""
     try:
         return _submit(state, route, route_params)
@@ -215,8 +214,8 @@ def submit_view(state: _State, route: RouteSpec, **route_params: Any) -> Respons
         return _hooked(state, "submission_error", exc, _problem_response(exc))
 
 
-def _submit(state: _State, route: RouteSpec, route_params: dict[str, Any]) -> Response:
-    spec = state.extension.get_handler(route.job_name)
+def _submit(state: AppState, route: RouteSpec, route_params: dict[str, Any]) -> Response:
+    spec = state.registry.get_handler(route.job_name)
     owner = _current_owner(state)
     job_id = _request_id(owner)
     if job_id is not None:
@@ -248,20 +247,15 @@ def _submit(state: _State, route: RouteSpec, route_params: dict[str, Any]) -> Re
         if answer is not None:
             return current_app.make_response(answer)
 
-    payload = JobPayload(
-        body=body,
-        headers=tuple((k, v) for k, v in request.headers.items() if k.lower() not in state.settings.redact_headers),
-        route_params={k: _jsonable(v) for k, v in route_params.items()},
-        query_params=request.args.to_dict(flat=False),
-        owner=owner,
-    )
     try:
-        job, created = state.store.create(
+        job, created = state.create_job(
+            spec,
             job_id or str(uuid.uuid4()),
-            spec.name,
-            payload,
-            max_retries=state.max_retries_of(spec),
-            max_pending=state.settings.max_pending_jobs,
+            body,
+            request.headers.items(),
+            {k: _jsonable(v) for k, v in route_params.items()},
+            request.args.to_dict(flat=False),
+            owner,
         )
     except PendingLimitReached as exc:
         raise ProblemError(
@@ -275,7 +269,7 @@ def _submit(state: _State, route: RouteSpec, route_params: dict[str, Any]) -> Re
     return _hooked(state, "submitted", job, job_response(job, 202, state, location=True))
 
 
-def _existing_job(job: Job, job_name: str, state: _State) -> Response:
+def _existing_job(job: Job, job_name: str, state: AppState) -> Response:
     """Answer a resubmit with the job its request id already names.
 
     A job of another handler, or one the request may not read, gets the same ``409``: the record of
@@ -398,7 +392,7 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def openapi_document(state: _State, title: str) -> Response:
+def openapi_document(state: AppState, title: str) -> Response:
     """The OpenAPI document of the app's async endpoints and job routes."""
     from .openapi import build_document
 
