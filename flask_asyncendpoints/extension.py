@@ -14,10 +14,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from flask import Flask, current_app
-from flask.typing import ResponseReturnValue
 from marshmallow import Schema
 
-from . import views
 from .config import Settings, set_defaults
 from .errors import ConfigurationError, JobIdConflict
 from .handlers import Handler, HandlerSpec
@@ -25,6 +23,7 @@ from .jobs import Job, JobPayload, parse_job_id
 from .registry import AuthorizeFunc, OwnerFunc, Registry, ResponseHook, RouteSpec, Validator
 from .state import EXTENSION_KEY, NOT_INITIALIZED, AppState, app_state
 from .stores import CancelResult, Store, create_store
+from .views import add_route, job_rule, register
 from .worker import Worker
 
 H = TypeVar("H", bound=Handler)
@@ -71,48 +70,17 @@ class AsyncEndpoints:
             )
         set_defaults(app.config)
         settings = Settings.from_config(app.config, debug=app.debug)
-        rule = settings.job_details_url.replace("<uuid:job_id>", "<job_id>")
-        if "<job_id>" not in rule:
-            raise ConfigurationError(
-                f"ASYNCENDPOINTS_JOB_DETAILS_URL={settings.job_details_url!r} must contain '<uuid:job_id>'."
-            )
+        job_rule(settings.job_details_url)  # a bad URL fails before the store is opened
         state = AppState(
             self._registry,
             settings,
             create_store(store if store is not None else settings.store, key_prefix=settings.key_prefix),
         )
         app.extensions[EXTENSION_KEY] = state
-        app.add_url_rule(
-            rule,
-            endpoint=views.JOB_ENDPOINT,
-            view_func=lambda job_id: views.job_details(state, job_id),
-            methods=["GET"],
-        )
-        app.add_url_rule(
-            rule,
-            endpoint="asyncendpoints.cancel",
-            view_func=lambda job_id: views.cancel_job(state, job_id),
-            methods=["DELETE"],
-        )
-        for route in self._registry.routes:
-            self._add_route(app, state, route)
-        if settings.openapi_url is not None:
-            app.add_url_rule(
-                settings.openapi_url,
-                endpoint="asyncendpoints.openapi",
-                view_func=lambda: views.openapi_document(state, app.name),
-                methods=["GET"],
-            )
+        register(app, state)
         if settings.worker:
             app.before_request(state.before_request)
         self._apps.add(app)
-
-    @staticmethod
-    def _add_route(app: Flask, state: AppState, route: RouteSpec) -> None:
-        def view(**route_params: Any) -> ResponseReturnValue:
-            return views.submit_view(state, route, **route_params)
-
-        app.add_url_rule(route.rule, endpoint=route.endpoint, view_func=view, methods=list(route.methods))
 
     def _state(self, app: Flask | None = None) -> AppState:
         app = app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]
@@ -217,7 +185,7 @@ class AsyncEndpoints:
         )
         self._registry.routes.append(spec)
         for app in list(self._apps):
-            self._add_route(app, self._state(app), spec)
+            add_route(app, self._state(app), spec)
 
     # -- access control and response hooks --------------------------------------------------------
 

@@ -57,6 +57,7 @@ class AppState:
         self.location_templates: dict[str, str] = {}
 
     def max_retries_of(self, spec: HandlerSpec) -> int:
+        """The handler's retries, else ``ASYNCENDPOINTS_DEFAULT_MAX_RETRIES``."""
         return spec.max_retries if spec.max_retries is not None else self.settings.default_max_retries
 
     def create_job(

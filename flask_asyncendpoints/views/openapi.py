@@ -7,15 +7,18 @@ described as any value rather than guessed at.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
+from flask import Response
 from marshmallow import Schema, fields, validate
 
-from .jobs import JobStatus
-from .registry import RouteSpec
-from .state import AppState
-from .views import REQUEST_ID_HEADER
+from ..jobs import JobStatus
+from ..registry import RouteSpec
+from ..state import AppState
+from .problems import JSON_MIMETYPE
+from .submit import REQUEST_ID_HEADER
 
 _SIMPLE: list[tuple[type[fields.Field[Any]], dict[str, Any]]] = [
     (fields.AwareDateTime, {"type": "string", "format": "date-time"}),
@@ -335,3 +338,8 @@ def build_document(state: AppState, title: str) -> dict[str, Any]:
         "paths": paths,
         "components": {"schemas": components},
     }
+
+
+def openapi_document(state: AppState, title: str) -> Response:
+    """The OpenAPI document of the app's async endpoints and job routes."""
+    return Response(json.dumps(build_document(state, title), ensure_ascii=False), mimetype=JSON_MIMETYPE)
