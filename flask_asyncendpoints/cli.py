@@ -18,17 +18,15 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from .errors import AsyncEndpointsError
-from .extension import EXTENSION_KEY, _State
 from .jobs import JobStatus, parse_job_id
+from .state import NOT_INITIALIZED, AppState, app_state
 
 
-def _state() -> _State:
-    state = current_app.extensions.get(EXTENSION_KEY)
+def _state() -> AppState:
+    state = app_state(current_app)
     if state is None:
-        raise click.ClickException(
-            "flask-asyncendpoints is not initialized on this app. Did you forget to call init_app()?"
-        )
-    return state  # type: ignore[no-any-return]
+        raise click.ClickException(NOT_INITIALIZED)
+    return state
 
 
 def _job_id(raw: str) -> str:

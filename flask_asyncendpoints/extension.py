@@ -1,111 +1,35 @@
-"""The extension object: handler and route registration, per-app state, the Python API."""
+"""The extension object: handler and route registration, binding to apps, the Python API.
+
+What it registers goes in a :class:`~flask_asyncendpoints.registry.Registry`; what it keeps per app
+in an :class:`~flask_asyncendpoints.state.AppState`. The views get both from the state, so they
+never import this module.
+"""
 
 from __future__ import annotations
 
-import atexit
-import math
 import os
-import threading
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from flask import Flask, Response, current_app, request
-from flask.typing import ResponseReturnValue
+from flask import Flask, current_app
 from marshmallow import Schema
 
-from . import views
 from .config import Settings, set_defaults
 from .errors import ConfigurationError, JobIdConflict
 from .handlers import Handler, HandlerSpec
 from .jobs import Job, JobPayload, parse_job_id
-from .stores import CancelResult, MemoryStore, Store, create_store
+from .registry import AuthorizeFunc, OwnerFunc, Registry, ResponseHook, RouteSpec, Validator
+from .state import EXTENSION_KEY, NOT_INITIALIZED, AppState, app_state
+from .stores import CancelResult, Store, create_store
+from .views import add_route, job_rule, register
 from .worker import Worker
-
-EXTENSION_KEY = "asyncendpoints"
-
-#: A validator hook: gets the loaded request body; returns ``None`` to accept, or a response to send instead.
-Validator = Callable[[Any], "ResponseReturnValue | None"]
 
 H = TypeVar("H", bound=Handler)
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: Returns the owner key of the current request (e.g. the user id), or ``None``.
-OwnerFunc = Callable[[], "str | None"]
-#: Decides whether the current request may ``"read"`` or ``"cancel"`` a job.
-AuthorizeFunc = Callable[[Job, str], bool]
-
 ALLOWED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-
-@dataclass(frozen=True)
-class RouteSpec:
-    """An async endpoint: a URL rule that submits jobs for one handler."""
-
-    rule: str
-    job_name: str
-    methods: tuple[str, ...]
-    endpoint: str
-    #: ``None``: a JSON body exactly when the handler has a request schema.
-    body: bool | None = None
-    validator: Validator | None = None
-
-    def takes_body(self, spec: HandlerSpec) -> bool:
-        return self.body if self.body is not None else spec.request_schema is not None
-
-
-class _State:
-    """Everything the extension keeps for one app, in ``app.extensions["asyncendpoints"]``."""
-
-    def __init__(self, extension: AsyncEndpoints, settings: Settings, store: Store) -> None:
-        self.extension = extension
-        self.settings = settings
-        self.store = store
-        self.worker: Worker | None = None
-        self.lock = threading.Lock()
-        #: Seconds a client should wait before polling a job that is not finished.
-        self.retry_after = max(1, math.ceil(settings.poll_interval))
-        #: ``url_for`` the job route, with a placeholder id, by script root (see ``views.job_location``).
-        self.location_templates: dict[str, str] = {}
-
-    def max_retries_of(self, spec: HandlerSpec) -> int:
-        return spec.max_retries if spec.max_retries is not None else self.settings.default_max_retries
-
-    def get_worker(self, app: Flask) -> Worker:
-        """This process's worker for the app (a new one after a fork)."""
-        with self.lock:
-            if self.worker is None or self.worker.pid != os.getpid():
-                self.worker = Worker(app, self.settings, self.store, self.extension.find_handler)
-            return self.worker
-
-    def start_worker(self, app: Flask) -> Worker:
-        worker = self.get_worker(app)
-        with self.lock:
-            if worker.started:
-                return worker
-            worker.start()
-        atexit.register(_shutdown_at_exit, weakref.ref(worker))
-        return worker
-
-    def before_request(self) -> None:
-        worker = self.worker
-        if worker is not None and worker.started and worker.pid == os.getpid():
-            return
-        if isinstance(self.store, MemoryStore) and request.environ.get("wsgi.multiprocess"):
-            current_app.logger.warning(
-                "flask-asyncendpoints uses the memory store under a server with several processes: "
-                "each process has its own jobs, so a poll that reaches another process answers 404. "
-                "Set ASYNCENDPOINTS_STORE to a Redis URL."
-            )
-        self.start_worker(current_app._get_current_object())  # type: ignore[attr-defined]
-
-
-def _shutdown_at_exit(ref: weakref.ReferenceType[Worker]) -> None:
-    worker = ref()
-    if worker is not None and worker.pid == os.getpid():
-        worker.shutdown()
 
 
 class AsyncEndpoints:
@@ -122,13 +46,8 @@ class AsyncEndpoints:
     """
 
     def __init__(self, app: Flask | None = None, *, store: Any = None) -> None:
-        self._handlers: dict[str, HandlerSpec] = {}
-        self._routes: list[RouteSpec] = []
+        self._registry = Registry()
         self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
-        self.owner_func: OwnerFunc | None = None
-        self.authorize_func: AuthorizeFunc | None = None
-        #: Response hooks by kind: "submitted", "job_details", "submission_error", "exception".
-        self.response_hooks: dict[str, Callable[[Any, Response], ResponseReturnValue]] = {}
         if app is not None:
             self.init_app(app, store=store)
 
@@ -151,55 +70,24 @@ class AsyncEndpoints:
             )
         set_defaults(app.config)
         settings = Settings.from_config(app.config, debug=app.debug)
-        rule = settings.job_details_url.replace("<uuid:job_id>", "<job_id>")
-        if "<job_id>" not in rule:
-            raise ConfigurationError(
-                f"ASYNCENDPOINTS_JOB_DETAILS_URL={settings.job_details_url!r} must contain '<uuid:job_id>'."
-            )
-        state = _State(
-            self, settings, create_store(store if store is not None else settings.store, key_prefix=settings.key_prefix)
+        job_rule(settings.job_details_url)  # a bad URL fails before the store is opened
+        state = AppState(
+            self._registry,
+            settings,
+            create_store(store if store is not None else settings.store, key_prefix=settings.key_prefix),
         )
         app.extensions[EXTENSION_KEY] = state
-        app.add_url_rule(
-            rule,
-            endpoint=views.JOB_ENDPOINT,
-            view_func=lambda job_id: views.job_details(state, job_id),
-            methods=["GET"],
-        )
-        app.add_url_rule(
-            rule,
-            endpoint="asyncendpoints.cancel",
-            view_func=lambda job_id: views.cancel_job(state, job_id),
-            methods=["DELETE"],
-        )
-        for route in self._routes:
-            self._add_route(app, state, route)
-        if settings.openapi_url is not None:
-            app.add_url_rule(
-                settings.openapi_url,
-                endpoint="asyncendpoints.openapi",
-                view_func=lambda: views.openapi_document(state, app.name),
-                methods=["GET"],
-            )
+        register(app, state)
         if settings.worker:
             app.before_request(state.before_request)
         self._apps.add(app)
 
-    @staticmethod
-    def _add_route(app: Flask, state: _State, route: RouteSpec) -> None:
-        def view(**route_params: Any) -> ResponseReturnValue:
-            return views.submit_view(state, route, **route_params)
-
-        app.add_url_rule(route.rule, endpoint=route.endpoint, view_func=view, methods=list(route.methods))
-
-    def _state(self, app: Flask | None = None) -> _State:
+    def _state(self, app: Flask | None = None) -> AppState:
         app = app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]
-        state = app.extensions.get(EXTENSION_KEY)
-        if state is None or state.extension is not self:
-            raise ConfigurationError(
-                "flask-asyncendpoints is not initialized on this app. Did you forget to call init_app()?"
-            )
-        return state  # type: ignore[no-any-return]
+        state = app_state(app)
+        if state is None or state.registry is not self._registry:
+            raise ConfigurationError(NOT_INITIALIZED)
+        return state
 
     # -- registration -----------------------------------------------------------------------------
 
@@ -236,12 +124,12 @@ class AsyncEndpoints:
             raise ConfigurationError(f"timeout must be a number of seconds > 0, not {timeout!r}.")
 
         def decorator(func: H) -> H:
-            if name in self._handlers:
+            if name in self._registry.handlers:
                 raise ConfigurationError(
                     f"A handler is already registered for the job name {name!r} "
-                    f"({self._handlers[name].func.__qualname__}). Give each handler its own name."
+                    f"({self._registry.handlers[name].func.__qualname__}). Give each handler its own name."
                 )
-            self._handlers[name] = HandlerSpec(
+            self._registry.handlers[name] = HandlerSpec(
                 name=name,
                 func=func,
                 request_schema=_schema(request_schema),
@@ -295,9 +183,9 @@ class AsyncEndpoints:
             body=body,
             validator=validator,
         )
-        self._routes.append(spec)
+        self._registry.routes.append(spec)
         for app in list(self._apps):
-            self._add_route(app, self._state(app), spec)
+            add_route(app, self._state(app), spec)
 
     # -- access control and response hooks --------------------------------------------------------
 
@@ -315,7 +203,7 @@ class AsyncEndpoints:
             def current_user():
                 return str(g.user.id) if g.get("user") else None
         """
-        self.owner_func = func
+        self._registry.owner_func = func
         return func
 
     def authorize(self, func: F) -> F:
@@ -324,7 +212,7 @@ class AsyncEndpoints:
         It runs in the request, so it can look at :data:`flask.request` and :data:`flask.g`; it
         replaces the owner check of :meth:`owner`. A ``False`` answers ``404``.
         """
-        self.authorize_func = func
+        self._registry.authorize_func = func
         return func
 
     def submitted_response(self, func: F) -> F:
@@ -340,12 +228,12 @@ class AsyncEndpoints:
                 response.headers["Async-Job-Id"] = job.id
                 return response
         """
-        self.response_hooks["submitted"] = func
+        self._registry.response_hooks["submitted"] = func
         return func
 
     def job_details_response(self, func: F) -> F:
         """Register ``func(job, response)`` to shape the answers about one job (``GET``, ``DELETE``)."""
-        self.response_hooks["job_details"] = func
+        self._registry.response_hooks["job_details"] = func
         return func
 
     def submission_error_response(self, func: F) -> F:
@@ -354,7 +242,7 @@ class AsyncEndpoints:
         ``error`` is the :class:`~flask_asyncendpoints.ProblemError` (its ``code``, ``title``,
         ``detail`` and ``extra``); ``response`` is the problem JSON the extension built.
         """
-        self.response_hooks["submission_error"] = func
+        self._registry.response_hooks["submission_error"] = func
         return func
 
     def exception_response(self, func: F) -> F:
@@ -363,17 +251,40 @@ class AsyncEndpoints:
         ``error`` is the :class:`~flask_asyncendpoints.StoreError`; ``response`` is the problem JSON
         the extension built.
         """
-        self.response_hooks["exception"] = func
+        self._registry.response_hooks["exception"] = func
         return func
+
+    @property
+    def owner_func(self) -> OwnerFunc | None:
+        """The function registered with :meth:`owner`, or ``None``."""
+        return self._registry.owner_func
+
+    @owner_func.setter
+    def owner_func(self, func: OwnerFunc | None) -> None:
+        self._registry.owner_func = func
+
+    @property
+    def authorize_func(self) -> AuthorizeFunc | None:
+        """The function registered with :meth:`authorize`, or ``None``."""
+        return self._registry.authorize_func
+
+    @authorize_func.setter
+    def authorize_func(self, func: AuthorizeFunc | None) -> None:
+        self._registry.authorize_func = func
+
+    @property
+    def response_hooks(self) -> dict[str, ResponseHook]:
+        """Response hooks by kind: ``submitted``, ``job_details``, ``submission_error``, ``exception``."""
+        return self._registry.response_hooks
 
     @property
     def routes(self) -> tuple[RouteSpec, ...]:
         """The async endpoints mapped so far."""
-        return tuple(self._routes)
+        return tuple(self._registry.routes)
 
     def _endpoint_name(self, job_name: str) -> str:
         """``asyncendpoints.<job_name>``, numbered from the second route of the same handler on."""
-        taken = {route.endpoint for route in self._routes}
+        taken = {route.endpoint for route in self._registry.routes}
         name = f"asyncendpoints.{job_name}"
         number = 2
         while name in taken:
@@ -386,16 +297,11 @@ class AsyncEndpoints:
 
         :raises ConfigurationError: when there is none.
         """
-        spec = self._handlers.get(name)
-        if spec is None:
-            raise ConfigurationError(
-                f"No handler is registered for the job name {name!r}. Register one first with @ae.handler({name!r})."
-            )
-        return spec
+        return self._registry.get_handler(name)
 
     def find_handler(self, name: str) -> HandlerSpec | None:
         """The handler registered under ``name``, or ``None``."""
-        return self._handlers.get(name)
+        return self._registry.find_handler(name)
 
     # -- the Python API ---------------------------------------------------------------------------
 
@@ -430,20 +336,14 @@ class AsyncEndpoints:
         spec = self.get_handler(job_name)
         if spec.request_schema is not None:
             spec.request_schema.load(body)
-        redact = state.settings.redact_headers
-        payload = JobPayload(
+        job, _ = state.create_job(
+            spec,
             body=body,
-            headers=tuple((k, v) for k, v in (headers or {}).items() if k.lower() not in redact),
+            headers=(headers or {}).items(),
             route_params=dict(route_params or {}),
             query_params={k: list(v) for k, v in (query_params or {}).items()},
             owner=owner,
-        )
-        job, _ = state.store.create(
-            str(uuid.UUID(str(job_id))) if job_id is not None else str(uuid.uuid4()),
-            job_name,
-            payload,
-            max_retries=state.max_retries_of(spec),
-            max_pending=state.settings.max_pending_jobs,
+            job_id=str(uuid.UUID(str(job_id))) if job_id is not None else str(uuid.uuid4()),
         )
         if job.name != job_name:
             raise JobIdConflict(f"The job id {job.id} already names a {job.name!r} job; use a new id.")

@@ -19,9 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .state import EXTENSION_KEY
 from .worker import shutdown_all
-
-EXTENSION_KEY = "asyncendpoints"
 
 #: Seconds kept back from gunicorn's ``graceful_timeout`` so the release itself finishes in time.
 MARGIN = 2.0

@@ -7,16 +7,18 @@ described as any value rather than guessed at.
 
 from __future__ import annotations
 
+import json
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from flask import Response
 from marshmallow import Schema, fields, validate
 
-from .jobs import JobStatus
-from .views import REQUEST_ID_HEADER
-
-if TYPE_CHECKING:
-    from .extension import RouteSpec, _State
+from ..jobs import JobStatus
+from ..registry import RouteSpec
+from ..state import AppState
+from .problems import JSON_MIMETYPE
+from .submit import REQUEST_ID_HEADER
 
 _SIMPLE: list[tuple[type[fields.Field[Any]], dict[str, Any]]] = [
     (fields.AwareDateTime, {"type": "string", "format": "date-time"}),
@@ -226,8 +228,8 @@ def _job(description: str) -> dict[str, Any]:
     }
 
 
-def _operation(route: RouteSpec, state: _State, components: dict[str, Any], params: list[Any]) -> dict[str, Any]:
-    spec = state.extension.get_handler(route.job_name)
+def _operation(route: RouteSpec, state: AppState, components: dict[str, Any], params: list[Any]) -> dict[str, Any]:
+    spec = state.registry.get_handler(route.job_name)
     func_doc = (spec.func.__doc__ or "").strip()
     operation: dict[str, Any] = {
         "operationId": route.endpoint.replace(".", "_"),
@@ -277,7 +279,7 @@ def _operation(route: RouteSpec, state: _State, components: dict[str, Any], para
     return operation
 
 
-def build_document(state: _State, title: str) -> dict[str, Any]:
+def build_document(state: AppState, title: str) -> dict[str, Any]:
     """The OpenAPI document for the app that ``state`` belongs to."""
     components: dict[str, Any] = {
         "Job": JOB_SCHEMA,
@@ -286,7 +288,7 @@ def build_document(state: _State, title: str) -> dict[str, Any]:
         "Problem": PROBLEM_SCHEMA,
     }
     paths: dict[str, Any] = {}
-    for route in state.extension.routes:
+    for route in state.registry.routes:
         path, params = _path(route.rule)
         operation = _operation(route, state, components, params)
         for method in route.methods:
@@ -336,3 +338,8 @@ def build_document(state: _State, title: str) -> dict[str, Any]:
         "paths": paths,
         "components": {"schemas": components},
     }
+
+
+def openapi_document(state: AppState, title: str) -> Response:
+    """The OpenAPI document of the app's async endpoints and job routes."""
+    return Response(json.dumps(build_document(state, title), ensure_ascii=False), mimetype=JSON_MIMETYPE)

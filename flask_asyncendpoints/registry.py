@@ -1,0 +1,73 @@
+"""What an :class:`~flask_asyncendpoints.AsyncEndpoints` object registers: handlers, routes, hooks.
+
+The extension fills a :class:`Registry`; every app bound to it reads the same one through its
+:class:`~flask_asyncendpoints.state.AppState`, so the views and the worker find handlers and hooks
+without importing the extension.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Response
+from flask.typing import ResponseReturnValue
+
+from .errors import ConfigurationError
+from .handlers import HandlerSpec
+from .jobs import Job
+
+#: A validator hook: gets the loaded request body; returns ``None`` to accept, or a response to send instead.
+Validator = Callable[[Any], "ResponseReturnValue | None"]
+
+#: Returns the owner key of the current request (e.g. the user id), or ``None``.
+OwnerFunc = Callable[[], "str | None"]
+#: Decides whether the current request may ``"read"`` or ``"cancel"`` a job.
+AuthorizeFunc = Callable[[Job, str], bool]
+#: Shapes a built response: gets the job (or the error) and the response, returns what to send.
+ResponseHook = Callable[[Any, Response], ResponseReturnValue]
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """An async endpoint: a URL rule that submits jobs for one handler."""
+
+    rule: str
+    job_name: str
+    methods: tuple[str, ...]
+    endpoint: str
+    #: ``None``: a JSON body exactly when the handler has a request schema.
+    body: bool | None = None
+    validator: Validator | None = None
+
+    def takes_body(self, spec: HandlerSpec) -> bool:
+        return self.body if self.body is not None else spec.request_schema is not None
+
+
+@dataclass(eq=False)
+class Registry:
+    """The handlers, routes, response hooks and access functions of one extension object."""
+
+    handlers: dict[str, HandlerSpec] = field(default_factory=dict)
+    routes: list[RouteSpec] = field(default_factory=list)
+    #: Response hooks by kind: "submitted", "job_details", "submission_error", "exception".
+    response_hooks: dict[str, ResponseHook] = field(default_factory=dict)
+    owner_func: OwnerFunc | None = None
+    authorize_func: AuthorizeFunc | None = None
+
+    def get_handler(self, name: str) -> HandlerSpec:
+        """The handler registered under ``name``.
+
+        :raises ConfigurationError: when there is none.
+        """
+        spec = self.handlers.get(name)
+        if spec is None:
+            raise ConfigurationError(
+                f"No handler is registered for the job name {name!r}. Register one first with @ae.handler({name!r})."
+            )
+        return spec
+
+    def find_handler(self, name: str) -> HandlerSpec | None:
+        """The handler registered under ``name``, or ``None``."""
+        return self.handlers.get(name)

@@ -1,0 +1,139 @@
+"""The per-app state: what the extension keeps for each app in ``app.extensions["asyncendpoints"]``.
+
+The views, the CLI and the gunicorn hooks work from an :class:`AppState` alone (settings, store,
+worker and the extension's :class:`~flask_asyncendpoints.registry.Registry`), so none of them
+imports the extension.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import os
+import threading
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+from flask import Flask, current_app, request
+
+from .config import Settings
+from .handlers import HandlerSpec
+from .jobs import Job, JobPayload
+from .registry import Registry
+from .stores import MemoryStore, Store
+from .worker import Worker
+
+#: Where the state lives in ``app.extensions``.
+EXTENSION_KEY = "asyncendpoints"
+
+#: The error for an app without the extension, wherever it is noticed.
+NOT_INITIALIZED = "flask-asyncendpoints is not initialized on this app. Did you forget to call init_app()?"
+
+
+def app_state(app: Flask) -> AppState | None:
+    """The app's state, or ``None`` when the extension is not bound to it."""
+    state = app.extensions.get(EXTENSION_KEY)
+    return state if isinstance(state, AppState) else None
+
+
+class AppState:
+    """Everything the extension keeps for one app.
+
+    :param registry: the handlers, routes and hooks of the extension object bound to the app.
+    :param settings: the app's settings, read from its config.
+    :param store: the app's job store.
+    """
+
+    def __init__(self, registry: Registry, settings: Settings, store: Store) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.store = store
+        self.worker: Worker | None = None
+        self.lock = threading.Lock()
+        #: Seconds a client should wait before polling a job that is not finished.
+        self.retry_after = max(1, math.ceil(settings.poll_interval))
+        #: ``url_for`` the job route, with a placeholder id, by script root (see ``views.jobs.job_location``).
+        self.location_templates: dict[str, str] = {}
+
+    def max_retries_of(self, spec: HandlerSpec) -> int:
+        """The handler's retries, else ``ASYNCENDPOINTS_DEFAULT_MAX_RETRIES``."""
+        return spec.max_retries if spec.max_retries is not None else self.settings.default_max_retries
+
+    def create_job(
+        self,
+        spec: HandlerSpec,
+        job_id: str,
+        body: Any,
+        headers: Iterable[tuple[str, str]],
+        route_params: dict[str, Any],
+        query_params: dict[str, list[str]],
+        owner: str | None,
+    ) -> tuple[Job, bool]:
+        """Store a new job for ``spec`` (the one way both the HTTP submit and the Python API do).
+
+        The redacted headers are dropped here, so no caller can store them.
+
+        :param spec: the handler the job is for.
+        :param job_id: the new job's id (normalized); an existing job with it is returned instead.
+        :param body: the request body as sent (JSON data), already validated.
+        :param headers: the request headers, redacted ones included.
+        :param route_params: the URL rule's variables, as JSON.
+        :param query_params: the query string, every value of each name.
+        :param owner: the owner key the job is bound to, or ``None``.
+        :returns: the job, and whether it was created (``False``: ``job_id`` named an existing job).
+        :raises ~flask_asyncendpoints.stores.PendingLimitReached: at ``ASYNCENDPOINTS_MAX_PENDING_JOBS``.
+        :raises ~flask_asyncendpoints.errors.StoreError: when the store cannot be reached.
+        """
+        settings = self.settings
+        redact = settings.redact_headers
+        payload = JobPayload(
+            body=body,
+            headers=tuple((k, v) for k, v in headers if k.lower() not in redact),
+            route_params=route_params,
+            query_params=query_params,
+            owner=owner,
+        )
+        return self.store.create(
+            job_id,
+            spec.name,
+            payload,
+            max_retries=self.max_retries_of(spec),
+            max_pending=settings.max_pending_jobs,
+        )
+
+    def get_worker(self, app: Flask) -> Worker:
+        """This process's worker for the app (a new one after a fork)."""
+        with self.lock:
+            if self.worker is None or self.worker.pid != os.getpid():
+                self.worker = Worker(app, self.settings, self.store, self.registry.find_handler)
+            return self.worker
+
+    def start_worker(self, app: Flask) -> Worker:
+        """Start this process's worker for the app, if it is not running yet."""
+        worker = self.get_worker(app)
+        with self.lock:
+            if worker.started:
+                return worker
+            worker.start()
+        atexit.register(_shutdown_at_exit, weakref.ref(worker))
+        return worker
+
+    def before_request(self) -> None:
+        """Start the worker with the first request a process serves (so it runs after any fork)."""
+        worker = self.worker
+        if worker is not None and worker.started and worker.pid == os.getpid():
+            return
+        if isinstance(self.store, MemoryStore) and request.environ.get("wsgi.multiprocess"):
+            current_app.logger.warning(
+                "flask-asyncendpoints uses the memory store under a server with several processes: "
+                "each process has its own jobs, so a poll that reaches another process answers 404. "
+                "Set ASYNCENDPOINTS_STORE to a Redis URL."
+            )
+        self.start_worker(current_app._get_current_object())  # type: ignore[attr-defined]
+
+
+def _shutdown_at_exit(ref: weakref.ReferenceType[Worker]) -> None:
+    worker = ref()
+    if worker is not None and worker.pid == os.getpid():
+        worker.shutdown()

@@ -1,0 +1,210 @@
+"""The submit view: read and validate a request to an async endpoint, store its job, answer ``202``."""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from typing import Any
+
+from flask import Response, current_app, request
+from marshmallow import ValidationError
+
+from ..errors import ProblemError, StoreError
+from ..jobs import Job, parse_job_id
+from ..registry import RouteSpec
+from ..state import AppState
+from ..stores import PendingLimitReached
+from .jobs import current_owner, job_response, may
+from .problems import JSON_MIMETYPE, hooked, problem_response, store_unavailable
+
+#: The header a client sets to make a submit idempotent: its value (a UUID) becomes the job id.
+REQUEST_ID_HEADER = "X-Async-Request-Id"
+
+
+def submit_view(state: AppState, route: RouteSpec, **route_params: Any) -> Response:
+    """Accept a request for an async endpoint: validate it, store the job, answer ``202``."""
+    try:
+        return _submit(state, route, route_params)
+    except StoreError as exc:
+        return store_unavailable(state, exc)
+    except ProblemError as exc:
+        return hooked(state, "submission_error", exc, problem_response(exc))
+
+
+def _submit(state: AppState, route: RouteSpec, route_params: dict[str, Any]) -> Response:
+    spec = state.registry.get_handler(route.job_name)
+    owner = current_owner(state)
+    job_id = _request_id(owner)
+    if job_id is not None:
+        existing = state.store.get(job_id)
+        if existing is not None:
+            return _existing_job(existing, route.job_name, state)
+
+    body: Any = None
+    loaded: Any = None
+    if route.takes_body(spec):
+        body = _read_json_body(state.settings.max_payload_bytes)
+        loaded = body
+        if spec.request_schema is not None:
+            if not isinstance(body, dict):
+                raise ProblemError(
+                    400, "Invalid request body", f"The request body must be a JSON object, not {_json_kind(body)}."
+                )
+            try:
+                loaded = spec.request_schema.load(body)
+            except ValidationError as exc:
+                raise ProblemError(
+                    422,
+                    "Validation failed",
+                    "The request body did not pass validation; see 'errors' for each field.",
+                    extra={"errors": _jsonable(exc.messages)},
+                ) from exc
+    if route.validator is not None:
+        answer = route.validator(loaded)
+        if answer is not None:
+            return current_app.make_response(answer)
+
+    try:
+        job, created = state.create_job(
+            spec,
+            job_id or str(uuid.uuid4()),
+            body,
+            request.headers.items(),
+            {k: _jsonable(v) for k, v in route_params.items()},
+            request.args.to_dict(flat=False),
+            owner,
+        )
+    except PendingLimitReached as exc:
+        raise ProblemError(
+            503,
+            "Too many pending jobs",
+            f"The server already has {state.settings.max_pending_jobs} jobs waiting or running; try again later.",
+            headers={"Retry-After": str(state.retry_after)},
+        ) from exc
+    if not created:
+        return _existing_job(job, route.job_name, state)
+    return hooked(state, "submitted", job, job_response(job, 202, state, location=True))
+
+
+def _existing_job(job: Job, job_name: str, state: AppState) -> Response:
+    """Answer a resubmit with the job its request id already names.
+
+    A job of another handler, or one the request may not read, gets the same ``409``: the record of
+    another caller's job is never handed out, whoever knows its id.
+    """
+    if job.name != job_name or not may(state, job, "read"):
+        raise ProblemError(
+            409,
+            "Request id already used",
+            f"The {REQUEST_ID_HEADER} given already names another job; send a new UUID.",
+        )
+    response = job_response(job, 200 if job.status.is_final else 202, state, location=True)
+    return hooked(state, "submitted", job, response)
+
+
+#: Namespace of the job ids derived from an owner and their request id.
+OWNER_REQUEST_ID_NAMESPACE = uuid.UUID("6a1f3c52-58a4-4d7e-9f0b-2c8e5d9a7b14")
+
+
+def _request_id(owner: str | None) -> str | None:
+    """The job id an ``X-Async-Request-Id`` asks for: the header's UUID, scoped to the owner if any."""
+    raw = request.headers.get(REQUEST_ID_HEADER)
+    if raw is None:
+        return None
+    job_id = parse_job_id(raw.strip())
+    if job_id is None:
+        raise ProblemError(
+            400, "Invalid request id", f"The {REQUEST_ID_HEADER} header must be a UUID, e.g. {uuid.uuid4()}."
+        )
+    if owner is not None:
+        # Two owners may pick the same key without seeing (or blocking) each other's job.
+        return str(uuid.uuid5(OWNER_REQUEST_ID_NAMESPACE, f"{owner}\n{job_id}"))
+    return job_id
+
+
+def _read_json_body(limit: int) -> Any:
+    length = request.content_length
+    if length is not None and length > limit:
+        raise _too_large(limit)
+    raw = _read_at_most(limit + 1, length)
+    if len(raw) > limit:
+        raise _too_large(limit)
+    if not raw.strip():
+        raise ProblemError(400, "Missing request body", "This endpoint needs a JSON body; none was sent.")
+    mimetype = request.mimetype
+    if mimetype != JSON_MIMETYPE and not mimetype.endswith("+json"):
+        raise ProblemError(
+            415,
+            "Unsupported media type",
+            f"Send the body as JSON with 'Content-Type: {JSON_MIMETYPE}' (got {mimetype or 'none'!r}).",
+        )
+    charset = request.mimetype_params.get("charset", "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):
+        raise ProblemError(415, "Unsupported media type", "JSON bodies must be encoded as UTF-8.")
+    try:
+        text = raw.decode("utf-8")
+        if text.startswith("\ufeff"):
+            # As json.loads says; the decoder alone would not.
+            raise ValueError("Unexpected UTF-8 BOM (decode using utf-8-sig)")
+        return _BODY_DECODER.decode(text)
+    except UnicodeDecodeError:
+        raise ProblemError(400, "Malformed JSON", "The request body is not valid UTF-8.") from None
+    except RecursionError:
+        raise ProblemError(400, "Malformed JSON", "The request body is nested too deeply.") from None
+    except ValueError as exc:
+        raise ProblemError(400, "Malformed JSON", f"The request body is not valid JSON: {exc}") from None
+
+
+def _read_at_most(size: int, length: int | None) -> bytes:
+    """Up to ``size`` bytes of the body. A stream may answer a read with less than is left (a
+    chunked body read from the socket), so read until the end or ``size``; with a
+    ``Content-Length``, until that many bytes are in."""
+    parts: list[bytes] = []
+    left = size
+    while left > 0 and (length is None or size - left < length):
+        part = request.stream.read(left)
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+#: Request bodies: NaN and Infinity are not JSON. Made once, as json.loads with options would not.
+_BODY_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _too_large(limit: int) -> ProblemError:
+    return ProblemError(413, "Request body too large", f"The request body must be at most {limit} bytes.")
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__
+
+
+def _jsonable(value: Any) -> Any:
+    """Make route values and error messages plain JSON (UUIDs and other objects become strings)."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return str(value)
