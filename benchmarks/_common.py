@@ -398,14 +398,14 @@ def prefill_redis(
 ) -> None:
     """Create ``Queued`` jobs fast: the store's own ``create`` script, many calls per pipeline.
 
-    This follows the KEYS/ARGV layout documented at the top of ``stores/lua/create.lua`` and the
+    This follows the KEYS/ARGV layout documented at the top of ``stores/redis/lua/create.lua`` and the
     store's private attributes; a check at the end fails loudly if either has changed.
 
     :param store: a :class:`~flask_asyncendpoints.stores.redis.RedisStore`.
     :param body_of: the request body of the job with this index.
     """
     from flask_asyncendpoints.jobs import JobPayload, JobStatus
-    from flask_asyncendpoints.stores import redis as redis_store
+    from flask_asyncendpoints.stores.redis import store as redis_store
 
     before = store.counts()[JobStatus.QUEUED]
     script = store._scripts["create"]

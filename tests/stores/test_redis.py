@@ -251,7 +251,7 @@ class TestFinishedAnnouncements:
 
 class TestScripts:
     def test_every_script_is_packaged_and_documents_its_keys_and_arguments(self) -> None:
-        folder = resources.files("flask_asyncendpoints.stores").joinpath("lua")
+        folder = resources.files("flask_asyncendpoints.stores.redis").joinpath("lua")
         for name in SCRIPT_NAMES:
             source = folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
             header = source.split("\n\n")[0]
@@ -631,10 +631,13 @@ class TestConnections:
 
     def test_the_module_imports_without_the_redis_package(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setitem(sys.modules, "redis", None)
-        # Import a fresh copy; the package attribute and sys.modules get the original back afterwards.
+        # Import a fresh copy of the package and every module in it; the package attribute and
+        # sys.modules get the originals back afterwards.
         monkeypatch.setattr(stores_package, "redis", sys.modules["flask_asyncendpoints.stores.redis"])
-        monkeypatch.delitem(sys.modules, "flask_asyncendpoints.stores.redis")
+        for name in [name for name in sys.modules if name.startswith("flask_asyncendpoints.stores.redis")]:
+            monkeypatch.delitem(sys.modules, name)
         module = importlib.import_module("flask_asyncendpoints.stores.redis")
+        assert module.RedisStore is not RedisStore  # imported afresh, not taken from sys.modules
         with pytest.raises(ConfigurationError, match=r"flask-asyncendpoints\[redis\]"):
             module.RedisStore(object(), key_prefix="ae")
 

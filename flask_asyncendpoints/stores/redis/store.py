@@ -45,15 +45,16 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ..errors import ConfigurationError, StoreError
-from ..jobs import ClaimedJob, Job, JobError, JobPayload, JobStatus, Progress, from_timestamp
-from .base import LEASE_EXPIRED_CODE, LEASE_EXPIRED_MESSAGE, CancelResult, LeaseState, PendingLimitReached, Store
+from ...errors import ConfigurationError, StoreError
+from ...jobs import ClaimedJob, Job, JobError, JobPayload, JobStatus, Progress, from_timestamp
+from ..base import LEASE_EXPIRED_CODE, LEASE_EXPIRED_MESSAGE, CancelResult, LeaseState, PendingLimitReached, Store
 
 if TYPE_CHECKING:
     import redis
     from redis.commands.core import Script
 
-logger = logging.getLogger(__name__)
+# The package's name rather than this module's: every part of the Redis store logs as one logger.
+logger = logging.getLogger(__package__)
 
 #: The scripts in ``lua/``, one per atomic operation; ``common.lua`` is prepended to each.
 SCRIPT_NAMES = (
@@ -122,7 +123,7 @@ def import_redis() -> types.ModuleType:
 
 
 def _script_source(name: str) -> str:
-    folder = resources.files(__package__ or "flask_asyncendpoints.stores").joinpath("lua")
+    folder = resources.files(__package__ or "flask_asyncendpoints.stores.redis").joinpath("lua")
     common = folder.joinpath("common.lua").read_text(encoding="utf-8")
     return common + "\n" + folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
 
