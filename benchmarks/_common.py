@@ -405,7 +405,7 @@ def prefill_redis(
     :param body_of: the request body of the job with this index.
     """
     from flask_asyncendpoints.jobs import JobPayload, JobStatus
-    from flask_asyncendpoints.stores.redis import store as redis_store
+    from flask_asyncendpoints.stores.redis.codec import encode_payload
 
     before = store.counts()[JobStatus.QUEUED]
     script = store._scripts["create"]
@@ -414,7 +414,7 @@ def prefill_redis(
         pipe = client.pipeline(transaction=False)
         for index in range(start, min(start + chunk, len(ids))):
             job_id = ids[index]
-            payload = redis_store._payload_json(JobPayload(body=body_of(index)))
+            payload = encode_payload(JobPayload(body=body_of(index)))
             script(
                 keys=[store._job_key(job_id), store._queue, store._counts, store._wake],
                 args=["", job_id, name, 3, payload, ""],

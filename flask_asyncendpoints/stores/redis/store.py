@@ -28,7 +28,6 @@ as a key, so all keys must share one slot: give the prefix a hash tag, such as `
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import os
@@ -40,14 +39,26 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ...errors import ConfigurationError, StoreError
-from ...jobs import ClaimedJob, Job, JobError, JobPayload, JobStatus, Progress, from_timestamp
+from ...jobs import ClaimedJob, Job, JobError, JobPayload, JobStatus
 from ..base import LEASE_EXPIRED_CODE, LEASE_EXPIRED_MESSAGE, CancelResult, LeaseState, PendingLimitReached, Store
+from .codec import (
+    LEASE_STATES,
+    as_text,
+    claimed_job,
+    compact_json,
+    completed_job,
+    decode_job,
+    encode_error,
+    encode_payload,
+    hash_fields,
+    parse_time,
+    script_arg,
+)
 
 if TYPE_CHECKING:
     import redis
@@ -93,8 +104,6 @@ CLIENT_DEFAULTS: dict[str, Any] = {
 DEFAULT_SENTINEL_PORT = 26379
 
 _INSTALL_HINT = 'pip install "flask-asyncendpoints[redis]"'
-
-_LEASE_STATES = {0: LeaseState.LOST, 1: LeaseState.HELD, 2: LeaseState.CANCEL_REQUESTED}
 
 #: Written on jobs whose lease ran out with no retries left: the same structured error as every store.
 _LEASE_EXPIRED_ERROR = JobError(code=LEASE_EXPIRED_CODE, message=LEASE_EXPIRED_MESSAGE)
@@ -333,7 +342,7 @@ class RedisStore(Store):
 
     def _job(self, job_id: str, raw: Any) -> Job:
         try:
-            return _decode_job(job_id, _fields(raw))
+            return decode_job(job_id, hash_fields(raw))
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise StoreError(
                 f"The job {job_id} in Redis at {self._where} cannot be read ({exc!r}). Check that nothing else "
@@ -353,11 +362,11 @@ class RedisStore(Store):
         now: float | None = None,
     ) -> tuple[Job, bool]:
         """See :meth:`Store.create <flask_asyncendpoints.stores.base.Store.create>`."""
-        payload_json = _payload_json(payload)
+        payload_json = encode_payload(payload)
         reply = self._run(
             "create",
             [self._job_key(job_id), self._queue, self._counts, self._wake],
-            [_arg(now), job_id, name, int(max_retries), payload_json, _arg(max_pending)],
+            [script_arg(now), job_id, name, int(max_retries), payload_json, script_arg(max_pending)],
         )
         created = self._created(job_id, name, int(max_retries), payload_json, reply)
         if created is None:
@@ -379,7 +388,7 @@ class RedisStore(Store):
             max_retries=max_retries,
             # As it reads back: JSON turns tuples into lists, and so on.
             payload=JobPayload.from_dict(json.loads(payload_json)),
-            created_at=_time(_text(reply[1])),
+            created_at=parse_time(as_text(reply[1])),
         )
         return job, True
 
@@ -397,11 +406,13 @@ class RedisStore(Store):
         """
         if not jobs:
             return []
-        sent = [(job_id, name, int(max_retries), _payload_json(payload)) for job_id, name, payload, max_retries in jobs]
+        sent = [
+            (job_id, name, int(max_retries), encode_payload(payload)) for job_id, name, payload, max_retries in jobs
+        ]
         calls = []
         for start in range(0, len(sent), CREATE_MANY_CHUNK):
             keys = [self._queue, self._counts, self._wake]
-            args: list[Any] = [_arg(now), _arg(max_pending)]
+            args: list[Any] = [script_arg(now), script_arg(max_pending)]
             for job_id, name, max_retries, payload_json in sent[start : start + CREATE_MANY_CHUNK]:
                 keys.append(self._job_key(job_id))
                 args += [job_id, name, max_retries, payload_json]
@@ -424,20 +435,20 @@ class RedisStore(Store):
         reply = self._run(
             "claim",
             [self._queue, self._inprogress, self._counts, self._job_prefix],
-            [_arg(now), int(limit), float(lease_seconds), uuid.uuid4().hex],
+            [script_arg(now), int(limit), float(lease_seconds), uuid.uuid4().hex],
         )
-        started = _time(_text(reply[0]))
+        started = parse_time(as_text(reply[0]))
         claimed: list[ClaimedJob] = []
         for raw_id, token, *fields in reply[1:]:
-            job_id = _text(raw_id)
+            job_id = as_text(raw_id)
             try:
-                job = _claimed_job(job_id, started, [_text(value) for value in fields])
+                job = claimed_job(job_id, started, [as_text(value) for value in fields])
             except (KeyError, ValueError, TypeError, AttributeError):
                 # Leased but unreadable: skipping it lets the rest of the batch run; its lease runs out
                 # and recovery fails it for good once its retries are spent.
                 logger.exception("Skipped job %s: its stored record cannot be read", job_id)
                 continue
-            claimed.append(ClaimedJob(job, _text(token)))
+            claimed.append(ClaimedJob(job, as_text(token)))
         return claimed
 
     def renew(
@@ -446,11 +457,11 @@ class RedisStore(Store):
         """See :meth:`Store.renew <flask_asyncendpoints.stores.base.Store.renew>`."""
         if not leases:
             return {}
-        args: list[Any] = [_arg(now), float(lease_seconds)]
+        args: list[Any] = [script_arg(now), float(lease_seconds)]
         for job_id, token in leases:
             args += [job_id, token]
         states = self._run("renew", [self._inprogress, *(self._job_key(job_id) for job_id, _ in leases)], args)
-        return {job_id: _LEASE_STATES[int(state)] for (job_id, _), state in zip(leases, states, strict=True)}
+        return {job_id: LEASE_STATES[int(state)] for (job_id, _), state in zip(leases, states, strict=True)}
 
     def complete(
         self, job_id: str, token: str, result_json: str, *, result_ttl: float | None, now: float | None = None
@@ -458,11 +469,11 @@ class RedisStore(Store):
         """See :meth:`Store.complete <flask_asyncendpoints.stores.base.Store.complete>`."""
         # Parsing refuses text that is not JSON before anything is stored, as the memory store does;
         # writing it back compactly keeps small results within Redis's compact hash encoding.
-        result = _dumps(json.loads(result_json))
+        result = compact_json(json.loads(result_json))
         reply = self._run(
             "complete",
             [self._inprogress, self._expiring, self._counts, self._job_key(job_id)],
-            [_arg(now), _arg(result_ttl), job_id, token, result],
+            [script_arg(now), script_arg(result_ttl), job_id, token, result],
         )
         return None if reply is None else self._job(job_id, reply)
 
@@ -482,7 +493,7 @@ class RedisStore(Store):
         if not completions:
             return []
         keys = [self._inprogress, self._expiring, self._counts]
-        args: list[Any] = [_arg(now), _arg(result_ttl)]
+        args: list[Any] = [script_arg(now), script_arg(result_ttl)]
         results = []
         for claimed, result_json in completions:
             # Parsed to refuse text that is not JSON before anything is stored (and for the job
@@ -492,7 +503,7 @@ class RedisStore(Store):
             args += [claimed.job.id, claimed.token, result_json]
         replies = self._run("complete_many", keys, args)
         return [
-            None if not reply else _completed(claimed.job, result, reply)
+            None if not reply else completed_job(claimed.job, result, reply)
             for (claimed, _), result, reply in zip(completions, results, replies, strict=True)
         ]
 
@@ -510,7 +521,7 @@ class RedisStore(Store):
         reply = self._run(
             "fail",
             [self._job_key(job_id), self._inprogress, self._queue, self._expiring, self._counts],
-            [_arg(now), job_id, token, _error_json(error), _arg(retry_delay), _arg(result_ttl)],
+            [script_arg(now), job_id, token, encode_error(error), script_arg(retry_delay), script_arg(result_ttl)],
         )
         return None if reply is None else self._job(job_id, reply)
 
@@ -521,7 +532,7 @@ class RedisStore(Store):
         reply = self._run(
             "finish_canceled",
             [self._job_key(job_id), self._inprogress, self._expiring, self._counts],
-            [_arg(now), job_id, token, _arg(result_ttl)],
+            [script_arg(now), job_id, token, script_arg(result_ttl)],
         )
         return None if reply is None else self._job(job_id, reply)
 
@@ -530,7 +541,7 @@ class RedisStore(Store):
         reply = self._run(
             "release",
             [self._job_key(job_id), self._inprogress, self._queue, self._counts, self._wake],
-            [_arg(now), job_id, token],
+            [script_arg(now), job_id, token],
         )
         return bool(reply)
 
@@ -541,9 +552,9 @@ class RedisStore(Store):
         reply = self._run(
             "cancel",
             [self._job_key(job_id), self._queue, self._expiring, self._counts],
-            [_arg(now), job_id, _arg(result_ttl)],
+            [script_arg(now), job_id, script_arg(result_ttl)],
         )
-        outcome = CancelResult(_text(reply[0]))
+        outcome = CancelResult(as_text(reply[0]))
         return outcome, (self._job(job_id, reply[1]) if len(reply) > 1 else None)
 
     def set_progress(
@@ -553,7 +564,7 @@ class RedisStore(Store):
         reply = self._run(
             "set_progress",
             [self._job_key(job_id)],
-            [_arg(now), token, json.dumps(fraction), json.dumps(message, ensure_ascii=False)],
+            [script_arg(now), token, json.dumps(fraction), json.dumps(message, ensure_ascii=False)],
         )
         return bool(reply)
 
@@ -564,22 +575,22 @@ class RedisStore(Store):
         reply = self._run(
             "recover",
             [self._inprogress, self._queue, self._expiring, self._counts, self._wake, self._job_prefix],
-            [_arg(now), _arg(result_ttl), int(limit), _error_json(_LEASE_EXPIRED_ERROR)],
+            [script_arg(now), script_arg(result_ttl), int(limit), encode_error(_LEASE_EXPIRED_ERROR)],
         )
-        return [self._job(_text(raw_id), raw) for raw_id, raw in reply]
+        return [self._job(as_text(raw_id), raw) for raw_id, raw in reply]
 
     def purge(self, *, limit: int = 1000, now: float | None = None) -> int:
         """See :meth:`Store.purge <flask_asyncendpoints.stores.base.Store.purge>`."""
         if limit <= 0:
             return 0
-        return int(self._run("purge", [self._expiring, self._counts, self._job_prefix], [_arg(now), int(limit)]))
+        return int(self._run("purge", [self._expiring, self._counts, self._job_prefix], [script_arg(now), int(limit)]))
 
     def requeue(self, job_id: str, *, now: float | None = None) -> Job | None:
         """See :meth:`Store.requeue <flask_asyncendpoints.stores.base.Store.requeue>`."""
         reply = self._run(
             "requeue",
             [self._job_key(job_id), self._queue, self._expiring, self._counts, self._wake],
-            [_arg(now), job_id],
+            [script_arg(now), job_id],
         )
         return None if reply is None else self._job(job_id, reply)
 
@@ -611,9 +622,9 @@ class RedisStore(Store):
             pipe.hmget(key, "s", "da")
         deleted = 0
         for key, (status, done) in zip(keys, pipe.execute(), strict=True):
-            if status is None or done is None or _text(status) not in _FINAL or float(_text(done)) > cutoff:
+            if status is None or done is None or as_text(status) not in _FINAL or float(as_text(done)) > cutoff:
                 continue
-            key_text = _text(key)
+            key_text = as_text(key)
             job_id = key_text[len(self._job_prefix) :]
             deleted += int(self._run("delete_finished", [key_text, self._expiring, self._counts], [job_id, cutoff]))
         return deleted
@@ -670,7 +681,7 @@ class RedisStore(Store):
                     if message is None or message.get("type") != "message":
                         continue
                     with self._waiters_lock:
-                        waiters = list(self._finish_waiters.get(_text(message["data"]), ()))
+                        waiters = list(self._finish_waiters.get(as_text(message["data"]), ()))
                     for waiter in waiters:
                         waiter.set()
             except Exception:
@@ -760,41 +771,6 @@ def _give_back(pool: Any, connection: Any, pid: int) -> None:
             pool.release(connection)
 
 
-# -- encoding ------------------------------------------------------------------------------------------
-
-
-def _arg(value: float | None) -> float | str:
-    """A script argument for an optional number: ``''`` stands for ``None``.
-
-    redis-py writes floats with ``repr``, so timestamps reach the script without losing precision.
-    """
-    return "" if value is None else float(value)
-
-
-#: Compact JSON. Made once: json.dumps with options builds a new encoder on every call.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
-def _dumps(value: Any) -> str:
-    return _ENCODER.encode(value)
-
-
-def _payload_json(payload: JobPayload) -> str:
-    # Empty members are left out (JobPayload.from_dict fills them in) to keep small jobs small.
-    data = payload.to_dict()
-    for key in ("headers", "routeParams", "queryParams"):
-        if not data[key]:
-            del data[key]
-    if data["body"] is None:
-        del data["body"]
-    return _dumps(data)
-
-
-def _error_json(error: JobError) -> str:
-    # Tracebacks are always stored; whether they are shown is decided when the job is rendered.
-    return _dumps(error.to_record())
-
-
 _FINAL = frozenset(status.value for status in JobStatus if status.is_final)
 
 
@@ -802,95 +778,6 @@ def _glob_escape(text: str) -> str:
     """``text`` matched literally in a ``SCAN MATCH`` pattern (a ``{ae}`` prefix has no special
     meaning there, but ``*``, ``?``, ``[`` and ``\\`` would)."""
     return "".join("\\" + char if char in "*?[]\\" else char for char in text)
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
-def _fields(raw: Sequence[Any] | Mapping[Any, Any]) -> dict[str, str]:
-    """An ``HGETALL`` reply (flat, or a map from a RESP3 connection) as a dict of text, whatever the
-    client's ``decode_responses``."""
-    if isinstance(raw, Mapping):
-        return {_text(key): _text(value) for key, value in raw.items()}
-    pairs = iter(raw)
-    if raw and isinstance(raw[0], bytes):  # on the worker's hot path: no per-item type checks
-        return {key.decode(): value.decode() for key, value in zip(pairs, pairs, strict=True)}
-    return {_text(key): _text(value) for key, value in zip(pairs, pairs, strict=True)}
-
-
-@functools.lru_cache(maxsize=1024)
-def _time(value: str) -> datetime:
-    # Cached (datetimes are immutable): the jobs of one claim share their start time, the results
-    # of one batch their completion time.
-    stamp = from_timestamp(float(value))
-    assert stamp is not None
-    return stamp
-
-
-def _optional_time(value: str | None) -> datetime | None:
-    return None if value is None else _time(value)
-
-
-def _progress(text: str) -> Progress:
-    data = json.loads(text)
-    return Progress(fraction=data["fraction"], message=data["message"], updated_at=_time(data["updatedAt"]))
-
-
-def _completed(claimed: Job, result: Any, reply: Sequence[Any]) -> Job:
-    """The job ``claimed`` as ``complete_many.lua`` left it, from its reply for that job."""
-    stamp = _time(_text(reply[0]))
-    progress = _text(reply[1])
-    return claimed.replace(
-        status=JobStatus.COMPLETED,
-        result=result,
-        error=None,
-        completed_at=stamp,
-        last_updated_at=stamp,
-        progress=_progress(progress) if progress else None,
-        cancel_requested=_text(reply[2]) == "1",
-    )
-
-
-def _claimed_job(job_id: str, started: datetime, fields: Sequence[str]) -> Job:
-    """A job as ``claim.lua`` leaves it, from its reply: name, retryCount, maxRetries, createdAt,
-    payload JSON and error JSON (``''``: none)."""
-    name, retry_count, max_retries, created_at, payload, error = fields
-    if not name:
-        raise ValueError("the job has no name")
-    return Job(
-        id=job_id,
-        name=name,
-        status=JobStatus.IN_PROGRESS,
-        retry_count=int(retry_count),
-        max_retries=int(max_retries),
-        created_at=_time(created_at),
-        last_updated_at=started,
-        started_at=started,
-        error=JobError.from_dict(json.loads(error)) if error else None,
-        payload=JobPayload.from_dict(json.loads(payload)),
-    )
-
-
-def _decode_job(job_id: str, f: Mapping[str, str]) -> Job:
-    progress = _progress(f["pg"]) if "pg" in f else None
-    return Job(
-        id=job_id,
-        name=f["n"],
-        status=JobStatus(f["s"]),
-        retry_count=int(f["rc"]),
-        max_retries=int(f["mr"]),
-        created_at=_time(f["ca"]),
-        last_updated_at=_time(f["ua"]),
-        started_at=_optional_time(f.get("sa")),
-        completed_at=_optional_time(f.get("da")),
-        result=json.loads(f["r"]) if "r" in f else None,
-        error=JobError.from_dict(json.loads(f["e"])) if "e" in f else None,
-        retry_delay_until=_optional_time(f.get("rd")),
-        progress=progress,
-        payload=JobPayload.from_dict(json.loads(f.get("p", "{}"))),
-        cancel_requested=f.get("cr") == "1",
-    )
 
 
 # -- connections ---------------------------------------------------------------------------------------
