@@ -408,7 +408,7 @@ def prefill_redis(
     from flask_asyncendpoints.stores.redis.codec import encode_payload
 
     before = store.counts()[JobStatus.QUEUED]
-    script = store._scripts["create"]
+    script = store._scripts.registered["create"]
     client = store._client
     for start in range(0, len(ids), chunk):
         pipe = client.pipeline(transaction=False)

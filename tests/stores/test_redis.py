@@ -297,8 +297,8 @@ class TestScripts:
         first, second = make_client(), make_client()
         store_a = RedisStore(first, key_prefix="a")
         store_b = RedisStore(second, key_prefix="b")
-        assert store_a._scripts["claim"].registered_client is first
-        assert store_b._scripts["claim"].registered_client is second
+        assert store_a._scripts.registered["claim"].registered_client is first
+        assert store_b._scripts.registered["claim"].registered_client is second
 
 
 class TestClaimSkipsBadEntries:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from .connection import import_redis
+from .scripts import SCRIPT_NAMES
 from .store import (
     CLIENT_DEFAULTS,
     CREATE_MANY_CHUNK,
     DEFAULT_SENTINEL_PORT,
-    SCRIPT_NAMES,
     RedisStore,
     SentinelSettings,
-    import_redis,
     parse_sentinel_url,
     redact_url,
 )

@@ -33,13 +33,9 @@ import logging
 import os
 import threading
 import time
-import types
 import uuid
-import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -59,33 +55,14 @@ from .codec import (
     parse_time,
     script_arg,
 )
+from .connection import ThreadConnections, import_redis
+from .scripts import ScriptRunner
 
 if TYPE_CHECKING:
     import redis
-    from redis.commands.core import Script
 
 # The package's name rather than this module's: every part of the Redis store logs as one logger.
 logger = logging.getLogger(__package__)
-
-#: The scripts in ``lua/``, one per atomic operation; ``common.lua`` is prepended to each.
-SCRIPT_NAMES = (
-    "create",
-    "create_many",
-    "claim",
-    "renew",
-    "complete",
-    "complete_many",
-    "fail",
-    "finish_canceled",
-    "release",
-    "cancel",
-    "set_progress",
-    "recover",
-    "purge",
-    "wake",
-    "requeue",
-    "delete_finished",
-)
 
 #: Jobs per ``create_many`` script: the calls of one batch go out in one pipeline, and no single
 #: script holds Redis up for long (a script blocks every other client while it runs).
@@ -103,8 +80,6 @@ CLIENT_DEFAULTS: dict[str, Any] = {
 #: The port of a Sentinel host given without one.
 DEFAULT_SENTINEL_PORT = 26379
 
-_INSTALL_HINT = 'pip install "flask-asyncendpoints[redis]"'
-
 #: Written on jobs whose lease ran out with no retries left: the same structured error as every store.
 _LEASE_EXPIRED_ERROR = JobError(code=LEASE_EXPIRED_CODE, message=LEASE_EXPIRED_MESSAGE)
 
@@ -117,26 +92,6 @@ _SENTINEL_OPTIONS: dict[str, Callable[[str], Any]] = {
 }
 
 
-def import_redis() -> types.ModuleType:
-    """The ``redis`` package.
-
-    :raises ConfigurationError: when it is not installed, naming the extra that installs it.
-    """
-    try:
-        import redis
-    except ImportError as exc:
-        raise ConfigurationError(
-            f"The Redis store needs the 'redis' package, which is not installed. Install it with: {_INSTALL_HINT}"
-        ) from exc
-    return redis
-
-
-def _script_source(name: str) -> str:
-    folder = resources.files(__package__ or "flask_asyncendpoints.stores.redis").joinpath("lua")
-    common = folder.joinpath("common.lua").read_text(encoding="utf-8")
-    return common + "\n" + folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
-
-
 class RedisStore(Store):
     """Jobs in Redis, shared by every process and machine using the same server and key prefix.
 
@@ -147,7 +102,7 @@ class RedisStore(Store):
     """
 
     def __init__(self, client: redis.Redis, *, key_prefix: str = "ae") -> None:
-        self._redis = import_redis()
+        self._redis = import_redis()  # first: without redis-py, nothing else here can work
         if not key_prefix:
             raise ConfigurationError(
                 "ASYNCENDPOINTS_KEY_PREFIX must not be empty: every key of the store starts with it."
@@ -162,12 +117,16 @@ class RedisStore(Store):
         self._wake = f"{key_prefix}:jobs:wake"
         #: Announces the ids of jobs that just finished (see ``expire_later`` in ``lua/common.lua``).
         self._finished_channel = f"{key_prefix}:jobs:finished"
-        # Registered on this client only: redis-py's Script loads itself on first use and again after
-        # NOSCRIPT (SCRIPT FLUSH, a restart, a failover), so nothing has to be loaded up front.
-        self._scripts: dict[str, Script] = {name: client.register_script(_script_source(name)) for name in SCRIPT_NAMES}
+        self._where = _describe(client)
+        connections = ThreadConnections(client)
+        self._scripts = ScriptRunner(client, connections, where=self._where, key_prefix=key_prefix)
+        # Bound once, here: every operation goes through these, so they cost no more than methods.
+        self._call = connections.call
+        self._run = self._scripts.run
+        self._run_many = self._scripts.run_many
+        self._errors = self._scripts.errors
         pool_options = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
         self._socket_timeout: float | None = pool_options.get("socket_timeout")
-        self._where = _describe(client)
         self._closers: list[Callable[[], None]] = []
         self._waiters = 0
         self._waiters_lock = threading.Lock()
@@ -176,8 +135,6 @@ class RedisStore(Store):
         self._listener: threading.Thread | None = None
         self._listener_pid = 0
         self._closed = threading.Event()
-        #: ``held``: this thread's connection (see :meth:`_call`).
-        self._connections = threading.local()
 
     batches_completions = True
 
@@ -246,96 +203,6 @@ class RedisStore(Store):
         return store
 
     # -- plumbing --------------------------------------------------------------------------------------
-
-    @contextmanager
-    def _errors(self, doing: str) -> Iterator[None]:
-        """Turn redis-py's exceptions into :class:`StoreError` with a message saying what to check."""
-        exceptions = self._redis.exceptions
-        try:
-            yield
-        except exceptions.AuthenticationError as exc:
-            raise StoreError(
-                f"Redis at {self._where} refused the credentials while {doing} ({exc}). "
-                "Check the user name and password in ASYNCENDPOINTS_STORE."
-            ) from exc
-        except exceptions.TimeoutError as exc:
-            raise StoreError(
-                f"Redis at {self._where} did not answer in time while {doing} ({exc}). Check the server's load "
-                "and the network, or raise socket_timeout in ASYNCENDPOINTS_STORE."
-            ) from exc
-        except exceptions.ConnectionError as exc:
-            raise StoreError(
-                f"Could not reach Redis at {self._where} while {doing} ({exc}). Check that the server is running "
-                "and reachable, and that ASYNCENDPOINTS_STORE names it."
-            ) from exc
-        except exceptions.ResponseError as exc:
-            raise StoreError(
-                f"Redis at {self._where} refused {doing} ({exc}). Check that it is a writable Redis 6.0 or later "
-                f"that allows Lua scripts, and that nothing else writes keys under the prefix {self.key_prefix!r}."
-            ) from exc
-        except exceptions.RedisError as exc:
-            raise StoreError(f"Redis at {self._where} failed while {doing} ({exc}).") from exc
-
-    def _call(self, *command: Any) -> Any:
-        """Send one command on this thread's own connection and return the raw reply.
-
-        Each thread that uses the store keeps one connection out of the client's pool (given back
-        when the thread ends): checking a connection out and in again for every command costs about
-        as much as the round trip itself. Like the pool, it makes sure the connection holds no stale
-        data before sending; after any failure other than an error reply it is closed, and the next
-        command connects afresh.
-        """
-        held: _HeldConnection | None = getattr(self._connections, "held", None)
-        if held is None or held.pid != os.getpid():
-            held = self._connections.held = _HeldConnection(self._client.connection_pool)
-        connection = held.connection
-        exceptions = self._redis.exceptions
-        try:
-            if connection.can_read():
-                raise exceptions.ConnectionError("connection has unread data")
-        except (exceptions.ConnectionError, exceptions.TimeoutError, OSError):
-            connection.disconnect()
-        try:
-            connection.send_command(*command)
-            return connection.read_response()
-        except exceptions.ResponseError:
-            raise
-        except BaseException:
-            # A reply may still be on its way: nothing else may read this connection's stream.
-            connection.disconnect()
-            raise
-
-    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        script = self._scripts[name]
-        with self._errors(f"running the {name} script"):
-            try:
-                return self._call("EVALSHA", script.sha, len(keys), *keys, *args)
-            except self._redis.exceptions.NoScriptError:
-                # Not run: the server has lost its scripts (SCRIPT FLUSH, a restart, a failover).
-                script.sha = self._client.script_load(script.script)
-                return self._call("EVALSHA", script.sha, len(keys), *keys, *args)
-
-    def _run_many(self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]) -> list[Any]:
-        """Run one script once per ``(keys, args)``, all in one round trip.
-
-        ``EVALSHA`` is sent directly rather than through redis-py's ``Script``, whose pipelines ask
-        ``SCRIPT EXISTS`` first: a second round trip on every batch. When the server answers
-        ``NOSCRIPT`` (after ``SCRIPT FLUSH``, a restart or a failover) none of the calls ran, so the
-        script is loaded and the whole batch sent again.
-        """
-        script = self._scripts[name]
-        with self._errors(f"running the {name} script"):
-            for attempt in (1, 2):
-                pipe = self._client.pipeline(transaction=False)
-                for keys, args in calls:
-                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
-                try:
-                    return pipe.execute()
-                except self._redis.exceptions.NoScriptError:
-                    if attempt == 2:
-                        raise
-                    script.sha = self._client.script_load(script.script)
-        raise AssertionError("unreachable")
 
     def _job_key(self, job_id: str) -> str:
         return self._job_prefix + job_id
@@ -753,22 +620,6 @@ class RedisStore(Store):
         closers, self._closers = self._closers, []
         for close in closers:
             close()
-
-
-class _HeldConnection:
-    """A connection taken out of a pool for one thread; it goes back when the thread's locals are dropped."""
-
-    def __init__(self, pool: Any) -> None:
-        self.pid = os.getpid()
-        self.connection = pool.get_connection()
-        weakref.finalize(self, _give_back, pool, self.connection, self.pid)
-
-
-def _give_back(pool: Any, connection: Any, pid: int) -> None:
-    # A connection inherited through fork is the parent's; the child's pool has forgotten it.
-    if os.getpid() == pid:
-        with contextlib.suppress(Exception):
-            pool.release(connection)
 
 
 _FINAL = frozenset(status.value for status in JobStatus if status.is_final)
