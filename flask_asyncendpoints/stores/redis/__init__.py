@@ -4,15 +4,8 @@ from __future__ import annotations
 
 from .connection import import_redis
 from .scripts import SCRIPT_NAMES
-from .store import (
-    CLIENT_DEFAULTS,
-    CREATE_MANY_CHUNK,
-    DEFAULT_SENTINEL_PORT,
-    RedisStore,
-    SentinelSettings,
-    parse_sentinel_url,
-    redact_url,
-)
+from .store import CREATE_MANY_CHUNK, RedisStore
+from .urls import CLIENT_DEFAULTS, DEFAULT_SENTINEL_PORT, SentinelSettings, parse_sentinel_url, redact_url
 
 __all__ = [
     "CLIENT_DEFAULTS",

@@ -35,9 +35,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from ...errors import ConfigurationError, StoreError
 from ...jobs import ClaimedJob, Job, JobError, JobPayload, JobStatus
@@ -57,6 +55,7 @@ from .codec import (
 )
 from .connection import ThreadConnections, import_redis
 from .scripts import ScriptRunner
+from .urls import connect, describe
 
 if TYPE_CHECKING:
     import redis
@@ -68,28 +67,8 @@ logger = logging.getLogger(__package__)
 #: script holds Redis up for long (a script blocks every other client while it runs).
 CREATE_MANY_CHUNK = 200
 
-#: Connection options for the clients :meth:`RedisStore.from_url` creates; the URL's query string
-#: and the keyword arguments of ``from_url`` override them. Without a socket timeout a Redis that
-#: hangs (rather than refusing connections) would hang every request and worker thread with it.
-CLIENT_DEFAULTS: dict[str, Any] = {
-    "socket_timeout": 10.0,
-    "socket_connect_timeout": 5.0,
-    "health_check_interval": 30,
-}
-
-#: The port of a Sentinel host given without one.
-DEFAULT_SENTINEL_PORT = 26379
-
 #: Written on jobs whose lease ran out with no retries left: the same structured error as every store.
 _LEASE_EXPIRED_ERROR = JobError(code=LEASE_EXPIRED_CODE, message=LEASE_EXPIRED_MESSAGE)
-
-_SENTINEL_OPTIONS: dict[str, Callable[[str], Any]] = {
-    "socket_timeout": float,
-    "socket_connect_timeout": float,
-    "health_check_interval": int,
-    "sentinel_username": str,
-    "sentinel_password": str,
-}
 
 
 class RedisStore(Store):
@@ -117,7 +96,7 @@ class RedisStore(Store):
         self._wake = f"{key_prefix}:jobs:wake"
         #: Announces the ids of jobs that just finished (see ``expire_later`` in ``lua/common.lua``).
         self._finished_channel = f"{key_prefix}:jobs:finished"
-        self._where = _describe(client)
+        self._where = describe(client)
         connections = ThreadConnections(client)
         self._scripts = ScriptRunner(client, connections, where=self._where, key_prefix=key_prefix)
         # Bound once, here: every operation goes through these, so they cost no more than methods.
@@ -154,52 +133,13 @@ class RedisStore(Store):
 
         :param url: the ``ASYNCENDPOINTS_STORE`` URL.
         :param key_prefix: the first part of every key.
-        :param client_options: more ``redis.Redis`` options (they override :data:`CLIENT_DEFAULTS`).
+        :param client_options: more ``redis.Redis`` options (they override
+            :data:`~flask_asyncendpoints.stores.redis.urls.CLIENT_DEFAULTS`).
         :raises ConfigurationError: when the URL cannot be used or ``redis`` is not installed.
         """
-        redis_module = import_redis()
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
-        # No automatic retry: redis-py would re-send a script whose reply was lost after it ran,
-        # and a claim or complete run twice is not harmless. A failed call raises StoreError and
-        # the worker (or the client of a 503) retries with a fresh call instead.
-        options = {**CLIENT_DEFAULTS, "retry": Retry(NoBackoff(), 0), **client_options}
-        scheme = urlsplit(url).scheme.lower()
-        closers: list[Callable[[], None]] = []
-        try:
-            if scheme == "redis+sentinel":
-                from redis.sentinel import Sentinel
-
-                settings = parse_sentinel_url(url)
-                connection = {**options, **settings.options}
-                sentinel_kwargs = {key: value for key, value in connection.items() if key.startswith("socket_")}
-                if settings.sentinel_username is not None:
-                    sentinel_kwargs["username"] = settings.sentinel_username
-                if settings.sentinel_password is not None:
-                    sentinel_kwargs["password"] = settings.sentinel_password
-                sentinel = Sentinel(  # type: ignore[no-untyped-call]
-                    settings.hosts,
-                    sentinel_kwargs=sentinel_kwargs,
-                    db=settings.db,
-                    username=settings.username,
-                    password=settings.password,
-                    **connection,
-                )
-                client = sentinel.master_for(settings.service_name)  # type: ignore[no-untyped-call]
-                closers.extend(node.close for node in sentinel.sentinels)
-            elif scheme in ("redis", "rediss", "unix"):
-                client = redis_module.Redis.from_url(url, **options)
-            else:
-                raise ConfigurationError(
-                    f"{redact_url(url)!r} is not a Redis URL: use redis://, rediss://, unix:// or redis+sentinel://."
-                )
-        except (ValueError, TypeError) as exc:
-            raise ConfigurationError(
-                f"ASYNCENDPOINTS_STORE={redact_url(url)!r} is not a valid Redis URL: {exc}"
-            ) from exc
+        client, closers = connect(url, **client_options)
         store = cls(client, key_prefix=key_prefix)
-        store._closers = [client.close, *closers]
+        store._closers = closers
         return store
 
     # -- plumbing --------------------------------------------------------------------------------------
@@ -629,108 +569,3 @@ def _glob_escape(text: str) -> str:
     """``text`` matched literally in a ``SCAN MATCH`` pattern (a ``{ae}`` prefix has no special
     meaning there, but ``*``, ``?``, ``[`` and ``\\`` would)."""
     return "".join("\\" + char if char in "*?[]\\" else char for char in text)
-
-
-# -- connections ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SentinelSettings:
-    """What a ``redis+sentinel://`` URL says."""
-
-    hosts: list[tuple[str, int]]
-    service_name: str
-    db: int = 0
-    username: str | None = None
-    password: str | None = None
-    sentinel_username: str | None = None
-    sentinel_password: str | None = None
-    #: Connection options from the query string (``socket_timeout`` and the like).
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-def parse_sentinel_url(url: str) -> SentinelSettings:
-    """Read ``redis+sentinel://[[user:]password@]host[:port][,host2[:port2]…]/service_name[/db][?options]``.
-
-    :raises ValueError: when the URL is not one of these.
-    """
-    parts = urlsplit(url)
-    if parts.scheme.lower() != "redis+sentinel":
-        raise ValueError(f"expected a redis+sentinel:// URL, got {parts.scheme}://")
-    userinfo, _, hostlist = parts.netloc.rpartition("@")
-    username = password = None
-    if userinfo:
-        if ":" in userinfo:
-            user, _, secret = userinfo.partition(":")
-            username, password = (unquote(user) or None), unquote(secret)
-        else:
-            password = unquote(userinfo)
-    hosts = [_host_port(item) for item in hostlist.split(",") if item]
-    if not hosts:
-        raise ValueError("no Sentinel host given (redis+sentinel://host:26379/service_name)")
-    path = [unquote(segment) for segment in parts.path.split("/") if segment]
-    if not path or len(path) > 2:
-        raise ValueError("the path must be /service_name or /service_name/db")
-    db = int(path[1]) if len(path) == 2 else 0
-    options: dict[str, Any] = {}
-    sentinel_auth: dict[str, str] = {}
-    for name, values in parse_qs(parts.query, keep_blank_values=True).items():
-        convert = _SENTINEL_OPTIONS.get(name)
-        if convert is None:
-            raise ValueError(f"unknown option {name!r}; known: {', '.join(_SENTINEL_OPTIONS)}")
-        if name.startswith("sentinel_"):
-            sentinel_auth[name] = values[-1]
-        else:
-            options[name] = convert(values[-1])
-    return SentinelSettings(
-        hosts=hosts,
-        service_name=path[0],
-        db=db,
-        username=username,
-        password=password,
-        sentinel_username=sentinel_auth.get("sentinel_username"),
-        sentinel_password=sentinel_auth.get("sentinel_password"),
-        options=options,
-    )
-
-
-def _host_port(item: str) -> tuple[str, int]:
-    if item.startswith("["):  # [IPv6]:port
-        host, _, rest = item[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-    else:
-        host, _, port = item.partition(":")
-    if not host:
-        raise ValueError(f"no host in {item!r}")
-    return host, int(port) if port else DEFAULT_SENTINEL_PORT
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, fit for messages and logs."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    userinfo, at, hostlist = netloc.rpartition("@")
-    if at:
-        user, colon, _ = userinfo.partition(":")
-        netloc = f"{user}:***@{hostlist}" if colon else f"***@{hostlist}"
-    query = "&".join(
-        f"{pair.partition('=')[0]}=***" if pair.partition("=")[0].endswith("password") else pair
-        for pair in parts.query.split("&")
-        if pair
-    )
-    # Rebuilt by hand: urlunsplit would drop the empty netloc of unix:///path.
-    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
-
-
-def _describe(client: Any) -> str:
-    """Where ``client`` connects, for error messages (never with the password)."""
-    pool = getattr(client, "connection_pool", None)
-    service = getattr(pool, "service_name", None)
-    if service:
-        return f"the master of Sentinel service {service!r}"
-    options: Mapping[str, Any] = getattr(pool, "connection_kwargs", {}) or {}
-    if options.get("path"):
-        return f"unix socket {options['path']} (db {options.get('db', 0)})"
-    if "host" in options:
-        return f"{options['host']}:{options.get('port', 6379)} (db {options.get('db', 0)})"
-    return repr(client)
