@@ -27,10 +27,8 @@ as a key, so all keys must share one slot: give the prefix a hash tag, such as `
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -54,6 +52,7 @@ from .codec import (
     script_arg,
 )
 from .connection import ThreadConnections, import_redis
+from .pubsub import FinishedListener
 from .scripts import ScriptRunner
 from .urls import connect, describe
 
@@ -81,7 +80,7 @@ class RedisStore(Store):
     """
 
     def __init__(self, client: redis.Redis, *, key_prefix: str = "ae") -> None:
-        self._redis = import_redis()  # first: without redis-py, nothing else here can work
+        import_redis()  # first: without redis-py nothing else here can work, and the error says what to install
         if not key_prefix:
             raise ConfigurationError(
                 "ASYNCENDPOINTS_KEY_PREFIX must not be empty: every key of the store starts with it."
@@ -94,8 +93,6 @@ class RedisStore(Store):
         self._expiring = f"{key_prefix}:jobs:expiring"
         self._counts = f"{key_prefix}:jobs:counts"
         self._wake = f"{key_prefix}:jobs:wake"
-        #: Announces the ids of jobs that just finished (see ``expire_later`` in ``lua/common.lua``).
-        self._finished_channel = f"{key_prefix}:jobs:finished"
         self._where = describe(client)
         connections = ThreadConnections(client)
         self._scripts = ScriptRunner(client, connections, where=self._where, key_prefix=key_prefix)
@@ -109,11 +106,8 @@ class RedisStore(Store):
         self._closers: list[Callable[[], None]] = []
         self._waiters = 0
         self._waiters_lock = threading.Lock()
-        #: Long-polls waiting for a job to finish, by job id; told by the listener thread.
-        self._finish_waiters: dict[str, set[threading.Event]] = {}
-        self._listener: threading.Thread | None = None
-        self._listener_pid = 0
-        self._closed = threading.Event()
+        #: Announces the ids of jobs that just finished (see ``expire_later`` in ``lua/common.lua``).
+        self._finished = FinishedListener(client, f"{key_prefix}:jobs:finished")
 
     batches_completions = True
 
@@ -445,11 +439,7 @@ class RedisStore(Store):
         the whole wait.
         """
         deadline = time.monotonic() + timeout
-        finished = threading.Event()
-        with self._waiters_lock:
-            self._finish_waiters.setdefault(job_id, set()).add(finished)
-        try:
-            self._ensure_listener()
+        with self._finished.watching(job_id) as finished:
             while True:
                 job = self.get(job_id)
                 remaining = deadline - time.monotonic()
@@ -457,53 +447,6 @@ class RedisStore(Store):
                     return job
                 finished.wait(min(remaining, 1.0))
                 finished.clear()
-        finally:
-            with self._waiters_lock:
-                waiters = self._finish_waiters.get(job_id)
-                if waiters is not None:
-                    waiters.discard(finished)
-                    if not waiters:
-                        del self._finish_waiters[job_id]
-
-    def _ensure_listener(self) -> None:
-        with self._waiters_lock:
-            alive = self._listener is not None and self._listener.is_alive()
-            if alive and self._listener_pid == os.getpid():
-                return
-            self._listener_pid = os.getpid()
-            self._listener = threading.Thread(target=self._listen, name="asyncendpoints-finished-listener", daemon=True)
-            self._listener.start()
-
-    def _listen(self) -> None:
-        """Subscribe to the finished channel and wake the waiters of each id announced, until closed."""
-        errors = (self._redis.exceptions.RedisError, OSError, ValueError)
-        backoff = 0.1
-        while not self._closed.is_set():
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-            try:
-                pubsub.subscribe(self._finished_channel)
-                backoff = 0.1
-                while not self._closed.is_set():
-                    message = pubsub.get_message(timeout=1.0)
-                    if message is None or message.get("type") != "message":
-                        continue
-                    with self._waiters_lock:
-                        waiters = list(self._finish_waiters.get(as_text(message["data"]), ()))
-                    for waiter in waiters:
-                        waiter.set()
-            except Exception:
-                # Waiters fall back to reading the job every second until the subscription is back;
-                # with nobody waiting the thread ends, and the next long-poll starts a new one.
-                with self._waiters_lock:
-                    if not self._finish_waiters:
-                        self._listener = None
-                        return
-                logger.warning("lost the subscription to %s; retrying", self._finished_channel, exc_info=True)
-                self._closed.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
-            finally:
-                with contextlib.suppress(*errors):
-                    pubsub.close()
 
     def counts(self) -> Mapping[JobStatus, int]:
         """See :meth:`Store.counts <flask_asyncendpoints.stores.base.Store.counts>`."""
@@ -556,7 +499,7 @@ class RedisStore(Store):
 
     def close(self) -> None:
         """Close the connections of a client this store created (:meth:`from_url`); a given client is left open."""
-        self._closed.set()
+        self._finished.close()
         closers, self._closers = self._closers, []
         for close in closers:
             close()
