@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from ...errors import ConfigurationError, StoreError
 from ...jobs import ClaimedJob, Job, JobError, JobPayload, JobStatus
 from ..base import LEASE_EXPIRED_CODE, LEASE_EXPIRED_MESSAGE, CancelResult, LeaseState, PendingLimitReached, Store
+from . import scans
 from .codec import (
     LEASE_STATES,
     as_text,
@@ -401,34 +402,15 @@ class RedisStore(Store):
         Scans the job keys in batches (``SCAN``) and deletes each old finished job with one script, which
         checks the job again, so a job requeued meanwhile is kept.
         """
-        with self._errors("purging finished jobs"):
-            if now is None:
-                seconds, micros = self._client.time()
-                now = seconds + micros / 1_000_000
-            cutoff = now - older_than
-            deleted = 0
-            keys: list[Any] = []
-            for key in self._client.scan_iter(match=f"{_glob_escape(self._job_prefix)}*", count=1000):
-                keys.append(key)
-                if len(keys) >= 1000:
-                    deleted += self._delete_finished(keys, cutoff)
-                    keys = []
-            if keys:
-                deleted += self._delete_finished(keys, cutoff)
-            return deleted
-
-    def _delete_finished(self, keys: list[Any], cutoff: float) -> int:
-        pipe = self._client.pipeline(transaction=False)
-        for key in keys:
-            pipe.hmget(key, "s", "da")
-        deleted = 0
-        for key, (status, done) in zip(keys, pipe.execute(), strict=True):
-            if status is None or done is None or as_text(status) not in _FINAL or float(as_text(done)) > cutoff:
-                continue
-            key_text = as_text(key)
-            job_id = key_text[len(self._job_prefix) :]
-            deleted += int(self._run("delete_finished", [key_text, self._expiring, self._counts], [job_id, cutoff]))
-        return deleted
+        return scans.purge_finished(
+            self._client,
+            self._scripts,
+            job_prefix=self._job_prefix,
+            expiring=self._expiring,
+            counts=self._counts,
+            older_than=older_than,
+            now=now,
+        )
 
     def wait_for_finish(self, job_id: str, timeout: float) -> Job | None:
         """See :meth:`Store.wait_for_finish <flask_asyncendpoints.stores.base.Store.wait_for_finish>`.
@@ -503,12 +485,3 @@ class RedisStore(Store):
         closers, self._closers = self._closers, []
         for close in closers:
             close()
-
-
-_FINAL = frozenset(status.value for status in JobStatus if status.is_final)
-
-
-def _glob_escape(text: str) -> str:
-    """``text`` matched literally in a ``SCAN MATCH`` pattern (a ``{ae}`` prefix has no special
-    meaning there, but ``*``, ``?``, ``[`` and ``\\`` would)."""
-    return "".join("\\" + char if char in "*?[]\\" else char for char in text)
