@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 _FINAL = frozenset(status.value for status in JobStatus if status.is_final)
 
 
-def purge_finished(
+def purge_finished_jobs(
     client: redis.Redis,
     scripts: ScriptRunner,
     *,

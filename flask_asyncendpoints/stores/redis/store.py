@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any
 from ...errors import ConfigurationError, StoreError
 from ...jobs import ClaimedJob, Job, JobError, JobPayload, JobStatus
 from ..base import LEASE_EXPIRED_CODE, LEASE_EXPIRED_MESSAGE, CancelResult, LeaseState, PendingLimitReached, Store
-from . import scans
 from .codec import (
     LEASE_STATES,
     as_text,
@@ -54,6 +53,7 @@ from .codec import (
 )
 from .connection import ThreadConnections, import_redis
 from .pubsub import FinishedListener
+from .scans import purge_finished_jobs
 from .scripts import ScriptRunner
 from .urls import connect, describe
 
@@ -107,7 +107,7 @@ class RedisStore(Store):
         self._closers: list[Callable[[], None]] = []
         self._waiters = 0
         self._waiters_lock = threading.Lock()
-        #: Announces the ids of jobs that just finished (see ``expire_later`` in ``lua/common.lua``).
+        #: Wakes long-polls as their jobs finish: the scripts publish finished ids on this channel.
         self._finished = FinishedListener(client, f"{key_prefix}:jobs:finished")
 
     batches_completions = True
@@ -402,7 +402,7 @@ class RedisStore(Store):
         Scans the job keys in batches (``SCAN``) and deletes each old finished job with one script, which
         checks the job again, so a job requeued meanwhile is kept.
         """
-        return scans.purge_finished(
+        return purge_finished_jobs(
             self._client,
             self._scripts,
             job_prefix=self._job_prefix,
