@@ -593,6 +593,13 @@ class TestConnections:
         with pytest.raises(ConfigurationError, match="not a valid Redis URL"):
             RedisStore.from_url(url)
 
+    def test_a_url_of_another_scheme_names_the_redis_schemes(self) -> None:
+        with pytest.raises(ConfigurationError) as caught:
+            RedisStore.from_url("http://user:secret@localhost:6379/0")
+        assert str(caught.value) == (
+            "'http://user:***@localhost:6379/0' is not a Redis URL: use redis://, rediss://, unix:// or redis+sentinel://."
+        )
+
     def test_sentinel_store_is_built_without_connecting(self) -> None:
         # Nothing listens on these ports: building the store must not try to connect.
         store = RedisStore.from_url("redis+sentinel://:pw@127.0.0.1:1,127.0.0.1:2/mymaster/5", key_prefix="p")
