@@ -398,23 +398,23 @@ def prefill_redis(
 ) -> None:
     """Create ``Queued`` jobs fast: the store's own ``create`` script, many calls per pipeline.
 
-    This follows the KEYS/ARGV layout documented at the top of ``stores/lua/create.lua`` and the
+    This follows the KEYS/ARGV layout documented at the top of ``stores/redis/lua/create.lua`` and the
     store's private attributes; a check at the end fails loudly if either has changed.
 
     :param store: a :class:`~flask_asyncendpoints.stores.redis.RedisStore`.
     :param body_of: the request body of the job with this index.
     """
     from flask_asyncendpoints.jobs import JobPayload, JobStatus
-    from flask_asyncendpoints.stores import redis as redis_store
+    from flask_asyncendpoints.stores.redis.codec import encode_payload
 
     before = store.counts()[JobStatus.QUEUED]
-    script = store._scripts["create"]
+    script = store._scripts.registered["create"]
     client = store._client
     for start in range(0, len(ids), chunk):
         pipe = client.pipeline(transaction=False)
         for index in range(start, min(start + chunk, len(ids))):
             job_id = ids[index]
-            payload = redis_store._payload_json(JobPayload(body=body_of(index)))
+            payload = encode_payload(JobPayload(body=body_of(index)))
             script(
                 keys=[store._job_key(job_id), store._queue, store._counts, store._wake],
                 args=["", job_id, name, 3, payload, ""],

@@ -251,7 +251,7 @@ class TestFinishedAnnouncements:
 
 class TestScripts:
     def test_every_script_is_packaged_and_documents_its_keys_and_arguments(self) -> None:
-        folder = resources.files("flask_asyncendpoints.stores").joinpath("lua")
+        folder = resources.files("flask_asyncendpoints.stores.redis").joinpath("lua")
         for name in SCRIPT_NAMES:
             source = folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
             header = source.split("\n\n")[0]
@@ -297,8 +297,8 @@ class TestScripts:
         first, second = make_client(), make_client()
         store_a = RedisStore(first, key_prefix="a")
         store_b = RedisStore(second, key_prefix="b")
-        assert store_a._scripts["claim"].registered_client is first
-        assert store_b._scripts["claim"].registered_client is second
+        assert store_a._scripts.registered["claim"].registered_client is first
+        assert store_b._scripts.registered["claim"].registered_client is second
 
 
 class TestClaimSkipsBadEntries:
@@ -593,6 +593,13 @@ class TestConnections:
         with pytest.raises(ConfigurationError, match="not a valid Redis URL"):
             RedisStore.from_url(url)
 
+    def test_a_url_of_another_scheme_names_the_redis_schemes(self) -> None:
+        with pytest.raises(ConfigurationError) as caught:
+            RedisStore.from_url("http://user:secret@localhost:6379/0")
+        assert str(caught.value) == (
+            "'http://user:***@localhost:6379/0' is not a Redis URL: use redis://, rediss://, unix:// or redis+sentinel://."
+        )
+
     def test_sentinel_store_is_built_without_connecting(self) -> None:
         # Nothing listens on these ports: building the store must not try to connect.
         store = RedisStore.from_url("redis+sentinel://:pw@127.0.0.1:1,127.0.0.1:2/mymaster/5", key_prefix="p")
@@ -631,10 +638,13 @@ class TestConnections:
 
     def test_the_module_imports_without_the_redis_package(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setitem(sys.modules, "redis", None)
-        # Import a fresh copy; the package attribute and sys.modules get the original back afterwards.
+        # Import a fresh copy of the package and every module in it; the package attribute and
+        # sys.modules get the originals back afterwards.
         monkeypatch.setattr(stores_package, "redis", sys.modules["flask_asyncendpoints.stores.redis"])
-        monkeypatch.delitem(sys.modules, "flask_asyncendpoints.stores.redis")
+        for name in [name for name in sys.modules if name.startswith("flask_asyncendpoints.stores.redis")]:
+            monkeypatch.delitem(sys.modules, name)
         module = importlib.import_module("flask_asyncendpoints.stores.redis")
+        assert module.RedisStore is not RedisStore  # imported afresh, not taken from sys.modules
         with pytest.raises(ConfigurationError, match=r"flask-asyncendpoints\[redis\]"):
             module.RedisStore(object(), key_prefix="ae")
 
