@@ -358,3 +358,43 @@ def test_the_default_context_limit_is_32_kib(plain_client: FlaskClient) -> None:
     response = plain_client.post("/echo", json={}, headers=too_many)
     assert response.status_code == 413
     assert "at most 32768 are kept" in response.get_json()["detail"]
+
+
+def test_the_apps_own_content_length_limit_is_a_413_problem(bad_ae: AsyncEndpoints) -> None:
+    app = Flask("flask-limit")
+    app.url_map.converters["raw"] = RawName
+    app.config.update(TESTING=True, ASYNCENDPOINTS_WORKER=False, MAX_CONTENT_LENGTH=16)
+    bad_ae.init_app(app)
+
+    response = app.test_client().post("/echo", json={"data": "x" * 100})
+
+    assert response.status_code == 413
+    assert response.get_json()["title"] == "Request body too large"
+
+
+class ShortStream:
+    """A WSGI input that ends before its Content-Length, as when a client closes early."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def read(self, size: int = -1) -> bytes:
+        data, self.data = self.data, b""
+        return data
+
+
+@pytest.mark.parametrize("terminated", [True, False], ids=["server-terminated-input", "werkzeug-limited-stream"])
+def test_a_body_shorter_than_its_content_length_is_400_and_stores_nothing(
+    bad_app: Flask, store: Store, terminated: bool
+) -> None:
+    body = b'{"data": "x"}'
+    environ = {"wsgi.input": ShortStream(body), "CONTENT_LENGTH": "200", "wsgi.input_terminated": terminated}
+
+    response = bad_app.test_client().post("/echo", content_type="application/json", environ_overrides=environ)
+
+    assert response.status_code == 400
+    problem_doc = response.get_json()
+    assert problem_doc["title"] == "Incomplete request body"
+    if terminated:
+        assert "ended after 13 of the 200 bytes" in problem_doc["detail"]
+    assert total(store) == 0

@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import Response, current_app, request
 from marshmallow import ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..encoding import NOT_FINITE, SURROGATE, TOO_DEEP, safe_text
 from ..errors import InvalidPayload, ProblemError, StoreError
@@ -181,6 +182,11 @@ def _read_at_most(size: int, length: int | None) -> bytes:
     while left > 0 and (length is None or size - left < length):
         try:
             part = request.stream.read(left)
+        except RequestEntityTooLarge:
+            # The app's own MAX_CONTENT_LENGTH, which werkzeug enforces as the body is read.
+            raise ProblemError(
+                413, "Request body too large", "The request body is larger than this server accepts."
+            ) from None
         except Exception as exc:
             # Each server has its own (gunicorn's NoMoreData and ParseException, werkzeug's
             # ClientDisconnected, an OSError from the socket): none of them is the app's fault.
