@@ -46,6 +46,7 @@ SCHEMES: dict[str, Callable[[str, str, int], Store]] = {
     "rediss": _redis,
     "unix": _redis,
     "redis+sentinel": _redis,
+    "redis+cluster": _redis,
 }
 
 
@@ -103,6 +104,7 @@ def create_store(spec: Any, *, key_prefix: str, history_limit: int = DEFAULT_HIS
 def _is_redis_client(value: Any) -> bool:
     try:
         import redis
+        from redis.cluster import RedisCluster
     except ImportError:
         return False
-    return isinstance(value, redis.Redis)
+    return isinstance(value, (redis.Redis, RedisCluster))
