@@ -359,9 +359,9 @@ class MemoryStore(MemoryMonitoring, Store):
         ready, scheduled = bucket.ready, bucket.scheduled
         jobs, running = self._jobs, state.running
         while len(claimed) < limit:
-            if scheduled and scheduled.first()[0] <= now and (not ready or scheduled.first() < ready.first()):
+            if scheduled.size and scheduled.first()[0] <= now and (not ready.size or scheduled.first() < ready.first()):
                 key = scheduled.pop_first()
-            elif ready:
+            elif ready.size:
                 key = ready.pop_first()
             else:
                 return
