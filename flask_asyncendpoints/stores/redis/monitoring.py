@@ -75,6 +75,7 @@ class RedisMonitoring(Monitoring):
         return counts
 
     def _many(self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]) -> list[Any]:
+        """Run a script once per call: one call alone, several in one round trip."""
         if not calls:
             return []
         return self._run_many(name, calls) if len(calls) > 1 else [self._run(name, *calls[0])]

@@ -31,6 +31,7 @@ SCRIPT_NAMES = (
     "purge",
     "requeue",
     "delete",
+    "point",
     "unpoint",
     "wake",
     "page",

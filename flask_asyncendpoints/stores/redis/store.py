@@ -163,10 +163,12 @@ class RedisStore(RedisMonitoring, Store):
         self._registered: dict[str, float] = {}
         #: Callers of wait_for_work blocked now, per queue (a single server wakes them with tokens).
         self._waiting: dict[str, int] = {}
-        #: Wake-ups heard on a cluster (counted; wait_for_work waits for the count to move).
+        #: Wake-ups heard on a cluster, counted per queue, and local wake() calls: wait_for_work
+        #: waits for a count to move.
         self._wakes = threading.Condition(self._lock)
-        self._wake_count = 0
-        self._wake_seen = 0
+        self._wake_counts: dict[str, int] = {}
+        self._woken = 0
+        self._wake_pending = False
         #: Progress this process recorded for running attempts, by (job id, attempt id): the
         #: completed job is answered with it without reading it back.
         self._progress: dict[tuple[str, str], Progress] = {}
@@ -322,8 +324,8 @@ class RedisStore(RedisMonitoring, Store):
             return []
         at = self._now(now)
         results: list[tuple[Job, bool] | None] = [None] * len(jobs)
-        # Per queue: the positions of its jobs, the script arguments, the jobs as they will be.
-        by_queue: dict[str, tuple[list[int], list[Any], list[Job]]] = {}
+        # Per queue, each job's position, script arguments, and the job as it will be.
+        by_queue: dict[str, list[tuple[int, list[Any], Job]]] = {}
         for index, new in enumerate(jobs):
             keys = self._keys(new.queue)
             priority = check_priority(new.priority)
@@ -333,41 +335,36 @@ class RedisStore(RedisMonitoring, Store):
             name_json = compact_json(new.name)
             payload_json = encode_payload(new.payload)
             record = make_record(at, int(new.max_retries), key, name_json, payload_json)
-            positions, args, built = by_queue.setdefault(keys.queue, ([], [], []))
-            positions.append(index)
-            args += [new.id, record, name_json, f"{key}:{new.id}", due if delayed else ""]
-            built.append(
-                Job.new(
-                    new.id,
-                    new.name,
-                    max_retries=int(new.max_retries),
-                    # As it reads back: JSON turns tuples into lists, and so on.
-                    payload=JobPayload.from_dict(json.loads(payload_json)),
-                    created_at=parse_time(repr(at)),
-                    queue=keys.queue,
-                    priority=priority,
-                    due_at=parse_time(repr(due)) if delayed else None,
-                )
+            job = Job.new(
+                new.id,
+                new.name,
+                max_retries=int(new.max_retries),
+                # As it reads back: JSON turns tuples into lists, and so on.
+                payload=JobPayload.from_dict(json.loads(payload_json)),
+                created_at=parse_time(repr(at)),
+                queue=keys.queue,
+                priority=priority,
+                due_at=parse_time(repr(due)) if delayed else None,
             )
+            args = [new.id, record, name_json, f"{key}:{new.id}", due if delayed else ""]
+            by_queue.setdefault(keys.queue, []).append((index, args, job))
         for queue in by_queue:
             self._register(queue)
-        skipped = self._point(by_queue, results)
-        calls: list[tuple[str, int, int]] = []
-        sent: list[tuple[list[str], list[Any]]] = []
-        for queue, (positions, args, _) in by_queue.items():
-            for start in range(0, len(positions), CREATE_MANY_CHUNK):
-                calls.append((queue, start, min(start + CREATE_MANY_CHUNK, len(positions))))
-                sent.append(
-                    ([self._keys(queue).base], [at, script_arg(max_pending), *args[5 * start : 5 * calls[-1][2]]])
-                )
-        replies = self._run_many("create", sent) if len(sent) > 1 else [self._run("create", *sent[0])] if sent else []
+        self._point(by_queue, results)
+        chunks = [
+            (queue, entries[start : start + CREATE_MANY_CHUNK])
+            for queue, entries in by_queue.items()
+            for start in range(0, len(entries), CREATE_MANY_CHUNK)
+        ]
+        calls = [
+            ([self._keys(queue).base], [at, script_arg(max_pending), *(arg for _, args, _ in chunk for arg in args)])
+            for queue, chunk in chunks
+            if chunk
+        ]
+        replies = self._many("create", calls)
         refused: dict[str, list[str]] = {}
-        for (queue, start, _), reply in zip(calls, replies, strict=True):
-            positions, _, built = by_queue[queue]
-            for offset, outcome in enumerate(reply):
-                index, job = positions[start + offset], built[start + offset]
-                if index in skipped:
-                    continue
+        for (queue, chunk), reply in zip([c for c in chunks if c[1]], replies, strict=True):
+            for (index, _, job), outcome in zip(chunk, reply, strict=True):
                 results[index] = self._created(job, queue, outcome)
                 if results[index] is None and queue != DEFAULT_QUEUE:
                     refused.setdefault(queue, []).append(job.id)
@@ -376,44 +373,38 @@ class RedisStore(RedisMonitoring, Store):
         return results
 
     def _point(
-        self, by_queue: dict[str, tuple[list[int], list[Any], list[Job]]], results: list[tuple[Job, bool] | None]
-    ) -> set[int]:
+        self, by_queue: dict[str, list[tuple[int, list[Any], Job]]], results: list[tuple[Job, bool] | None]
+    ) -> None:
         """Write the default queue's pointers to the new jobs of other queues, before the jobs.
 
-        A job whose id is taken by a job of the default queue or of another queue is not created:
-        its result is filled in here (the existing job) and its position answered.
+        A job whose id is taken, by a job of the default queue or of another queue, is not created:
+        it is taken out of ``by_queue`` and its result is the existing job.
         """
         pointing = [
-            (queue, position)
-            for queue in by_queue
-            if queue != DEFAULT_QUEUE
-            for position in range(len(by_queue[queue][0]))
+            (queue, entry) for queue, entries in by_queue.items() if queue != DEFAULT_QUEUE for entry in entries
         ]
         if not pointing:
-            return set()
-        commands = [
-            ("SET", self._default.record(by_queue[queue][2][position].id), POINTER + queue, "NX", "GET")
-            for queue, position in pointing
+            return
+        calls = [
+            ([self._default.base], [queue, *(job.id for _, _, job in entries)])
+            for queue, entries in by_queue.items()
+            if queue != DEFAULT_QUEUE
         ]
-        with self._errors("creating jobs"):
-            olds = self._call_many(commands)
-        skipped: set[int] = set()
-        for (queue, position), old in zip(pointing, olds, strict=True):
-            if old is None or as_text(old) == POINTER + queue:
+        olds = [old for reply in self._many("point", calls) for old in reply]
+        for (queue, entry), old in zip(pointing, olds, strict=True):
+            if not old or as_text(old) == POINTER + queue:
                 continue
-            job_id = by_queue[queue][2][position].id
+            index, _, job = entry
             other = pointed_queue(as_text(old))
             keys = self._default if other is None else self._keys(other)
-            found = self._read(job_id, keys)
+            found = self._read(job.id, keys)
             if found is None:
                 # A pointer to a job that is gone: this job takes the id over.
                 with self._errors("creating jobs"):
-                    self._call("SET", self._default.record(job_id), POINTER + queue)
+                    self._call("SET", self._default.record(job.id), POINTER + queue)
                 continue
-            index = by_queue[queue][0][position]
-            skipped.add(index)
-            results[index] = (self._job(job_id, keys.queue, *found), False)
-        return skipped
+            by_queue[queue].remove(entry)
+            results[index] = (self._job(job.id, keys.queue, *found), False)
 
     def _created(self, job: Job, queue: str, outcome: Sequence[Any]) -> tuple[Job, bool] | None:
         """What ``create.lua`` answered for one job: the job built here from what was sent, the
@@ -463,8 +454,6 @@ class RedisStore(RedisMonitoring, Store):
             return []
         at = self._now(now)
         worker = compact_json(worker_id)
-        with self._lock:
-            self._wake_seen = self._wake_count
         started = parse_time(repr(at))
         claimed: list[ClaimedJob] = []
         for queue in queues:
@@ -900,9 +889,18 @@ class RedisStore(RedisMonitoring, Store):
         keys = [self._keys(queue) for queue in queues]
         if not keys:
             return
+        seen: dict[str, int] = {}
         if self.cluster:
-            for queue_keys in keys:
-                self._listen_wakes(queue_keys)
+            # Subscribed before looking for due jobs: a job created after the look is announced
+            # to this waiter, one created before it is seen by it.
+            for ready in [self._listen_wakes(queue_keys) for queue_keys in keys]:
+                ready.wait(1.0)
+            with self._lock:
+                if self._wake_pending:
+                    # A wake() that came before this wait still counts.
+                    self._wake_pending = False
+                    return
+                seen = {queue_keys.queue: self._wake_counts.get(queue_keys.queue, 0) for queue_keys in keys}
         with self._errors("waiting for work"):
             replies = self._call_many(
                 [("ZCARD", k.key(READY)) for k in keys]
@@ -920,8 +918,13 @@ class RedisStore(RedisMonitoring, Store):
             if timeout < 0.001:
                 return
             if self.cluster:
+                woken = self._woken
+
+                def heard() -> bool:
+                    return self._woken != woken or any(self._wake_counts.get(q, 0) != n for q, n in seen.items())
+
                 with self._wakes:
-                    self._wakes.wait_for(lambda: self._wake_count != self._wake_seen, timeout)
+                    self._wakes.wait_for(heard, timeout)
                 return
             with self._lock:
                 for queue_keys in keys:
@@ -933,13 +936,16 @@ class RedisStore(RedisMonitoring, Store):
                     for queue_keys in keys:
                         self._waiting[queue_keys.queue] -= 1
 
-    def _listen_wakes(self, keys: QueueKeys) -> None:
-        self._listen(keys.key(WAKE), self._heard_wake)
+    def _listen_wakes(self, keys: QueueKeys) -> threading.Event:
+        """Listen to the queue's sharded ``wake`` channel (once per process); the event of its subscription."""
+        queue = keys.queue
 
-    def _heard_wake(self, message: str) -> None:
-        with self._wakes:
-            self._wake_count += 1
-            self._wakes.notify_all()
+        def heard(message: str) -> None:
+            with self._wakes:
+                self._wake_counts[queue] = self._wake_counts.get(queue, 0) + 1
+                self._wakes.notify_all()
+
+        return self._listen(keys.key(WAKE), heard)
 
     def wake(self) -> None:
         """Wake the callers of this store waiting in :meth:`wait_for_work`.
@@ -949,7 +955,10 @@ class RedisStore(RedisMonitoring, Store):
         waiter it was meant for then wakes at its own timeout. On a cluster the waiters are told here.
         """
         if self.cluster:
-            self._heard_wake("")
+            with self._wakes:
+                self._woken += 1
+                self._wake_pending = True
+                self._wakes.notify_all()
             return
         with self._lock:
             waiting = {queue: n for queue, n in self._waiting.items() if n > 0} or {DEFAULT_QUEUE: 1}
