@@ -191,7 +191,7 @@ class LocalCluster:
                     info = client.info("replication")
                     if info["role"] == "slave" and info.get("master_link_status") != "up":
                         return False
-            masters = [entry for entry in self._slots()]
+            masters = self._slots()
             return sum(stop - start + 1 for start, stop, *_ in masters) == 16384 and all(
                 len(entry) >= 4 for entry in masters
             )
