@@ -223,7 +223,11 @@ class RedisStore(RedisMonitoring, Store):
     def _now(self, now: float | None) -> float:
         if now is not None:
             return float(now)
-        with self._errors("reading the server's clock"):
+        try:
+            return self._clock.now()
+        except Exception:
+            with self._errors("reading the server's clock"):
+                self._clock.sync()
             return self._clock.now()
 
     def _job(self, job_id: str, queue: str, record: Any, fields: Any) -> Job:
@@ -301,8 +305,38 @@ class RedisStore(RedisMonitoring, Store):
 
         :raises ValueError: for a priority outside a signed 32-bit integer, or an empty queue name.
         """
-        new = NewJob(job_id, name, payload, max_retries, queue, priority, due)
-        created = self.create_many([new], max_pending=max_pending, now=now)[0]
+        if queue != DEFAULT_QUEUE:
+            created = self.create_many(
+                [NewJob(job_id, name, payload, max_retries, queue, priority, due)], max_pending=max_pending, now=now
+            )[0]
+        else:
+            # The submit path, spelled out: what create_many does for one job, without its batching.
+            at = self._now(now)
+            priority = check_priority(priority)
+            delayed = due is not None and due > at
+            when = float(due) if delayed and due is not None else at
+            key = sort_key(priority, when, next_sequence(), "r" if delayed else "n")
+            name_json = compact_json(name)
+            payload_json = encode_payload(payload)
+            record = make_record(at, int(max_retries), key, name_json, payload_json)
+            if DEFAULT_QUEUE not in self._registered:
+                self._register(DEFAULT_QUEUE)
+            (outcome,) = self._run(
+                "create",
+                [self._default.base],
+                [at, script_arg(max_pending), job_id, record, name_json, f"{key}:{job_id}", when if delayed else ""],
+            )
+            job = Job.new(
+                job_id,
+                name,
+                max_retries=int(max_retries),
+                # As it reads back: JSON turns tuples into lists, and so on.
+                payload=JobPayload.from_dict(json.loads(payload_json)),
+                created_at=parse_time(repr(at)),
+                priority=priority,
+                due_at=parse_time(repr(when)) if delayed else None,
+            )
+            created = self._created(job, DEFAULT_QUEUE, outcome)
         if created is None:
             raise PendingLimitReached(f"{max_pending} jobs of the queue {queue!r} are already pending")
         return created
