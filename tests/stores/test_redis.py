@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import socket
 import sys
 import threading
@@ -27,7 +28,7 @@ from redis.retry import Retry
 import flask_asyncendpoints.stores as stores_package
 from flask_asyncendpoints.errors import ConfigurationError, StoreError
 from flask_asyncendpoints.jobs import ClaimedJob, JobPayload, JobStatus, LogRecord, from_timestamp
-from flask_asyncendpoints.stores import LeaseState, NewJob, PendingLimitReached, create_store
+from flask_asyncendpoints.stores import CancelResult, LeaseState, NewJob, PendingLimitReached, create_store
 from flask_asyncendpoints.stores.base import LEASE_EXPIRED_CODE, LEASE_EXPIRED_MESSAGE
 from flask_asyncendpoints.stores.redis import (
     CREATE_MANY_CHUNK,
@@ -36,6 +37,7 @@ from flask_asyncendpoints.stores.redis import (
     parse_sentinel_url,
     redact_url,
 )
+from flask_asyncendpoints.stores.redis.clock import ServerClock
 from flask_asyncendpoints.stores.redis.keys import scan_patterns, sort_key
 
 from ..conftest import T0, _delete_prefix
@@ -805,3 +807,114 @@ class TestStoreSpecs:
 
         with pytest.raises(ConfigurationError, match=r"url|Redis URL"):
             create_store(spec, key_prefix="ae")
+
+
+class TestCancelAnnouncements:
+    def test_a_cancel_made_elsewhere_reaches_the_watcher_once(self, make_client: MakeClient, key_prefix: str) -> None:
+        # Two stores on two clients of one server, as a web process and a worker process would be.
+        web = RedisStore(make_client(), key_prefix=key_prefix)
+        worker = RedisStore(make_client(), key_prefix=key_prefix)
+        heard: list[str] = []
+        got = threading.Event()
+
+        def callback(job_id: str) -> None:
+            heard.append(job_id)
+            got.set()
+
+        stop = worker.watch_cancels(callback)
+        try:
+            job_id = submit(worker)
+            claim_one(worker, T0)
+            assert worker._notifier.subscribed(f"{{{key_prefix}:default}}:cancels").wait(5)
+            assert web.cancel(job_id, result_ttl=TTL, now=T0)[0] is CancelResult.REQUESTED
+            assert got.wait(10)
+            mine = submit(worker)
+            claim_one(worker, T0)
+            got.clear()
+            assert worker.cancel(mine, result_ttl=TTL, now=T0)[0] is CancelResult.REQUESTED
+            assert got.wait(10)
+            # Its own cancel is told at once and its announcement skipped: once, not twice.
+            web.cancel(submit(web), result_ttl=TTL, now=T0)  # a queued job: nothing to tell
+            deadline = time.monotonic() + 0.3
+            while time.monotonic() < deadline and len(heard) < 3:
+                got.wait(0.05)  # allow-sleep: that no third call comes can only be seen by waiting
+            assert heard == [job_id, mine]
+        finally:
+            stop()
+            web.close()
+            worker.close()
+
+
+class TestClock:
+    def test_an_offset_is_applied_only_when_the_clocks_disagree(self) -> None:
+        ahead = ServerClock(lambda: divmod(int((time.time() + 100.0) * 1_000_000), 1_000_000))
+        assert 99.9 < ahead.now() - time.time() < 100.1
+        assert 99.9 < ahead.offset < 100.1
+        same = ServerClock(lambda: divmod(int(time.time() * 1_000_000), 1_000_000))
+        same.sync()
+        assert same.offset == 0.0, "clocks that agree within the reading's round trip are taken as one"
+
+    def test_the_store_reads_the_server_clock_once_a_minute(self, store: RedisStore, monkeypatch: Any) -> None:
+        reads: list[int] = []
+        original = store._clock._read_time
+        monkeypatch.setattr(store._clock, "_read_time", lambda: reads.append(1) or original())
+        for _ in range(20):
+            submit(store, now=None)  # type: ignore[arg-type]
+        assert len(reads) <= 1
+
+
+@pytest.fixture(scope="module")
+def private_redis() -> Iterator[str]:
+    """A redis-server of this module's own, so that its command counts are this module's alone."""
+    import shutil
+
+    from benchmarks._common import RedisServer
+
+    from ..conftest import REQUIRE_REDIS_ENV
+
+    if not shutil.which("redis-server"):
+        if os.environ.get(REQUIRE_REDIS_ENV):
+            pytest.fail(f"{REQUIRE_REDIS_ENV} is set but redis-server is not on PATH")
+        pytest.skip("needs redis-server on PATH")
+    server = RedisServer()
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def command_calls(client: Any) -> int:
+    """Every command the server ran so far, those run by scripts included (INFO commandstats)."""
+    stats = client.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k not in ("cmdstat_info",))
+
+
+class TestCommandsPerJob:
+    """The command budget per job (issue targets: enqueue at most 4, claim and complete at most 6)."""
+
+    def test_a_submit_costs_four_commands(self, private_redis: str) -> None:
+        client = redis.Redis.from_url(private_redis)
+        store = RedisStore(client, key_prefix="budget")
+        for _ in range(70):  # the first jobs of a name also wake a worker: a fifth command
+            submit(store, now=None)  # type: ignore[arg-type]
+        before = command_calls(client)
+        for _ in range(100):
+            submit(store, now=None)  # type: ignore[arg-type]
+        assert command_calls(client) - before == 4 * 100
+        client.flushall()
+
+    def test_a_claim_and_its_completion_cost_at_most_six_commands_a_job(self, private_redis: str) -> None:
+        client = redis.Redis.from_url(private_redis)
+        store = RedisStore(client, key_prefix="budget")
+        ids = [str(uuid.uuid4()) for _ in range(200)]
+        store.create_many([NewJob(job_id, "Work", JobPayload(body={"n": 1}), 3) for job_id in ids])
+        before = command_calls(client)
+        for _ in range(40):
+            claimed = store.claim(5, LEASE, worker_id="w")
+            assert len(claimed) == 5
+            done = store.complete_many([(c, "null") for c in claimed], result_ttl=TTL)
+            assert all(job is not None and job.status is JobStatus.COMPLETED for job in done)
+        per_job = (command_calls(client) - before) / 200
+        assert per_job <= 6, per_job
+        client.flushall()
