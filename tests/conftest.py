@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import uuid
 from collections.abc import Iterator
@@ -15,6 +16,8 @@ from flask_asyncendpoints import AsyncEndpoints, Job
 from flask_asyncendpoints.signals import job_finished
 from flask_asyncendpoints.stores import MemoryStore, Store
 from flask_asyncendpoints.worker import Worker
+
+from .redis_cluster import LocalCluster
 
 #: Set to a Redis URL (e.g. ``redis://127.0.0.1:6379/15``) to run the real-Redis tests.
 REDIS_URL_ENV = "ASYNCENDPOINTS_TEST_REDIS_URL"
@@ -60,9 +63,43 @@ def redis_url() -> str:
 
 
 def _delete_prefix(client: object, prefix: str) -> None:
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))  # type: ignore[attr-defined]
-    if keys:
-        client.delete(*keys)  # type: ignore[attr-defined]
+    """Delete every key of the Redis store with this prefix (on a cluster, node by node, key by key)."""
+    from flask_asyncendpoints.stores.redis.keys import scan_patterns
+
+    for pattern in [f"{prefix}:*", *scan_patterns(prefix)]:
+        keys = list(client.scan_iter(match=pattern, count=1000))  # type: ignore[attr-defined]
+        for key in keys:
+            client.delete(key)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalCluster]:
+    """A real Redis Cluster (3 masters, 3 replicas) on loopback ports for the whole session.
+
+    Skipped without ``redis-server`` and ``redis-cli`` on PATH, unless ``ASYNCENDPOINTS_REQUIRE_REDIS``
+    is set, which makes that a failure.
+    """
+    if not (shutil.which("redis-server") and shutil.which("redis-cli")):
+        if os.environ.get(REQUIRE_REDIS_ENV):
+            pytest.fail(f"{REQUIRE_REDIS_ENV} is set but redis-server or redis-cli is not on PATH")
+        pytest.skip("needs redis-server and redis-cli on PATH for a Redis Cluster")
+    cluster = LocalCluster()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster_client(redis_cluster: LocalCluster) -> Iterator[object]:
+    """A ``redis.cluster.RedisCluster`` client of the session's cluster."""
+    from flask_asyncendpoints.stores.redis.urls import connect
+
+    client, closers = connect(redis_cluster.url)
+    yield client
+    for close in closers:
+        close()
 
 
 @pytest.fixture
@@ -92,13 +129,16 @@ def make_store(kind: str, request: pytest.FixtureRequest, clock: FakeClock, key_
         return MemoryStore(clock=clock)
     from flask_asyncendpoints.stores.redis import RedisStore
 
-    client = request.getfixturevalue("fake_redis_client" if kind == "fakeredis" else "real_redis_client")
-    if kind == "redis":
+    fixture = {"fakeredis": "fake_redis_client", "redis": "real_redis_client", "cluster": "cluster_client"}[kind]
+    client = request.getfixturevalue(fixture)
+    if kind in ("redis", "cluster"):
         request.addfinalizer(lambda: _delete_prefix(client, key_prefix))
-    return RedisStore(client, key_prefix=key_prefix)
+    store = RedisStore(client, key_prefix=key_prefix)
+    request.addfinalizer(store.close)  # its subscriber thread, if it started one
+    return store
 
 
-STORE_KINDS = ["memory", "fakeredis", "redis"]
+STORE_KINDS = ["memory", "fakeredis", "redis", "cluster"]
 
 
 @pytest.fixture(params=STORE_KINDS)

@@ -17,7 +17,7 @@ from flask import Flask
 
 from ..config import Settings
 from ..errors import StoreError
-from ..jobs import Job, JobError
+from ..jobs import Job, JobError, JobStatus
 from ..signals import job_finished
 from ..stores import Store
 from .ledger import MAX_ERROR_BACKOFF, Attempt, Ledger, logger, send_signal
@@ -224,7 +224,7 @@ class Results:
             logger.warning(
                 "job %s (%s): this attempt no longer holds the job, so its failure is not recorded", job.id, job.name
             )
-        elif failed.status.is_final:
+        elif failed.status is JobStatus.FAILED:  # a cancel requested meanwhile makes it Canceled instead
             logger.error("job %s (%s) failed for good: %s: %s", job.id, job.name, error.code, error.message)
         return failed
 
