@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from ..errors import AsyncEndpointsError
 from ..jobs import DEFAULT_QUEUE, AttemptRecord, ClaimedJob, Job, JobError, JobPayload, JobStatus, LogRecord
-from .monitoring import Monitoring, not_implemented
+from .monitoring import Monitoring
 
 #: Error code written on a job whose worker stopped renewing its lease and that has no retries left.
 LEASE_EXPIRED_CODE = "LEASEEXPIRED"
@@ -347,14 +347,15 @@ class Store(Monitoring, abc.ABC):
 
     # -- history and logs ----------------------------------------------------------------------------
 
+    @abc.abstractmethod
     def attempts(self, job_id: str) -> list[AttemptRecord]:
         """The job's last attempts, oldest first: one record per attempt that ended (completed,
         failed, canceled, released or recovered), at most the store's ``history_limit``.
 
         :returns: the records; ``[]`` for an unknown job or one that never ran.
         """
-        raise not_implemented(self, "attempts")
 
+    @abc.abstractmethod
     def append_logs(
         self, job_id: str, token: str, records: Sequence[LogRecord], *, max_lines: int, max_bytes: int
     ) -> bool:
@@ -367,14 +368,14 @@ class Store(Monitoring, abc.ABC):
         :param records: the lines, oldest first.
         :returns: ``False`` when ``token`` no longer holds the lease; nothing is stored then.
         """
-        raise not_implemented(self, "append_logs")
 
+    @abc.abstractmethod
     def logs(self, job_id: str) -> list[LogRecord]:
         """The job's execution log, oldest first; ``[]`` for an unknown job."""
-        raise not_implemented(self, "logs")
 
     # -- recurring jobs ------------------------------------------------------------------------------
 
+    @abc.abstractmethod
     def claim_occurrence(self, schedule: str, at: float, *, now: float | None = None) -> bool:
         """Claim one occurrence of a recurring schedule, so that it is enqueued once across every process.
 
@@ -387,11 +388,10 @@ class Store(Monitoring, abc.ABC):
         :param at: the occurrence (epoch seconds).
         :param now: the current time (epoch seconds).
         """
-        raise not_implemented(self, "claim_occurrence")
 
+    @abc.abstractmethod
     def occurrences(self) -> Mapping[str, float]:
         """The last claimed occurrence of each schedule (epoch seconds)."""
-        raise not_implemented(self, "occurrences")
 
     # -- upkeep and operators ------------------------------------------------------------------------
 
@@ -410,13 +410,13 @@ class Store(Monitoring, abc.ABC):
         :returns: the queued job, or ``None`` when there is no such job or it is not ``Failed``.
         """
 
+    @abc.abstractmethod
     def delete(self, job_id: str, *, now: float | None = None) -> bool:
         """Delete a finished job, with its history and logs, at once (for operators).
 
         :returns: ``True`` when it was deleted; ``False`` when there is no such job or it is not
             finished (nothing changes).
         """
-        raise not_implemented(self, "delete")
 
     @abc.abstractmethod
     def purge_finished(self, older_than: float, *, now: float | None = None) -> int:

@@ -8,6 +8,7 @@ change, and lists are read from an index per status, so a page costs O(log n + p
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -116,31 +117,24 @@ class WorkerInfo:
     heartbeat_at: datetime
 
 
-def not_implemented(store: object, method: str) -> NotImplementedError:
-    return NotImplementedError(
-        f"{type(store).__name__} does not implement Store.{method}() of the store contract yet; "
-        "every built-in store will, and a custom store must to pass the contract suite "
-        "(flask_asyncendpoints.testing.contract)."
-    )
-
-
-class Monitoring:
+class Monitoring(abc.ABC):
     """Reads for monitoring, and the registry of worker processes. Mixed into the store interface."""
 
+    @abc.abstractmethod
     def queue_stats(self, *, now: float | None = None) -> list[QueueStats]:
         """Every queue that has or had jobs, sorted by name.
 
         :param now: the current time (epoch seconds) for telling which scheduled jobs are due.
         """
-        raise not_implemented(self, "queue_stats")
 
+    @abc.abstractmethod
     def counts_by_name(self) -> Mapping[str, Mapping[JobStatus, int]]:
         """How many stored jobs of each job name are in each status (every status present per name).
 
         Names with no stored jobs left may be present with zeros.
         """
-        raise not_implemented(self, "counts_by_name")
 
+    @abc.abstractmethod
     def list_jobs(
         self,
         status: JobStatus,
@@ -168,23 +162,23 @@ class Monitoring:
         :raises ValueError: for a cursor this store did not hand out for this status, or a
             ``limit`` below 1.
         """
-        raise not_implemented(self, "list_jobs")
 
+    @abc.abstractmethod
     def running_jobs(self, *, limit: int = 100) -> list[RunningJob]:
         """Jobs in progress, with their worker and lease, newest start first.
 
         :param limit: the most jobs answered.
         """
-        raise not_implemented(self, "running_jobs")
 
+    @abc.abstractmethod
     def throughput(self, *, now: float | None = None) -> Throughput:
         """Jobs that ended ``Completed`` and ``Failed``, per minute over the last hour and per hour
         over the last day. Counted as jobs finish; older buckets expire.
 
         :param now: the current time (epoch seconds): its minute is the last point.
         """
-        raise not_implemented(self, "throughput")
 
+    @abc.abstractmethod
     def register_worker(self, info: WorkerInfo, *, ttl: float, now: float | None = None) -> None:
         """Register a worker process, or renew its registration (its heartbeat): call again before
         ``ttl`` runs out. The store stamps ``heartbeat_at`` with ``now`` (its clock when ``None``).
@@ -192,15 +186,14 @@ class Monitoring:
         :param info: the worker; registering the same ``id`` again replaces what was stored.
         :param ttl: seconds after this heartbeat until the worker counts as gone.
         """
-        raise not_implemented(self, "register_worker")
 
+    @abc.abstractmethod
     def unregister_worker(self, worker_id: str) -> None:
         """Forget a worker at once (it stops). Nothing happens for an unknown id."""
-        raise not_implemented(self, "unregister_worker")
 
+    @abc.abstractmethod
     def workers(self, *, now: float | None = None) -> list[WorkerInfo]:
         """The workers whose last heartbeat is at most their ``ttl`` ago, sorted by id.
 
         :param now: the current time (epoch seconds).
         """
-        raise not_implemented(self, "workers")
