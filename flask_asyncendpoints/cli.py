@@ -149,6 +149,23 @@ def worker(concurrency: int | None, burst: bool, health_file: str | None, log_le
         Path(health_file).unlink(missing_ok=True)
 
 
+@cli.command("openapi")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="Write it to this file.")
+@with_appcontext
+def openapi(output: str | None) -> None:
+    """Print the app's OpenAPI document (JSON): its async endpoints and job routes."""
+    from .views.openapi import openapi_spec
+
+    app: Any = current_app._get_current_object()  # type: ignore[attr-defined]
+    with _store_errors_reported():
+        document = openapi_spec(app, _state()).to_dict()
+    text = json.dumps(document, indent=2, ensure_ascii=False)
+    if output is None:
+        click.echo(text)
+    else:
+        Path(output).write_text(text + "\n", encoding="utf-8")
+
+
 #: A worker whose maintenance thread has not looped for this long is reported unhealthy (seconds).
 HEALTHY_WITHIN = 60.0
 

@@ -55,6 +55,10 @@ class AppState:
         self.retry_after = max(1, math.ceil(settings.poll_interval))
         #: ``url_for`` the job route, with a placeholder id, by script root (see ``views.jobs.job_location``).
         self.location_templates: dict[str, str] = {}
+        #: The blueprint of the job routes, its URL prefix, and the job details endpoint (set by ``views.register``).
+        self.blueprint_name = "asyncendpoints"
+        self.url_prefix = ""
+        self.job_endpoint = "asyncendpoints.job"
 
     def max_retries_of(self, spec: HandlerSpec) -> int:
         """The handler's retries, else ``ASYNCENDPOINTS_DEFAULT_MAX_RETRIES``."""
