@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import math
 import os
+import signal
 import threading
 import weakref
 from collections.abc import Iterable
@@ -22,7 +23,7 @@ from .handlers import HandlerSpec
 from .jobs import Job, JobPayload
 from .registry import Registry
 from .stores import MemoryStore, Store
-from .worker import Worker
+from .worker import Worker, logger
 
 #: Where the state lives in ``app.extensions``.
 EXTENSION_KEY = "asyncendpoints"
@@ -138,6 +139,32 @@ class AppState:
 
 
 def _shutdown_at_exit(ref: weakref.ReferenceType[Worker]) -> None:
+    """Shut the worker down as the interpreter exits (``flask run`` stopped by Ctrl+C, a script ending).
+
+    Under Werkzeug's reloader (``flask run --debug``) the serving process is restarted on every code
+    change, so it gives its jobs back at once instead of waiting for them. Elsewhere it says what
+    it waits for, and a second Ctrl+C gives every job back at once.
+    """
     worker = ref()
-    if worker is not None and worker.pid == os.getpid():
+    if worker is None or worker.pid != os.getpid():
+        return
+    if os.environ.get("WERKZEUG_RUN_MAIN") == "true":
+        worker.shutdown(timeout=0)
+        return
+    try:
+        # In the try: a Ctrl+C pressed as soon as the message shows may land while it is still written.
+        running = worker.running_jobs
+        if running:
+            logger.warning(
+                "flask-asyncendpoints: waiting up to %g s for %d running job(s) to finish "
+                "(ASYNCENDPOINTS_SHUTDOWN_TIMEOUT); press Ctrl+C again to stop now and give them back to the queue",
+                worker.settings.shutdown_timeout,
+                running,
+            )
         worker.shutdown()
+    except KeyboardInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            # The process is going: a third Ctrl+C must not cut the release short with a traceback.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        released = worker.release_now()
+        logger.warning("flask-asyncendpoints: stopped at once; %d unfinished job(s) given back to the queue", released)
