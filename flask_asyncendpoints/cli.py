@@ -43,7 +43,8 @@ def _store_errors_reported() -> Iterator[None]:
     try:
         yield
     except AsyncEndpointsError as exc:
-        raise click.ClickException(str(exc)) from exc
+        # One line, as click prints it ("Error: …"): a store's message may span several.
+        raise click.ClickException(" ".join(str(exc).split()) or type(exc).__name__) from exc
 
 
 @click.group("asyncendpoints")
@@ -108,7 +109,13 @@ def purge(older_than: float) -> None:
     type=click.Path(dir_okay=False, writable=True),
     help="Touch this file every few seconds while the worker is alive (for a container health check).",
 )
-@click.option("--log-level", default="INFO", show_default=True, help="Level of the job start/finish log lines.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+    help="Level of the worker's log lines: INFO logs each finished attempt, DEBUG each start too.",
+)
 @with_appcontext
 def worker(concurrency: int | None, burst: bool, health_file: str | None, log_level: str) -> None:
     """Run jobs in this process until SIGINT or SIGTERM (or, with --burst, until none is due).
@@ -117,6 +124,11 @@ def worker(concurrency: int | None, burst: bool, health_file: str | None, log_le
     and re-queues the jobs this process claimed but did not finish.
     """
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with _store_errors_reported():
+        _run_worker(concurrency, burst, health_file)
+
+
+def _run_worker(concurrency: int | None, burst: bool, health_file: str | None) -> None:
     app: Any = current_app._get_current_object()  # type: ignore[attr-defined]
     state = _state()
     if concurrency is not None:
