@@ -49,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "OPENAPI_URL": None,
     "OPENAPI_TITLE": None,  # None: app.name
     "OPENAPI_VERSION": "1.0.0",
+    "IMMEDIATE": False,
 }
 
 
@@ -83,6 +84,7 @@ class Settings:
     openapi_url: str | None
     openapi_title: str | None
     openapi_version: str
+    immediate: bool = False
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], *, debug: bool = False) -> Settings:
@@ -129,6 +131,7 @@ class Settings:
             openapi_url=reader.text("OPENAPI_URL") if config.get(PREFIX + "OPENAPI_URL") is not None else None,
             openapi_title=reader.text("OPENAPI_TITLE") if config.get(PREFIX + "OPENAPI_TITLE") is not None else None,
             openapi_version=reader.text("OPENAPI_VERSION"),
+            immediate=reader.flag("IMMEDIATE"),
         )
 
 

@@ -109,6 +109,10 @@ class AsyncEndpoints:
             app.before_request(state.before_request)
         self._apps.add(app)
 
+    @staticmethod
+    def _app(app: Flask | None) -> Flask:
+        return app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]
+
     def _state(self, app: Flask | None = None) -> AppState:
         app = app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]
         state = app_state(app)
@@ -415,6 +419,9 @@ class AsyncEndpoints:
         )
         if job.name != job_name:
             raise JobIdConflict(f"The job id {job.id} already names a {job.name!r} job; use a new id.")
+        if state.settings.immediate:
+            state.run_immediately(self._app(app))
+            job = state.store.get(job.id) or job
         return job
 
     def submit_many(
@@ -450,7 +457,11 @@ class AsyncEndpoints:
             [(str(uuid.uuid4()), job_name, JobPayload(body=body, owner=owner), max_retries) for body in bodies],
             max_pending=state.settings.max_pending_jobs,
         )
-        return [outcome[0] if outcome is not None else None for outcome in created]
+        jobs = [outcome[0] if outcome is not None else None for outcome in created]
+        if state.settings.immediate:
+            state.run_immediately(self._app(app))
+            jobs = [(state.store.get(job.id) or job) if job is not None else None for job in jobs]
+        return jobs
 
     def get_job(self, job_id: str | uuid.UUID, *, app: Flask | None = None) -> Job | None:
         """The job with this id (any spelling of the UUID), or ``None``."""

@@ -32,6 +32,10 @@ EXTENSION_KEY = "asyncendpoints"
 NOT_INITIALIZED = "flask-asyncendpoints is not initialized on this app. Did you forget to call init_app()?"
 
 
+#: Batches one immediate-mode submit runs at most (a handler that submits a job each run would never end).
+IMMEDIATE_MAX_BATCHES = 1000
+
+
 def app_state(app: Flask) -> AppState | None:
     """The app's state, or ``None`` when the extension is not bound to it."""
     state = app.extensions.get(EXTENSION_KEY)
@@ -106,6 +110,14 @@ class AppState:
             max_retries=self.max_retries_of(spec),
             max_pending=settings.max_pending_jobs,
         )
+
+    def run_immediately(self, app: Flask) -> None:
+        """``ASYNCENDPOINTS_IMMEDIATE``: run every due job now, in the calling thread (tests)."""
+        worker = self.get_worker(app)
+        for _ in range(IMMEDIATE_MAX_BATCHES):
+            if worker.run_once() == 0:
+                return
+        current_app.logger.warning("ASYNCENDPOINTS_IMMEDIATE: jobs keep coming; the rest is left queued")
 
     def get_worker(self, app: Flask) -> Worker:
         """This process's worker for the app (a new one after a fork)."""

@@ -109,6 +109,9 @@ def _submit(state: AppState, route: RouteSpec, route_params: dict[str, Any]) -> 
         ) from exc
     if not created:
         return _existing_job(job, route.job_name, state)
+    if state.settings.immediate:
+        state.run_immediately(current_app._get_current_object())  # type: ignore[attr-defined]
+        job = state.store.get(job.id) or job
     return hooked(state, "submitted", job, job_response(job, 202, state, location=True))
 
 
