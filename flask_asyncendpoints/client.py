@@ -97,11 +97,11 @@ class Conflict(HTTPError):
 
 class ServiceUnavailable(HTTPError):
     """``503``: too many pending jobs, or the server's job store is down; try again after
-    :attr:`retry_after` seconds."""
+    ``retry_after`` seconds."""
 
 
 class JobFailedError(ClientError):
-    """The job ended ``Failed``; :attr:`job` has its ``error``.
+    """The job ended ``Failed``; ``job`` has its ``error``.
 
     :ivar job: the finished :class:`RemoteJob`.
     """

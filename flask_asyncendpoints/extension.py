@@ -266,7 +266,7 @@ class AsyncEndpoints:
     def authorize(self, func: F) -> F:
         """Register ``func(job, action) -> bool`` to decide who may ``"read"`` or ``"cancel"`` a job.
 
-        It runs in the request, so it can look at :data:`flask.request` and :data:`flask.g`; it
+        It runs in the request, so it can look at :obj:`flask.request` and :data:`flask.g`; it
         replaces the owner check of :meth:`owner`. A ``False`` answers ``404``.
         """
         self._registry.authorize_func = func
@@ -399,7 +399,7 @@ class AsyncEndpoints:
         :param owner: bind the job to this owner key (see :meth:`owner`).
         :param app: the app (default: the current app).
         :returns: the stored job record.
-        :raises marshmallow.ValidationError: when the body fails the request schema.
+        :raises ~marshmallow.exceptions.ValidationError: when the body fails the request schema.
         :raises ~flask_asyncendpoints.stores.PendingLimitReached: at ``ASYNCENDPOINTS_MAX_PENDING_JOBS``.
         :raises ~flask_asyncendpoints.errors.JobIdConflict: when ``job_id`` names a job of another handler.
         :raises ~flask_asyncendpoints.errors.StoreError: when the store cannot be reached.
@@ -443,7 +443,7 @@ class AsyncEndpoints:
         :param app: the app (default: the current app).
         :returns: the stored jobs in order; ``None`` for a job refused at
             ``ASYNCENDPOINTS_MAX_PENDING_JOBS`` (nothing is stored for it).
-        :raises marshmallow.ValidationError: when a body fails the request schema.
+        :raises ~marshmallow.exceptions.ValidationError: when a body fails the request schema.
         :raises ~flask_asyncendpoints.errors.StoreError: when the store cannot be reached.
         """
         state = self._state(app)
@@ -512,7 +512,7 @@ class AsyncEndpoints:
         return self._state(app).start_worker(app)
 
     def shutdown(self, app: Flask | None = None, *, timeout: float | None = None) -> None:
-        """Stop the app's worker in this process (see :meth:`Worker.shutdown`)."""
+        """Stop the app's worker in this process (see :meth:`Worker.shutdown <flask_asyncendpoints.worker.Worker.shutdown>`)."""
         state = self._state(app)
         worker = state.worker
         if worker is not None and worker.pid == os.getpid():
