@@ -72,6 +72,8 @@ def format_value(value: float, unit: str) -> str:
         return "nan"
     if unit in ("ms", "x"):
         return f"{value:.3f}"
+    if unit == "calls":
+        return f"{value:.1f}"
     if unit in ("jobs/s", "req/s", "bytes", "count"):
         return f"{value:.0f}"
     return f"{value:g}"
@@ -364,6 +366,16 @@ class RedisTarget:
                 batch.clear()
         if batch:
             self.client.unlink(*batch)
+
+    def clean_all_of(self, prefixes: Sequence[str]) -> None:
+        """Delete the keys starting with any of ``prefixes`` (on a server of the benchmark's own, everything)."""
+        if self.owned:
+            self.client.flushall()
+            return
+        for prefix in prefixes:
+            keys = list(self.client.scan_iter(match=f"{prefix}*", count=1000))
+            for start in range(0, len(keys), 1000):
+                self.client.unlink(*keys[start : start + 1000])
 
     def close(self) -> None:
         self.client.close()

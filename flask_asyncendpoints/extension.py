@@ -17,9 +17,10 @@ from flask import Blueprint, Flask, current_app
 from marshmallow import Schema
 
 from .config import Settings, set_defaults
+from .encoding import surrogate_in
 from .errors import ConfigurationError, JobIdConflict
 from .handlers import Handler, HandlerSpec
-from .jobs import Job, JobPayload, parse_job_id
+from .jobs import Job, parse_job_id
 from .registry import AuthorizeFunc, OwnerFunc, Registry, ResponseHook, RouteSpec, Validator, ViewDecorator
 from .state import EXTENSION_KEY, NOT_INITIALIZED, AppState, app_state
 from .stores import CancelResult, Store, create_store
@@ -149,6 +150,10 @@ class AsyncEndpoints:
         """
         if not isinstance(name, str) or not name:
             raise ConfigurationError("A handler needs a non-empty job name, e.g. @ae.handler('ProcessData').")
+        if surrogate_in(name) is not None:
+            raise ConfigurationError(
+                f"The job name {name!a} holds a lone UTF-16 surrogate; give it a name of valid text."
+            )
         if max_retries is not None and (isinstance(max_retries, bool) or max_retries < 0):
             raise ConfigurationError(f"max_retries must be a whole number ≥ 0, not {max_retries!r}.")
         if timeout is not None and not timeout > 0:
@@ -399,6 +404,8 @@ class AsyncEndpoints:
         :param owner: bind the job to this owner key (see :meth:`owner`).
         :param app: the app (default: the current app).
         :returns: the stored job record.
+        :raises ~flask_asyncendpoints.errors.InvalidPayload: when the body, a header or a parameter
+            cannot be stored as UTF-8 JSON (a lone surrogate, NaN, a value that is not JSON).
         :raises ~marshmallow.exceptions.ValidationError: when the body fails the request schema.
         :raises ~flask_asyncendpoints.stores.PendingLimitReached: at ``ASYNCENDPOINTS_MAX_PENDING_JOBS``.
         :raises ~flask_asyncendpoints.errors.JobIdConflict: when ``job_id`` names a job of another handler.
@@ -406,16 +413,19 @@ class AsyncEndpoints:
         """
         state = self._state(app)
         spec = self.get_handler(job_name)
+        checked = state.build_payload(
+            body,
+            (headers or {}).items(),
+            dict(route_params or {}),
+            {k: list(v) for k, v in (query_params or {}).items()},
+            owner,
+        )
         if spec.request_schema is not None:
             spec.request_schema.load(body)
-        job, _ = state.create_job(
+        job, _ = state.store_job(
             spec,
-            body=body,
-            headers=(headers or {}).items(),
-            route_params=dict(route_params or {}),
-            query_params={k: list(v) for k, v in (query_params or {}).items()},
-            owner=owner,
-            job_id=str(uuid.UUID(str(job_id))) if job_id is not None else str(uuid.uuid4()),
+            str(uuid.UUID(str(job_id))) if job_id is not None else str(uuid.uuid4()),
+            checked.payload,
         )
         if job.name != job_name:
             raise JobIdConflict(f"The job id {job.id} already names a {job.name!r} job; use a new id.")
@@ -443,18 +453,19 @@ class AsyncEndpoints:
         :param app: the app (default: the current app).
         :returns: the stored jobs in order; ``None`` for a job refused at
             ``ASYNCENDPOINTS_MAX_PENDING_JOBS`` (nothing is stored for it).
+        :raises ~flask_asyncendpoints.errors.InvalidPayload: when a body cannot be stored as UTF-8 JSON.
         :raises ~marshmallow.exceptions.ValidationError: when a body fails the request schema.
         :raises ~flask_asyncendpoints.errors.StoreError: when the store cannot be reached.
         """
         state = self._state(app)
         spec = self.get_handler(job_name)
-        bodies = list(bodies)
+        payloads = [state.build_payload(body, (), {}, {}, owner).payload for body in bodies]
         if spec.request_schema is not None:
-            for body in bodies:
-                spec.request_schema.load(body)
+            for payload in payloads:
+                spec.request_schema.load(payload.body)
         max_retries = state.max_retries_of(spec)
         created = state.store.create_many(
-            [(str(uuid.uuid4()), job_name, JobPayload(body=body, owner=owner), max_retries) for body in bodies],
+            [(str(uuid.uuid4()), job_name, payload, max_retries) for payload in payloads],
             max_pending=state.settings.max_pending_jobs,
         )
         jobs = [outcome[0] if outcome is not None else None for outcome in created]
@@ -512,7 +523,7 @@ class AsyncEndpoints:
         return self._state(app).start_worker(app)
 
     def shutdown(self, app: Flask | None = None, *, timeout: float | None = None) -> None:
-        """Stop the app's worker in this process (see :meth:`Worker.shutdown <flask_asyncendpoints.worker.Worker.shutdown>`)."""
+        """Stop the app's worker in this process (see :meth:`~flask_asyncendpoints.worker.Worker.shutdown`)."""
         state = self._state(app)
         worker = state.worker
         if worker is not None and worker.pid == os.getpid():

@@ -14,11 +14,13 @@ import signal
 import threading
 import weakref
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from flask import Flask, current_app, request
 
 from .config import Settings
+from .encoding import SURROGATE, NotJSONError, json_bytes, surrogate_in
+from .errors import InvalidPayload
 from .handlers import HandlerSpec
 from .jobs import Job, JobPayload
 from .registry import Registry
@@ -34,6 +36,16 @@ NOT_INITIALIZED = "flask-asyncendpoints is not initialized on this app. Did you 
 
 #: Batches one immediate-mode submit runs at most (a handler that submits a job each run would never end).
 IMMEDIATE_MAX_BATCHES = 1000
+
+
+class CheckedPayload(NamedTuple):
+    """A job's request as it will be stored, with its size as stored."""
+
+    payload: JobPayload
+    #: The body as stored (UTF-8 JSON), in bytes; 0 for no body.
+    body_bytes: int
+    #: The stored headers, route and query parameters and owner key (UTF-8 JSON), in bytes.
+    context_bytes: int
 
 
 def app_state(app: Flask) -> AppState | None:
@@ -69,6 +81,68 @@ class AppState:
         """The handler's retries, else ``ASYNCENDPOINTS_DEFAULT_MAX_RETRIES``."""
         return spec.max_retries if spec.max_retries is not None else self.settings.default_max_retries
 
+    def build_payload(
+        self,
+        body: Any,
+        headers: Iterable[tuple[str, str]],
+        route_params: dict[str, Any],
+        query_params: dict[str, list[str]],
+        owner: str | None,
+    ) -> CheckedPayload:
+        """The payload a job is stored with, checked (the one place both the HTTP submit and the Python API build it).
+
+        The redacted headers are dropped here, so no caller can store them. Everything is checked to
+        be storable as UTF-8 JSON here, before any store sees it: a lone surrogate that Python's
+        ``json`` reads from ``"\\ud800"`` would otherwise fail in one store's encoder and be kept by
+        another, to fail every answer that shows it.
+
+        :param body: the request body as sent (JSON data), not yet validated.
+        :param headers: the request headers, redacted ones included.
+        :param route_params: the URL rule's variables, as JSON.
+        :param query_params: the query string, every value of each name.
+        :param owner: the owner key the job is bound to, or ``None``.
+        :returns: the payload and its size as stored.
+        :raises ~flask_asyncendpoints.errors.InvalidPayload: naming the first part that cannot be stored.
+        """
+        redact = self.settings.redact_headers
+        kept = tuple((k, v) for k, v in headers if k.lower() not in redact)
+        payload = JobPayload(
+            body=body,
+            headers=kept,
+            route_params=route_params,
+            query_params=query_params,
+            owner=owner,
+        )
+        try:
+            body_bytes = json_bytes(body, "body") if body is not None else 0
+            context_bytes = (
+                _headers_bytes(kept)
+                + json_bytes(route_params, "route_params")
+                + json_bytes(query_params, "query_params")
+                + (json_bytes(owner, "the owner key") if owner is not None else 0)
+            )
+        except NotJSONError as exc:
+            raise InvalidPayload(f"The request cannot be stored as UTF-8 JSON: {exc}.", exc.kind) from None
+        return CheckedPayload(payload, body_bytes, context_bytes)
+
+    def store_job(self, spec: HandlerSpec, job_id: str, payload: JobPayload) -> tuple[Job, bool]:
+        """Store a new job for ``spec`` with a payload from :meth:`build_payload`.
+
+        :param spec: the handler the job is for.
+        :param job_id: the new job's id (normalized); an existing job with it is returned instead.
+        :param payload: what the handler will be called with.
+        :returns: the job, and whether it was created (``False``: ``job_id`` named an existing job).
+        :raises ~flask_asyncendpoints.stores.PendingLimitReached: at ``ASYNCENDPOINTS_MAX_PENDING_JOBS``.
+        :raises ~flask_asyncendpoints.errors.StoreError: when the store cannot be reached.
+        """
+        return self.store.create(
+            job_id,
+            spec.name,
+            payload,
+            max_retries=self.max_retries_of(spec),
+            max_pending=self.settings.max_pending_jobs,
+        )
+
     def create_job(
         self,
         spec: HandlerSpec,
@@ -79,37 +153,14 @@ class AppState:
         query_params: dict[str, list[str]],
         owner: str | None,
     ) -> tuple[Job, bool]:
-        """Store a new job for ``spec`` (the one way both the HTTP submit and the Python API do).
+        """:meth:`build_payload`, then :meth:`store_job`.
 
-        The redacted headers are dropped here, so no caller can store them.
-
-        :param spec: the handler the job is for.
-        :param job_id: the new job's id (normalized); an existing job with it is returned instead.
-        :param body: the request body as sent (JSON data), already validated.
-        :param headers: the request headers, redacted ones included.
-        :param route_params: the URL rule's variables, as JSON.
-        :param query_params: the query string, every value of each name.
-        :param owner: the owner key the job is bound to, or ``None``.
-        :returns: the job, and whether it was created (``False``: ``job_id`` named an existing job).
+        :raises ~flask_asyncendpoints.errors.InvalidPayload: when the request cannot be stored as UTF-8 JSON.
         :raises ~flask_asyncendpoints.stores.PendingLimitReached: at ``ASYNCENDPOINTS_MAX_PENDING_JOBS``.
         :raises ~flask_asyncendpoints.errors.StoreError: when the store cannot be reached.
         """
-        settings = self.settings
-        redact = settings.redact_headers
-        payload = JobPayload(
-            body=body,
-            headers=tuple((k, v) for k, v in headers if k.lower() not in redact),
-            route_params=route_params,
-            query_params=query_params,
-            owner=owner,
-        )
-        return self.store.create(
-            job_id,
-            spec.name,
-            payload,
-            max_retries=self.max_retries_of(spec),
-            max_pending=settings.max_pending_jobs,
-        )
+        checked = self.build_payload(body, headers, route_params, query_params, owner)
+        return self.store_job(spec, job_id, checked.payload)
 
     def run_immediately(self, app: Flask) -> None:
         """``ASYNCENDPOINTS_IMMEDIATE``: run every due job now, in the calling thread (tests)."""
@@ -180,3 +231,13 @@ def _shutdown_at_exit(ref: weakref.ReferenceType[Worker]) -> None:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         released = worker.release_now()
         logger.warning("flask-asyncendpoints: stopped at once; %d unfinished job(s) given back to the queue", released)
+
+
+def _headers_bytes(headers: tuple[tuple[str, str], ...]) -> int:
+    """The headers' size as stored (a JSON list of ``[name, value]`` pairs); each one named when it cannot be."""
+    for name, value in headers:
+        for part in (name, value):
+            bad = surrogate_in(part) if isinstance(part, str) else None
+            if bad is not None:
+                raise NotJSONError(f"the header {name!a} holds a lone UTF-16 surrogate ({bad!a})", SURROGATE)
+    return json_bytes([list(pair) for pair in headers], "headers")

@@ -322,9 +322,23 @@ def _submit_operation(
         "202": _job("Accepted: the new job (or, for a repeated request id, that job while it runs).", location=True),
         "200": _job("A repeated request id whose job has finished: that job; nothing new is created.", location=True),
         "400": _problem(
-            "A request id that is not a UUID"
-            + (", a missing or malformed JSON body, or a body that is not an object" if route.takes_body(spec) else "")
+            "A request id that is not a UUID, a header or parameter that cannot be stored as UTF-8 JSON"
+            + (
+                ", a missing, cut-off or malformed JSON body, or a body that is not an object"
+                if route.takes_body(spec)
+                else ""
+            )
             + (", or refused by the endpoint's validator." if route.validator is not None else ".")
+        ),
+        "413": _problem(
+            "What would be stored with the job is too large: its headers, route and query parameters over "
+            f"ASYNCENDPOINTS_MAX_CONTEXT_BYTES ({state.settings.max_context_bytes} bytes)"
+            + (
+                f", or the body (with them) over ASYNCENDPOINTS_MAX_PAYLOAD_BYTES ({state.settings.max_payload_bytes} "
+                "bytes)."
+                if route.takes_body(spec)
+                else "."
+            )
         ),
         "409": _problem("The request id already names a job of another endpoint, or one this caller may not read."),
         "503": _problem(
@@ -357,9 +371,6 @@ def _submit_operation(
         if spec.request_schema is not None:
             body_schema = _ref(names[type(spec.request_schema)])
         operation["requestBody"] = {"required": True, "content": {JSON_MIMETYPE: {"schema": body_schema}}}
-        responses["413"] = _problem(
-            f"The body is larger than ASYNCENDPOINTS_MAX_PAYLOAD_BYTES ({state.settings.max_payload_bytes} bytes)."
-        )
         responses["415"] = _problem("The body is not sent as JSON (Content-Type), or not in UTF-8.")
         if spec.request_schema is not None:
             responses["422"] = _problem("The body failed validation; 'errors' has the messages for each field.")

@@ -150,9 +150,9 @@ class Worker:
         deadline = time.monotonic() + timeout
         try:
             self.store.wake()  # the thread waiting for work, if any
-        except StoreError:
+        except StoreError as exc:
             # It notices the stop within a poll interval anyway; the release below must still be tried.
-            logger.warning("could not wake the worker's waiting thread at shutdown", exc_info=True)
+            ledger.health.failed(exc, "waking the thread waiting for work at shutdown")
         self._maintenance.join(timeout)
         # Claimed-ahead jobs can no longer start (pool threads check the stop flag under this lock),
         # so they go back now: another process starts them at once, not after the running jobs end.
@@ -167,7 +167,6 @@ class Worker:
         # The maintenance thread has stopped: renew leases here while running jobs finish,
         # or a job running past its lease would be recovered and run again elsewhere meanwhile.
         renew_every = min(self.settings.claim_timeout / 3, self.settings.poll_interval)
-        renew_failed = False
         while True:
             with room:
                 if not any(a.started is not None and not a.abandoned for a in ledger.attempts.values()):
@@ -178,10 +177,8 @@ class Worker:
                 room.wait(min(remaining, renew_every))
             try:
                 self.renew_leases()
-            except StoreError:
-                if not renew_failed:
-                    logger.warning("could not renew leases at shutdown; still trying", exc_info=True)
-                renew_failed = True
+            except StoreError as exc:
+                ledger.health.failed(exc, "renewing leases at shutdown")
         with room:
             leftovers = list(ledger.attempts.values())
             ledger.attempts.clear()

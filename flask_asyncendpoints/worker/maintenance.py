@@ -90,9 +90,9 @@ class Maintenance:
                     next_recovery = now + settings.recovery_interval
                 backoff = 0.0
                 stopping.wait(max(0.0, min(next_renew, next_recovery) - time.monotonic()))
-            except StoreError:
+            except StoreError as exc:
                 backoff = min(max(backoff * 2, settings.poll_interval), MAX_ERROR_BACKOFF)
-                logger.warning("job store unavailable; retrying in %.1f s", backoff, exc_info=True)
+                self._ledger.health.failed(exc, "renewing leases and recovering jobs")
                 stopping.wait(backoff)
             except Exception:
                 logger.exception("unexpected error in the worker's maintenance thread; it carries on")
@@ -107,6 +107,7 @@ class Maintenance:
             return
         leases = [(a.job.id, a.claimed.token) for a in attempts]
         states = self.store.renew(leases, self.settings.claim_timeout, now=now)
+        ledger.health.answered()
         for attempt in attempts:
             state = states.get(attempt.job.id, LeaseState.LOST)
             if state is LeaseState.CANCEL_REQUESTED:
@@ -135,7 +136,7 @@ class Maintenance:
         for attempt in late:
             timeout = self._timeout_of(attempt.job)
             logger.error(
-                "job %s (%s) ran past its %.0f s timeout; failing the attempt (its thread cannot be stopped)",
+                "job %s (%s) ran past its %g s timeout; failing the attempt (its thread cannot be stopped)",
                 attempt.job.id,
                 attempt.job.name,
                 timeout,
@@ -165,6 +166,7 @@ class Maintenance:
             self.store.purge(now=now)
             return []
         recovered = self.store.recover(result_ttl=self.settings.result_ttl, now=now)
+        self._ledger.health.answered()
         for job in recovered:
             logger.warning("recovered job %s (%s) after its lease expired: now %s", job.id, job.name, job.status.value)
         self.store.purge(now=now)

@@ -96,6 +96,15 @@ def hold(ctx: JobContext) -> dict[str, Any]:
     return {"pid": os.getpid(), "run": run}
 
 
+@ae.handler("Flaky", max_retries=3)
+def flaky(ctx: JobContext) -> dict[str, Any]:
+    """Fails the attempts listed in ``{"fail": [1, 2]}`` (chosen at random by the test), else succeeds."""
+    run = _record_run(ctx)
+    if ctx.attempt in (ctx.request or {}).get("fail", ()):
+        raise ValueError(f"attempt {ctx.attempt} fails, as the test chose")
+    return {"pid": os.getpid(), "run": run}
+
+
 ae.route("/work", "Work", body=True)
 ae.route("/hold", "Hold", body=True)
 
