@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +18,8 @@ from flask.cli import with_appcontext
 from .errors import AsyncEndpointsError
 from .jobs import JobStatus, parse_job_id
 from .state import NOT_INITIALIZED, AppState, app_state
+from .stores import MemoryStore
+from .supervisor import HEALTHY_WITHIN, Supervisor, WorkerCommand, child_command, child_info, serve
 
 
 def _state() -> AppState:
@@ -101,7 +101,14 @@ def purge(older_than: float) -> None:
     click.echo(f"deleted {deleted} finished job(s)")
 
 
-@cli.command("worker")
+@cli.command("worker", cls=WorkerCommand)
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes, each with --concurrency threads, under a supervisor that restarts any that dies.",
+)
 @click.option("--concurrency", type=click.IntRange(min=1), help="Worker threads (default: MAX_CONCURRENCY).")
 @click.option("--burst", is_flag=True, help="Run jobs until none is due, then exit.")
 @click.option(
@@ -117,20 +124,25 @@ def purge(older_than: float) -> None:
     help="Level of the worker's log lines: INFO logs each finished attempt, DEBUG each start too.",
 )
 @with_appcontext
-def worker(concurrency: int | None, burst: bool, health_file: str | None, log_level: str) -> None:
+def worker(processes: int, concurrency: int | None, burst: bool, health_file: str | None, log_level: str) -> None:
     """Run jobs in this process until SIGINT or SIGTERM (or, with --burst, until none is due).
 
     SIGINT or SIGTERM stops claiming, lets running jobs finish up to ASYNCENDPOINTS_SHUTDOWN_TIMEOUT
-    and re-queues the jobs this process claimed but did not finish.
+    and re-queues the jobs this process claimed but did not finish; a second SIGINT re-queues the
+    running jobs at once. With --processes N, this process supervises N worker processes instead.
     """
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with _store_errors_reported():
-        _run_worker(concurrency, burst, health_file)
+        _run_worker(processes, concurrency, burst, health_file)
 
 
-def _run_worker(concurrency: int | None, burst: bool, health_file: str | None) -> None:
+def _run_worker(processes: int, concurrency: int | None, burst: bool, health_file: str | None) -> None:
     app: Any = current_app._get_current_object()  # type: ignore[attr-defined]
     state = _state()
+    child = child_info()
+    if processes > 1 and child is None:
+        _supervise(state, processes, burst, health_file)
+        return
     if concurrency is not None:
         state.settings = replace(state.settings, max_concurrency=concurrency)
     runner = state.get_worker(app)
@@ -142,23 +154,23 @@ def _run_worker(concurrency: int | None, burst: bool, health_file: str | None) -
         runner.shutdown()
         click.echo(f"ran {runner.executed} job(s)")
         return
-    stop = threading.Event()
+    serve(runner, lambda: state.start_worker(app), health_file=health_file, child=child)
 
-    def on_signal(signum: int, frame: Any) -> None:
-        stop.set()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    state.start_worker(app)
-    click.echo(f"worker {runner.worker_id} running {runner.settings.max_concurrency} thread(s); Ctrl+C to stop")
-    beat = max(1.0, min(5.0, runner.settings.poll_interval))
-    while not stop.wait(beat):
-        if health_file is not None and time.time() - runner.heartbeat < HEALTHY_WITHIN:
-            Path(health_file).touch()
-    click.echo("stopping: waiting for running jobs")
-    runner.shutdown()
-    if health_file is not None:
-        Path(health_file).unlink(missing_ok=True)
+def _supervise(state: AppState, processes: int, burst: bool, health_file: str | None) -> None:
+    """Run ``processes`` worker processes, each this command again, until a signal stops them."""
+    if burst:
+        raise click.UsageError("--burst runs in one process: drop --processes, or --burst.")
+    if isinstance(state.store, MemoryStore):
+        raise click.UsageError(
+            "--processes needs a store the processes share: with the memory store each process would see "
+            "only its own jobs. Set ASYNCENDPOINTS_STORE to a Redis URL."
+        )
+    ctx = click.get_current_context()
+    supervisor = Supervisor(
+        child_command(ctx), processes, shutdown_timeout=state.settings.shutdown_timeout, health_file=health_file
+    )
+    ctx.exit(supervisor.run())
 
 
 @cli.command("openapi")
@@ -176,10 +188,6 @@ def openapi(output: str | None) -> None:
         click.echo(text)
     else:
         Path(output).write_text(text + "\n", encoding="utf-8")
-
-
-#: A worker whose maintenance thread has not looped for this long is reported unhealthy (seconds).
-HEALTHY_WITHIN = 60.0
 
 
 @cli.command("health")

@@ -71,6 +71,13 @@ def test_drain_in_process_with_a_batch_size(redis_args: list[str], capsys: pytes
     assert report["params"]["batch_size"] == 10
 
 
+def test_drain_by_several_worker_processes(redis_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    report = run(drain.main, ["--store", "redis", "--jobs", "60", "--processes", "2", *redis_args], capsys)
+    assert figures(report)["drain.redis"] > 0
+    assert report["params"]["processes"] == 2
+    assert any("worker --processes 2" in note for note in report["notes"])
+
+
 def test_enqueue(redis_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     values = figures(run(enqueue.main, ["--jobs", "50", "--threads", "1,2", "--many", "20", *redis_args], capsys))
     assert set(values) == {f"enqueue.{store}.threads_{n}" for store in ("memory", "redis") for n in (1, 2)} | {

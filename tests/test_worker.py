@@ -383,6 +383,9 @@ class TestThreadedWorker:
 
         stopper = threading.Thread(target=worker.shutdown, kwargs={"timeout": 10})
         stopper.start()
+        # The running job may finish only once the shutdown has begun: finishing earlier, its
+        # thread would start the next claimed job, which then completes too instead of going back.
+        assert worker._ledger.stopping.wait(10)
         proceed.set()
         stopper.join()
 

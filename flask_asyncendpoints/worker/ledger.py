@@ -136,6 +136,8 @@ class Ledger:
         #: Slots the claim under way may fill.
         self.reserved = 0
         self.stopping = threading.Event()
+        #: Set to cut a shutdown's wait for running jobs short: they are given back at once.
+        self.hurry = False
         #: Set while no job is due and none is held here (for ``--burst``).
         self.idle = threading.Event()
         self.watching_idle = False

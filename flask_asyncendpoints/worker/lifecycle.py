@@ -172,7 +172,7 @@ class Worker:
                 if not any(a.started is not None and not a.abandoned for a in ledger.attempts.values()):
                     break
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or ledger.hurry:
                     break
                 room.wait(min(remaining, renew_every))
             try:
@@ -202,6 +202,17 @@ class Worker:
             ledger.attempts.clear()
             ledger.buffer.clear()
         return self._results.release(held)
+
+    def stop_waiting(self) -> None:
+        """Cut a graceful :meth:`shutdown` short: it stops waiting for running jobs and gives them back now.
+
+        Called from another thread while :meth:`shutdown` waits (``worker`` does on a second
+        ``SIGINT``), or before it. The handlers still running keep their threads until they return;
+        their late results are discarded, as after ``SHUTDOWN_TIMEOUT``.
+        """
+        with self._ledger.room:
+            self._ledger.hurry = True
+            self._ledger.room.notify_all()
 
     # -- without threads, and the maintenance steps one at a time ---------------------------------
 
