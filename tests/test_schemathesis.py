@@ -1,8 +1,8 @@
 """A schemathesis run, every check, against the example app's served OpenAPI document.
 
 The app is served for real (werkzeug's ``make_server`` in a thread, worker threads running the jobs)
-and schemathesis runs as its command line does, every phase and every check, bounded in examples
-and in time. A failure prints schemathesis's report, which has a ``curl`` line for each case.
+and schemathesis runs as its command line does, every phase and every check but one (see below),
+bounded in examples and in time. A failure prints schemathesis's report, which has a ``curl`` line for each case.
 """
 
 from __future__ import annotations
@@ -52,6 +52,11 @@ def test_schemathesis_finds_nothing(served: str, tmp_path: Path) -> None:
         f"{served}/openapi.json",
         "--checks",
         "all",
+        # The one check left out, on purpose: use_after_free expects a resource a DELETE answered
+        # 2xx for to be gone (404) afterwards. Here DELETE is the job's cancel (the HTTP contract):
+        # the job stays readable, Canceled, until ASYNCENDPOINTS_RESULT_TTL, and the document says so.
+        "--exclude-checks",
+        "use_after_free",
         "--max-examples",
         str(MAX_EXAMPLES),
         "--max-time",
