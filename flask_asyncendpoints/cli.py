@@ -43,7 +43,8 @@ def _store_errors_reported() -> Iterator[None]:
     try:
         yield
     except AsyncEndpointsError as exc:
-        raise click.ClickException(str(exc)) from exc
+        # One line, as click prints it ("Error: …"): a store's message may span several.
+        raise click.ClickException(" ".join(str(exc).split()) or type(exc).__name__) from exc
 
 
 @click.group("asyncendpoints")
@@ -115,7 +116,13 @@ def purge(older_than: float) -> None:
     type=click.Path(dir_okay=False, writable=True),
     help="Touch this file every few seconds while the worker is alive (for a container health check).",
 )
-@click.option("--log-level", default="INFO", show_default=True, help="Level of the job start/finish log lines.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+    help="Level of the worker's log lines: INFO logs each finished attempt, DEBUG each start too.",
+)
 @with_appcontext
 def worker(processes: int, concurrency: int | None, burst: bool, health_file: str | None, log_level: str) -> None:
     """Run jobs in this process until SIGINT or SIGTERM (or, with --burst, until none is due).
@@ -125,6 +132,11 @@ def worker(processes: int, concurrency: int | None, burst: bool, health_file: st
     running jobs at once. With --processes N, this process supervises N worker processes instead.
     """
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with _store_errors_reported():
+        _run_worker(processes, concurrency, burst, health_file)
+
+
+def _run_worker(processes: int, concurrency: int | None, burst: bool, health_file: str | None) -> None:
     app: Any = current_app._get_current_object()  # type: ignore[attr-defined]
     state = _state()
     child = child_info()
@@ -159,6 +171,23 @@ def _supervise(state: AppState, processes: int, burst: bool, health_file: str | 
         child_command(ctx), processes, shutdown_timeout=state.settings.shutdown_timeout, health_file=health_file
     )
     ctx.exit(supervisor.run())
+
+
+@cli.command("openapi")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="Write it to this file.")
+@with_appcontext
+def openapi(output: str | None) -> None:
+    """Print the app's OpenAPI document (JSON): its async endpoints and job routes."""
+    from .views.openapi import openapi_spec
+
+    app: Any = current_app._get_current_object()  # type: ignore[attr-defined]
+    with _store_errors_reported():
+        document = openapi_spec(app, _state()).to_dict()
+    text = json.dumps(document, indent=2, ensure_ascii=False)
+    if output is None:
+        click.echo(text)
+    else:
+        Path(output).write_text(text + "\n", encoding="utf-8")
 
 
 @cli.command("health")

@@ -48,6 +48,9 @@ DEFAULTS: dict[str, Any] = {
     "JOB_DETAILS_URL": "/jobs/<uuid:job_id>",
     "LONG_POLL_MAX": 30.0,
     "OPENAPI_URL": None,
+    "OPENAPI_TITLE": None,  # None: app.name
+    "OPENAPI_VERSION": "1.0.0",
+    "IMMEDIATE": False,
 }
 
 
@@ -81,6 +84,9 @@ class Settings:
     job_details_url: str
     long_poll_max: float
     openapi_url: str | None
+    openapi_title: str | None
+    openapi_version: str
+    immediate: bool = False
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], *, debug: bool = False) -> Settings:
@@ -126,6 +132,9 @@ class Settings:
             job_details_url=reader.text("JOB_DETAILS_URL"),
             long_poll_max=reader.number("LONG_POLL_MAX", minimum=0),
             openapi_url=reader.text("OPENAPI_URL") if config.get(PREFIX + "OPENAPI_URL") is not None else None,
+            openapi_title=reader.text("OPENAPI_TITLE") if config.get(PREFIX + "OPENAPI_TITLE") is not None else None,
+            openapi_version=reader.text("OPENAPI_VERSION"),
+            immediate=reader.flag("IMMEDIATE"),
         )
 
 

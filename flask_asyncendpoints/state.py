@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import math
 import os
+import signal
 import threading
 import weakref
 from collections.abc import Iterable
@@ -24,13 +25,17 @@ from .handlers import HandlerSpec
 from .jobs import Job, JobPayload
 from .registry import Registry
 from .stores import MemoryStore, Store
-from .worker import Worker
+from .worker import Worker, logger
 
 #: Where the state lives in ``app.extensions``.
 EXTENSION_KEY = "asyncendpoints"
 
 #: The error for an app without the extension, wherever it is noticed.
 NOT_INITIALIZED = "flask-asyncendpoints is not initialized on this app. Did you forget to call init_app()?"
+
+
+#: Batches one immediate-mode submit runs at most (a handler that submits a job each run would never end).
+IMMEDIATE_MAX_BATCHES = 1000
 
 
 class CheckedPayload(NamedTuple):
@@ -67,6 +72,10 @@ class AppState:
         self.retry_after = max(1, math.ceil(settings.poll_interval))
         #: ``url_for`` the job route, with a placeholder id, by script root (see ``views.jobs.job_location``).
         self.location_templates: dict[str, str] = {}
+        #: The blueprint of the job routes, its URL prefix, and the job details endpoint (set by ``views.register``).
+        self.blueprint_name = "asyncendpoints"
+        self.url_prefix = ""
+        self.job_endpoint = "asyncendpoints.job"
 
     def max_retries_of(self, spec: HandlerSpec) -> int:
         """The handler's retries, else ``ASYNCENDPOINTS_DEFAULT_MAX_RETRIES``."""
@@ -153,6 +162,14 @@ class AppState:
         checked = self.build_payload(body, headers, route_params, query_params, owner)
         return self.store_job(spec, job_id, checked.payload)
 
+    def run_immediately(self, app: Flask) -> None:
+        """``ASYNCENDPOINTS_IMMEDIATE``: run every due job now, in the calling thread (tests)."""
+        worker = self.get_worker(app)
+        for _ in range(IMMEDIATE_MAX_BATCHES):
+            if worker.run_once() == 0:
+                return
+        current_app.logger.warning("ASYNCENDPOINTS_IMMEDIATE: jobs keep coming; the rest is left queued")
+
     def get_worker(self, app: Flask) -> Worker:
         """This process's worker for the app (a new one after a fork)."""
         with self.lock:
@@ -185,9 +202,35 @@ class AppState:
 
 
 def _shutdown_at_exit(ref: weakref.ReferenceType[Worker]) -> None:
+    """Shut the worker down as the interpreter exits (``flask run`` stopped by Ctrl+C, a script ending).
+
+    Under Werkzeug's reloader (``flask run --debug``) the serving process is restarted on every code
+    change, so it gives its jobs back at once instead of waiting for them. Elsewhere it says what
+    it waits for, and a second Ctrl+C gives every job back at once.
+    """
     worker = ref()
-    if worker is not None and worker.pid == os.getpid():
+    if worker is None or worker.pid != os.getpid():
+        return
+    if os.environ.get("WERKZEUG_RUN_MAIN") == "true":
+        worker.shutdown(timeout=0)
+        return
+    try:
+        # In the try: a Ctrl+C pressed as soon as the message shows may land while it is still written.
+        running = worker.running_jobs
+        if running:
+            logger.warning(
+                "flask-asyncendpoints: waiting up to %g s for %d running job(s) to finish "
+                "(ASYNCENDPOINTS_SHUTDOWN_TIMEOUT); press Ctrl+C again to stop now and give them back to the queue",
+                worker.settings.shutdown_timeout,
+                running,
+            )
         worker.shutdown()
+    except KeyboardInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            # The process is going: a third Ctrl+C must not cut the release short with a traceback.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        released = worker.release_now()
+        logger.warning("flask-asyncendpoints: stopped at once; %d unfinished job(s) given back to the queue", released)
 
 
 def _headers_bytes(headers: tuple[tuple[str, str], ...]) -> int:

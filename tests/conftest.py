@@ -15,6 +15,7 @@ from flask.testing import FlaskClient
 from flask_asyncendpoints import AsyncEndpoints, Job
 from flask_asyncendpoints.signals import job_finished
 from flask_asyncendpoints.stores import MemoryStore, Store
+from flask_asyncendpoints.testing.helpers import FrozenClock
 from flask_asyncendpoints.worker import Worker
 
 from .redis_cluster import LocalCluster
@@ -28,18 +29,11 @@ REQUIRE_REDIS_ENV = "ASYNCENDPOINTS_REQUIRE_REDIS"
 T0 = 1_767_225_600.0
 
 
-class FakeClock:
-    """A clock that only moves when told to."""
+#: The library's own test clock (a clock that only moves when told to), as users get it.
+FakeClock = FrozenClock
 
-    def __init__(self, start: float = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> float:
-        self.now += seconds
-        return self.now
+#: Users' tests run the documented examples through pytester (tests/test_testing_helpers.py).
+pytest_plugins = ["pytester"]
 
 
 @pytest.fixture

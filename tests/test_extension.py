@@ -257,7 +257,8 @@ class TestRegistrationDetails:
         ae.route("/b", "Echo", methods=["PUT"])
         app = make_app()
         ae.init_app(app)
-        assert [r.endpoint for r in ae.routes] == ["asyncendpoints.Echo", "asyncendpoints.Echo_2"]
+        assert [r.endpoint for r in ae.routes] == ["Echo", "Echo_2"]
+        assert {"asyncendpoints.Echo", "asyncendpoints.Echo_2"} <= set(app.view_functions)
         assert app.test_client().post("/a").status_code == 202
         assert app.test_client().put("/b").status_code == 202
 

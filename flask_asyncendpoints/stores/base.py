@@ -98,8 +98,9 @@ class Store(Monitoring, abc.ABC):
 
     Besides the lifecycle below, a store keeps each job's attempt history (its last
     ``history_limit`` attempts, a constructor keyword of every built-in store) and, when the worker
-    sends them, its log lines; both go when the job goes. The monitoring reads come from
-    :class:`~flask_asyncendpoints.stores.monitoring.Monitoring`.
+    sends them, its log lines; both go when the job goes. The monitoring reads
+    (:meth:`queue_stats`, :meth:`list_jobs`, :meth:`throughput`, the worker registry, ...) are part
+    of it too, defined in :mod:`flask_asyncendpoints.stores.monitoring`.
     """
 
     #: Whether :meth:`complete_many` saves enough (round trips) that the worker should hand its
@@ -230,7 +231,7 @@ class Store(Monitoring, abc.ABC):
         """Finish an attempt with a result: the job becomes ``Completed`` and its error is cleared.
 
         A job with a cancel requested becomes ``Canceled`` instead, and the result is not stored
-        (the cancel rule, see :mod:`~flask_asyncendpoints.stores.base`).
+        (the cancel rule, see :class:`~flask_asyncendpoints.stores.Store`).
 
         :param result_json: the result, already serialized as JSON text.
         :param result_ttl: seconds until the finished job is purged (``None``: keep it).
@@ -309,7 +310,7 @@ class Store(Monitoring, abc.ABC):
         """Cancel a job: ``Queued``/``Scheduled`` ones at once, running ones by request.
 
         A running job's cancel is a request: the job will end ``Canceled`` however its attempt
-        ends (the cancel rule), and :meth:`watch_cancels` callbacks hear of it.
+        ends (the cancel rule), and :meth:`~flask_asyncendpoints.stores.Store.watch_cancels` callbacks hear of it.
 
         :param result_ttl: seconds until the canceled job is purged (``None``: keep it); for a
             running job, when it ends.

@@ -1,6 +1,6 @@
 """The monitoring surface of the store interface: reads for dashboards, the CLI and metrics.
 
-:class:`Monitoring` is the part of :class:`~flask_asyncendpoints.stores.Store` that answers what is
+These methods are the part of :class:`~flask_asyncendpoints.stores.Store` that answers what is
 queued, running and finished, how fast jobs finish, and which worker processes are alive. None of it
 is on the hot path of a job, but none of it scans every stored job either: counts are kept as jobs
 change, and lists are read from an index per status, so a page costs O(log n + page).
@@ -15,11 +15,12 @@ from datetime import datetime
 
 from ..jobs import Job, JobStatus
 
-#: The default and the largest page of :meth:`Monitoring.list_jobs`.
+#: The default and the largest page of :meth:`Store.list_jobs <flask_asyncendpoints.stores.Store.list_jobs>`.
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 
-#: How many per-minute and per-hour buckets :meth:`Monitoring.throughput` answers.
+#: How many per-minute and per-hour buckets
+#: :meth:`Store.throughput <flask_asyncendpoints.stores.Store.throughput>` answers.
 THROUGHPUT_MINUTES = 60
 THROUGHPUT_HOURS = 24
 
@@ -44,7 +45,7 @@ class QueueStats:
 
 @dataclass(frozen=True)
 class JobPage:
-    """One page of :meth:`Monitoring.list_jobs`.
+    """One page of :meth:`Store.list_jobs <flask_asyncendpoints.stores.Store.list_jobs>`.
 
     :ivar jobs: the jobs of the page, in the list's order.
     :ivar cursor: opaque text to pass back as ``cursor`` for the next page; ``None`` when there is none.
@@ -105,7 +106,7 @@ class WorkerInfo:
     :ivar concurrency: how many jobs it runs at once.
     :ivar started_at: when it started.
     :ivar heartbeat_at: when it last said it is alive. The store sets this from its own clock
-        (or the ``now`` given) on each :meth:`~Monitoring.register_worker`.
+        (or the ``now`` given) on each :meth:`~flask_asyncendpoints.stores.Store.register_worker`.
     """
 
     id: str
@@ -157,8 +158,8 @@ class Monitoring(abc.ABC):
         :param name: only jobs of this job name. Read by walking the status's index past the
             jobs of other names, so a rare name in a long list costs more than a page.
         :param cursor: the ``cursor`` of the previous page; ``None`` for the first page.
-        :param limit: the most jobs on the page, at least 1; more than :data:`MAX_PAGE_SIZE` is
-            read as :data:`MAX_PAGE_SIZE`.
+        :param limit: the most jobs on the page, at least 1; more than
+            :data:`~flask_asyncendpoints.stores.monitoring.MAX_PAGE_SIZE` is read as that.
         :raises ValueError: for a cursor this store did not hand out for this status, or a
             ``limit`` below 1.
         """

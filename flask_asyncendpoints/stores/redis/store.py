@@ -112,8 +112,8 @@ def _sequence_arg() -> str:
 class RedisStore(RedisMonitoring, Store):
     """Jobs in Redis, shared by every process and machine using the same server (or cluster) and key prefix.
 
-    Cancel requests reach :meth:`watch_cancels` callbacks in every process within milliseconds, over
-    pub/sub (sharded pub/sub on Redis Cluster).
+    Cancel requests reach :meth:`~flask_asyncendpoints.stores.Store.watch_cancels` callbacks in every
+    process within milliseconds, over pub/sub (sharded pub/sub on Redis Cluster).
 
     :param client: a ``redis.Redis`` client, or a ``redis.cluster.RedisCluster`` one (``decode_responses``
         either way). The store does not close a client it was given.
@@ -677,7 +677,7 @@ class RedisStore(RedisMonitoring, Store):
         """See :meth:`Store.cancel <flask_asyncendpoints.stores.base.Store.cancel>`.
 
         A cancel request for a running job is published on its queue's ``cancels`` channel, which the
-        :meth:`watch_cancels` of every process hears.
+        :meth:`~flask_asyncendpoints.stores.Store.watch_cancels` of every process hears.
         """
         args = [self._now(now), job_id, script_arg(result_ttl), self._origin]
         keys = self._default
