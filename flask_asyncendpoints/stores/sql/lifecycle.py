@@ -1,0 +1,289 @@
+"""The transactions that create jobs and hand them to workers: create, claim, renew, progress.
+
+Each public method runs inside one :class:`~.txn.Tx` and returns what the store answers. How
+attempts end lives in :mod:`.endings`.
+
+A claim first moves ``Scheduled`` jobs that have come due into the ready set (at most
+:data:`PROMOTE_BATCH` per claim, skipping rows other transactions hold), then takes from each queue's
+ready set in claim order with ``FOR UPDATE SKIP LOCKED``: concurrent claims pass each other by
+instead of queueing, and each row goes to one of them. Both steps walk an index from its start, so
+a claim costs the same with a thousand jobs queued or a million.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from ...jobs import PENDING_STATUSES, ClaimedJob, Job, JobStatus
+from ..base import LeaseState, NewJob
+from . import codec, rows
+from .codec import job_columns, job_from_row
+from .dialects import INSERT_CHUNK
+from .rows import Tally
+from .schema import NAME_LENGTH, Tables
+from .txn import Retry, Tx
+
+#: Due ``Scheduled`` jobs one claim moves into the ready set at most; the next claim takes the rest.
+PROMOTE_BATCH = 500
+
+
+def _check_name(value: str, what: str, longest: int = NAME_LENGTH) -> str:
+    if not isinstance(value, str) or not value or len(value) > longest:
+        raise ValueError(f"a {what} must be text of 1 to {longest} characters, not {value!r}")
+    return value
+
+
+class Lifecycle:
+    """Creating, claiming and renewing jobs.
+
+    :param tables: the store's tables.
+    """
+
+    def __init__(self, tables: Tables) -> None:
+        self.tables = tables
+        self.job_columns = job_columns(tables)
+        #: Queues known to have their row in the queues table (rows are never deleted).
+        self.known_queues: set[str] = set()
+
+    # -- creating ------------------------------------------------------------------------------------
+
+    def new_row(self, new: NewJob, now: float) -> dict[str, Any]:
+        """The row of a job about to be created."""
+        due = now if new.due is None else rows.check_time(float(new.due), "due")
+        status = JobStatus.QUEUED if due <= now else JobStatus.SCHEDULED
+        rank = rows.rank_of(int(new.priority))
+        place = rows.queued(new.queue, rank, now) if status is JobStatus.QUEUED else rows.scheduled(new.queue, due, now)
+        return {
+            "id": _check_name(new.id, "job id", 64),
+            "name": _check_name(new.name, "job name"),
+            "queue": _check_name(new.queue, "queue name"),
+            "priority": int(new.priority),
+            "rank": rank,
+            "status": status.value,
+            "retry_count": 0,
+            "max_retries": int(new.max_retries),
+            "created_at": now,
+            "last_updated_at": now,
+            "retry_delay_until": due if status is JobStatus.SCHEDULED else None,
+            "cancel_requested": False,
+            "payload": codec.encode_payload(new.payload),
+            **place,
+        }
+
+    def _new_job(self, row: dict[str, Any]) -> Job:
+        created = codec.stamp(row["created_at"])
+        return Job.new(
+            row["id"],
+            row["name"],
+            max_retries=row["max_retries"],
+            # As it reads back: JSON turns tuples into lists, and so on.
+            payload=codec.decode_payload(row["payload"]),
+            created_at=created,
+            queue=row["queue"],
+            priority=row["priority"],
+            due_at=codec.optional_stamp(row["retry_delay_until"]),
+        )
+
+    def get(self, tx: Tx, job_id: str) -> Job | None:
+        found = tx.execute(select(*self.job_columns).where(self.tables.jobs.c.id == job_id)).mappings().first()
+        return None if found is None else job_from_row(found)
+
+    def create(self, tx: Tx, new: NewJob, max_pending: int | None) -> tuple[Job, bool] | None:
+        """Create one job; ``None`` when refused at ``max_pending``."""
+        if max_pending is not None:
+            existing = self.get(tx, new.id)
+            if existing is not None:
+                return existing, False
+            if self._pending(tx, new.queue) >= max_pending:
+                return None
+        row = self.new_row(new, tx.now)
+        if not tx.dialect.insert_new(tx.execute, self.tables.jobs, "id", row):
+            existing = self.get(tx, new.id)
+            if existing is None:  # deleted again in between: start over
+                raise Retry()
+            return existing, False
+        self._created(tx, [row])
+        return self._new_job(row), True
+
+    def create_many(self, tx: Tx, jobs: Sequence[NewJob], max_pending: int | None) -> list[tuple[Job, bool] | None]:
+        """Create several jobs, judging ``max_pending`` for each in turn."""
+        table = self.tables.jobs
+        ids = list(dict.fromkeys(new.id for new in jobs))
+        existing: dict[str, Job] = {}
+        for start in range(0, len(ids), INSERT_CHUNK):
+            query = select(*self.job_columns).where(table.c.id.in_(ids[start : start + INSERT_CHUNK]))
+            existing.update((row["id"], job_from_row(row)) for row in tx.execute(query).mappings())
+        pending: dict[str, int] = {}
+        answers: list[tuple[Job, bool] | None] = []
+        fresh: list[dict[str, Any]] = []
+        now = tx.now
+        for new in jobs:
+            if new.id in existing:
+                answers.append((existing[new.id], False))
+                continue
+            if max_pending is not None:
+                if new.queue not in pending:
+                    pending[new.queue] = self._pending(tx, new.queue)
+                if pending[new.queue] >= max_pending:
+                    answers.append(None)
+                    continue
+                pending[new.queue] += 1
+            row = self.new_row(new, now)
+            job = self._new_job(row)
+            existing[new.id] = job
+            fresh.append(row)
+            answers.append((job, True))
+        if fresh:
+            try:
+                for start in range(0, len(fresh), INSERT_CHUNK):
+                    tx.execute(table.insert(), fresh[start : start + INSERT_CHUNK])
+            except IntegrityError:
+                raise Retry() from None  # another transaction created one of these ids meanwhile
+            self._created(tx, fresh)
+        return answers
+
+    def _created(self, tx: Tx, new_rows: list[dict[str, Any]]) -> None:
+        tally = Tally()
+        for row in new_rows:
+            tally.move(row["queue"], row["name"], None, JobStatus(row["status"]))
+            if row["ready_queue"] is not None:
+                tx.woken.add(row["queue"])
+        tally.write(tx, self.tables)
+        self._ensure_queues(tx, {row["queue"] for row in new_rows})
+
+    def _ensure_queues(self, tx: Tx, queues: set[str]) -> None:
+        missing = sorted(queues - self.known_queues)
+        if missing:
+            tx.execute(tx.dialect.insert_missing(self.tables.queues), [{"name": name} for name in missing])
+            # Known for good once committed (queue rows are never deleted).
+            tx.on_commit(lambda: self.known_queues.update(missing))
+
+    def _pending(self, tx: Tx, queue: str) -> int:
+        """The queue's pending jobs, with the queue's row locked: two creates at the limit cannot both
+        see the last free place."""
+        self._ensure_queues(tx, {queue})
+        queues = self.tables.queues
+        tx.execute(tx.dialect.lock(select(queues.c.name).where(queues.c.name == queue)))
+        counts = self.tables.counts
+        query = select(func.coalesce(func.sum(counts.c.n), 0)).where(
+            counts.c.queue == queue, counts.c.status.in_(rows.statuses(PENDING_STATUSES))
+        )
+        return int(tx.execute(query).scalar_one())
+
+    # -- claiming ------------------------------------------------------------------------------------
+
+    def promote(self, tx: Tx) -> None:
+        """Move ``Scheduled`` jobs that have come due (in any queue) into the ready set."""
+        jobs = self.tables.jobs
+        c = jobs.c
+        due = (
+            select(c.seq)
+            .where(c.status == JobStatus.SCHEDULED.value, c.sort_rank == 0, c.sort_time <= tx.now)
+            .order_by(c.sort_rank, c.sort_time, c.seq)
+            .limit(PROMOTE_BATCH)
+        )
+        seqs = list(tx.execute(tx.dialect.lock(due, skip_locked=True)).scalars())
+        if seqs:
+            tx.execute(update(jobs).where(c.seq.in_(seqs)).values(ready_queue=c.queue, sort_rank=rows.PROMOTED))
+
+    def claim(
+        self, tx: Tx, limit: int, lease_seconds: float, queues: Sequence[str], worker_id: str
+    ) -> list[ClaimedJob]:
+        jobs = self.tables.jobs
+        c = jobs.c
+        self.promote(tx)
+        now = tx.now
+        taken: list[Any] = []
+        for queue in dict.fromkeys(queues):
+            need = limit - len(taken)
+            if need <= 0:
+                break
+            query = (
+                select(c.seq, *self.job_columns)
+                .where(c.ready_queue == queue)
+                .order_by(c.ready_queue, c.rank, c.sort_time, c.seq)
+                .limit(need)
+            )
+            taken.extend(tx.execute(tx.dialect.lock(query, skip_locked=True)).mappings())
+        if not taken:
+            return []
+        token = uuid.uuid4().hex
+        lease_until = now + lease_seconds
+        tx.execute(
+            update(jobs)
+            .where(c.seq.in_([row["seq"] for row in taken]))
+            .values(
+                status=JobStatus.IN_PROGRESS.value,
+                started_at=now,
+                last_updated_at=now,
+                retry_delay_until=None,
+                progress=None,
+                cancel_requested=False,
+                cancel_ttl=None,
+                token=token,
+                worker_id=_check_name(worker_id, "worker id") if worker_id else None,
+                **rows.running(now, lease_until),
+            )
+        )
+        tally = Tally()
+        started = codec.stamp(now)
+        claimed = []
+        for row in taken:
+            tally.move(row["queue"], row["name"], JobStatus(row["status"]), JobStatus.IN_PROGRESS)
+            job = job_from_row(row).replace(
+                status=JobStatus.IN_PROGRESS,
+                started_at=started,
+                last_updated_at=started,
+                retry_delay_until=None,
+                progress=None,
+                cancel_requested=False,
+            )
+            claimed.append(ClaimedJob(job, token))
+        tally.write(tx, self.tables)
+        return claimed
+
+    def next_due(self, tx: Tx, queues: Sequence[str]) -> float | None:
+        """Seconds (by the database's clock) until a job of ``queues`` may be due: 0 when one is
+        ready, ``None`` when no job is waiting at all."""
+        c = self.tables.jobs.c
+        ready = select(c.seq).where(c.ready_queue.in_(list(queues))).limit(1)
+        if tx.execute(ready).first() is not None:
+            return 0.0
+        # Any queue's: waking early for another queue's job costs a claim that finds nothing.
+        first = select(func.min(c.sort_time)).where(c.status == JobStatus.SCHEDULED.value, c.sort_rank == 0)
+        due = tx.execute(first).scalar()
+        return None if due is None else max(0.0, float(due) - tx.now)
+
+    # -- running -------------------------------------------------------------------------------------
+
+    def renew(self, tx: Tx, leases: Sequence[tuple[str, str]], lease_seconds: float) -> dict[str, LeaseState]:
+        jobs = self.tables.jobs
+        c = jobs.c
+        wanted = dict(leases)
+        now = tx.now
+        query = select(c.seq, c.id, c.token, c.status, c.deadline, c.cancel_requested).where(c.id.in_(list(wanted)))
+        states = dict.fromkeys(wanted, LeaseState.LOST)
+        renewed = []
+        for row in tx.execute(tx.dialect.lock(query)).mappings():
+            held = row["status"] == JobStatus.IN_PROGRESS.value and row["token"] == wanted[row["id"]]
+            if held and row["deadline"] is not None and row["deadline"] >= now:
+                renewed.append(row["seq"])
+                states[row["id"]] = LeaseState.CANCEL_REQUESTED if row["cancel_requested"] else LeaseState.HELD
+        if renewed:
+            tx.execute(update(jobs).where(c.seq.in_(renewed)).values(deadline=now + lease_seconds))
+        return states
+
+    def set_progress(self, tx: Tx, job_id: str, token: str, fraction: float, message: str | None) -> bool:
+        c = self.tables.jobs.c
+        now = tx.now
+        changed = tx.execute(
+            update(self.tables.jobs)
+            .where(c.id == job_id, c.token == token, c.status == JobStatus.IN_PROGRESS.value)
+            .values(progress=codec.encode_progress(fraction, message, now), last_updated_at=now)
+        )
+        return bool(changed.rowcount)
