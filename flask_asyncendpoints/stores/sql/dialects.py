@@ -7,12 +7,11 @@ Everything else the store says is portable SQLAlchemy Core.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, Table, text
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.sql.dml import Insert
 
 from .engines import MYSQL, POSTGRESQL, SQLITE
 
@@ -23,6 +22,9 @@ _CLOCKS = {
     POSTGRESQL: text("SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)"),
     MYSQL: text("SELECT TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) / 1000000.0"),
 }
+
+#: A SELECT statement, whatever its columns (a lock or a hint keeps them).
+Q = TypeVar("Q", bound="Select[Any]")
 
 #: MySQL's error number for a duplicate key.
 _MYSQL_DUPLICATE_KEY = 1062
@@ -52,11 +54,23 @@ class Dialect:
         server is this machine: its clock is :func:`time.time`."""
         return _CLOCKS.get(self.family)
 
-    def lock(self, query: Select[Any], *, skip_locked: bool = False) -> Select[Any]:
+    def lock(self, query: Q, *, skip_locked: bool = False) -> Q:
         """``query … FOR UPDATE`` (``SKIP LOCKED`` when asked) where rows can be locked."""
         if not self.row_locks:
             return query
         return query.with_for_update(skip_locked=skip_locked)
+
+    def walk(self, query: Q, table: Table, index: str) -> Q:
+        """``query`` made to read ``table`` through ``index``.
+
+        MariaDB and MySQL often read a whole table and sort it rather than walk an index to the
+        ``LIMIT`` when most rows match the ``WHERE`` (a queue that is all ready, say), which would make
+        a claim cost O(n log n); the others choose the index on their own.
+        """
+        if self.family != MYSQL:
+            return query
+        hint = f"FORCE INDEX ({index})"
+        return query.with_hint(table, hint, dialect_name="mysql").with_hint(table, hint, dialect_name="mariadb")
 
     def insert_new(self, tx_execute: Any, table: Table, key: str, row: Mapping[str, Any]) -> bool:
         """Insert ``row`` unless a row with the same ``key`` exists; whether it was inserted.
@@ -77,15 +91,15 @@ class Dialect:
         statement: Any = self._insert(table).on_conflict_do_nothing(index_elements=[key])
         return tx_execute(statement.returning(table.c[key]), dict(row)).first() is not None
 
-    def insert_missing(self, table: Table) -> Insert:
+    def insert_missing(self, table: Table) -> Any:
         """An ``INSERT`` of rows that may exist already (keyed by the primary key), kept as they are.
 
         Its row count is not reported on PostgreSQL: use it where that does not matter.
         """
         statement: Any = self._insert(table)
         if self.family == MYSQL:
-            return statement.prefix_with("IGNORE")  # type: ignore[no-any-return]
-        return statement.on_conflict_do_nothing()  # type: ignore[no-any-return]
+            return statement.prefix_with("IGNORE")
+        return statement.on_conflict_do_nothing()
 
     def add_to(self, table: Table, keys: tuple[str, ...], added: tuple[str, ...]) -> Any:
         """A statement, run with one parameter set per row, that adds each row's ``added`` columns to

@@ -199,9 +199,10 @@ class Endings:
         expired = (
             select(c.id, c.token)
             .where(c.status == JobStatus.IN_PROGRESS.value, c.deadline < tx.now)
-            .order_by(c.status, c.deadline)
+            .order_by(c.deadline)
             .limit(limit)
         )
+        expired = tx.dialect.walk(expired, self.tables.jobs, self.tables.deadline_index)
         found = list(tx.execute(tx.dialect.lock(expired, skip_locked=True)))
         ended = self.end(tx, [(job_id, token, End.EXPIRED, None) for job_id, token in found], result_ttl=result_ttl)
         return [job for job in ended if job is not None]
@@ -305,6 +306,7 @@ class Endings:
             .where(c.status.in_(rows.statuses(FINAL_STATUSES)), c.deadline <= now)
             .limit(limit)
         )
+        expired = tx.dialect.walk(expired, self.tables.jobs, self.tables.deadline_index)
         found = list(tx.execute(tx.dialect.lock(expired, skip_locked=True)).mappings())
         if found:
             self._delete(tx, found)
@@ -324,9 +326,10 @@ class Endings:
             old = (
                 select(c.seq, c.queue, c.name, c.status)
                 .where(c.status == status.value, c.sort_rank == 0, c.sort_time >= -cutoff)
-                .order_by(c.status, c.sort_rank, c.sort_time, c.seq)
+                .order_by(c.sort_rank, c.sort_time, c.seq)
                 .limit(limit - len(found))
             )
+            old = tx.dialect.walk(old, self.tables.jobs, self.tables.list_index)
             found.extend(tx.execute(tx.dialect.lock(old, skip_locked=True)).mappings())
             if len(found) >= limit:
                 break

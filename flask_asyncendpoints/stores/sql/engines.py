@@ -12,6 +12,7 @@ lock before it reads, and never fails half-way on a lock another process took fi
 from __future__ import annotations
 
 import importlib
+import weakref
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -45,6 +46,9 @@ SQLITE_SYNCHRONOUS = "FULL"
 
 #: Query options of ``sqlite:///`` URLs that the store reads itself (the rest go to the driver).
 _SQLITE_OPTIONS = ("synchronous", "busy_timeout")
+
+#: Engines made by :func:`create_engine_for`, which need no adapting.
+_PREPARED: weakref.WeakSet[Any] = weakref.WeakSet()
 
 POSTGRESQL = "postgresql"
 MYSQL = "mysql"
@@ -118,12 +122,15 @@ def create_engine_for(url: str, **engine_options: Any) -> Any:
         options.update(engine_options)
         engine = sqlalchemy.create_engine(sa_url, **options)
         configure_sqlite(engine, sqlite_options)
+        _PREPARED.add(engine)
         return engine
     # Every transaction of the store ends in an explicit COMMIT or ROLLBACK, so the pool's own
     # rollback when a connection comes back would be one more round trip for nothing.
     options.update(isolation_level="READ COMMITTED", connect_args={"connect_timeout": CONNECT_TIMEOUT})
     options.update(engine_options)
-    return sqlalchemy.create_engine(sa_url, **options)
+    engine = sqlalchemy.create_engine(sa_url, **options)
+    _PREPARED.add(engine)
+    return engine
 
 
 def configure_sqlite(engine: Any, options: Mapping[str, str]) -> None:
@@ -164,6 +171,8 @@ def adapt_engine(engine: Any) -> Any:
 
     :raises ConfigurationError: for a database the store does not support, or in-memory SQLite.
     """
+    if engine in _PREPARED:
+        return engine
     family = family_of(engine.dialect.name)
     if family == SQLITE:
         return create_engine_for(engine.url.render_as_string(hide_password=False))

@@ -16,14 +16,14 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ...jobs import PENDING_STATUSES, ClaimedJob, Job, JobStatus
 from ..base import LeaseState, NewJob
 from . import codec, rows
 from .codec import job_columns, job_from_row
-from .dialects import INSERT_CHUNK
+from .dialects import INSERT_CHUNK, Dialect
 from .rows import Tally
 from .schema import NAME_LENGTH, Tables
 from .txn import Retry, Tx
@@ -42,10 +42,12 @@ class Lifecycle:
     """Creating, claiming and renewing jobs.
 
     :param tables: the store's tables.
+    :param dialect: the SQL of the database family.
     """
 
-    def __init__(self, tables: Tables) -> None:
+    def __init__(self, tables: Tables, dialect: Dialect) -> None:
         self.tables = tables
+        self.dialect = dialect
         self.job_columns = job_columns(tables)
         #: Queues known to have their row in the queues table (rows are never deleted).
         self.known_queues: set[str] = set()
@@ -187,9 +189,22 @@ class Lifecycle:
             .order_by(c.sort_rank, c.sort_time, c.seq)
             .limit(PROMOTE_BATCH)
         )
+        due = tx.dialect.walk(due, jobs, self.tables.list_index)
         seqs = list(tx.execute(tx.dialect.lock(due, skip_locked=True)).scalars())
         if seqs:
             tx.execute(update(jobs).where(c.seq.in_(seqs)).values(ready_queue=c.queue, sort_rank=rows.PROMOTED))
+
+    def claim_query(self, queue: str, limit: int) -> Select[Any]:
+        """The first ``limit`` jobs of the queue's ready set in claim order (without the lock clause):
+        a walk of the ready index from its start."""
+        c = self.tables.jobs.c
+        query = (
+            select(c.seq, *self.job_columns)
+            .where(c.ready_queue == queue)
+            .order_by(c.rank, c.sort_time, c.seq)
+            .limit(limit)
+        )
+        return self.dialect.walk(query, self.tables.jobs, self.tables.ready_index)
 
     def claim(
         self, tx: Tx, limit: int, lease_seconds: float, queues: Sequence[str], worker_id: str
@@ -203,13 +218,7 @@ class Lifecycle:
             need = limit - len(taken)
             if need <= 0:
                 break
-            query = (
-                select(c.seq, *self.job_columns)
-                .where(c.ready_queue == queue)
-                .order_by(c.ready_queue, c.rank, c.sort_time, c.seq)
-                .limit(need)
-            )
-            taken.extend(tx.execute(tx.dialect.lock(query, skip_locked=True)).mappings())
+            taken.extend(tx.execute(tx.dialect.lock(self.claim_query(queue, need), skip_locked=True)).mappings())
         if not taken:
             return []
         token = uuid.uuid4().hex
@@ -252,10 +261,12 @@ class Lifecycle:
         ready, ``None`` when no job is waiting at all."""
         c = self.tables.jobs.c
         ready = select(c.seq).where(c.ready_queue.in_(list(queues))).limit(1)
+        ready = tx.dialect.walk(ready, self.tables.jobs, self.tables.ready_index)
         if tx.execute(ready).first() is not None:
             return 0.0
         # Any queue's: waking early for another queue's job costs a claim that finds nothing.
         first = select(func.min(c.sort_time)).where(c.status == JobStatus.SCHEDULED.value, c.sort_rank == 0)
+        first = tx.dialect.walk(first, self.tables.jobs, self.tables.list_index)
         due = tx.execute(first).scalar()
         return None if due is None else max(0.0, float(due) - tx.now)
 

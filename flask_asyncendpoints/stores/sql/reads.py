@@ -100,6 +100,7 @@ class Reads:
             .where(j.status == JobStatus.SCHEDULED.value, j.sort_rank.in_([rows.PROMOTED, 0]), j.sort_time <= now)
             .group_by(j.queue)
         )
+        due_scheduled = tx.dialect.walk(due_scheduled, self.tables.jobs, self.tables.list_index)
         scheduled = {queue: (int(n), float(first)) for queue, n, first in tx.execute(due_scheduled)}
         stats = []
         for name in sorted(counts):
@@ -126,7 +127,8 @@ class Reads:
             query = select(c.rank, c.sort_time).where(c.ready_queue == queue)
             if rank is not None:
                 query = query.where(c.rank > rank)
-            first = tx.execute(query.order_by(c.ready_queue, c.rank, c.sort_time, c.seq).limit(1)).first()
+            query = query.order_by(c.rank, c.sort_time, c.seq).limit(1)
+            first = tx.execute(tx.dialect.walk(query, self.tables.jobs, self.tables.ready_index)).first()
             if first is None:
                 return oldest
             rank = int(first[0])
@@ -166,16 +168,18 @@ class Reads:
 
     def _page(self, tx: Tx, query: Select[Any], limit: int) -> list[Any]:
         c = self.tables.jobs.c
-        return list(tx.execute(query.order_by(c.status, c.sort_rank, c.sort_time, c.seq).limit(limit)).mappings())
+        query = query.order_by(c.sort_rank, c.sort_time, c.seq).limit(limit)
+        return list(tx.execute(tx.dialect.walk(query, self.tables.jobs, self.tables.list_index)).mappings())
 
     def running_jobs(self, tx: Tx, limit: int) -> list[RunningJob]:
         c = self.tables.jobs.c
         query = (
             select(c.worker_id, c.deadline, *self.job_columns)
             .where(c.status == JobStatus.IN_PROGRESS.value)
-            .order_by(c.status, c.sort_rank, c.sort_time, c.seq)
+            .order_by(c.sort_rank, c.sort_time, c.seq)
             .limit(max(0, limit))
         )
+        query = tx.dialect.walk(query, self.tables.jobs, self.tables.list_index)
         return [
             RunningJob(
                 job=job_from_row(row), worker_id=row["worker_id"] or "", lease_until=codec.stamp(row["deadline"])

@@ -128,6 +128,12 @@ class Tables:
             **_TABLE_OPTIONS,
         )
         c = jobs.c
+        #: The jobs table's index names, for the queries that must walk them (see Dialect.walk).
+        self.ready_index, self.list_index, self.deadline_index = (
+            f"{p}_jobs_ready",
+            f"{p}_jobs_list",
+            f"{p}_jobs_deadline",
+        )
         Index(f"{p}_jobs_id", c.id, unique=True)
         # Partial where the database has partial indexes; MySQL keeps the NULL rows in one corner of it.
         ready = c.ready_queue.is_not(None)

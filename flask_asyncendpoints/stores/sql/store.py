@@ -69,14 +69,14 @@ class SQLStore(Store):
         self.family = family_of(engine.dialect.name)
         self.engine = adapt_engine(engine)
         # PostgreSQL and MySQL share the app's pool; SQLite gets an engine of the store's own.
-        self._own_engine = self.family == SQLITE
+        self._own_engine = self.engine is not engine and self.family == SQLITE
         self.key_prefix = key_prefix
         self.history_limit = history_limit
         self.tables = Tables(key_prefix)
         self.dialect = Dialect(self.family)
         self.where = describe(self.engine)
         self._channels = {kind: f"{key_prefix}_{kind}" for kind in ("work", "finished", "cancel")}
-        self._lifecycle = Lifecycle(self.tables)
+        self._lifecycle = Lifecycle(self.tables, self.dialect)
         self._endings = Endings(self._lifecycle, history_limit)
         self._reads = Reads(self._lifecycle)
         self._setup(create_tables)
@@ -129,13 +129,16 @@ class SQLStore(Store):
             self._signals.work()
         if tx.finished:
             self._signals.finished(tx.finished)
-        if tx.canceled:
+        # A listening PostgreSQL listener hears this process's cancels too: told once, not twice.
+        listener = self._listener
+        if tx.canceled and (listener is None or not listener.listening.is_set()):
             self._signals.canceled(tx.canceled)
 
     def _notification_connection(self) -> Any:
         raw = self.engine.raw_connection()
+        connection = raw.driver_connection
         raw.detach()  # the listener keeps it for good: it must not count against the pool
-        return raw.driver_connection
+        return connection
 
     def _listening(self) -> bool:
         listener = self._listener
