@@ -131,8 +131,8 @@ class Signals:
 class Listener:
     """A thread that listens on PostgreSQL channels and passes what it hears to :class:`Signals`.
 
-    It connects on :meth:`start` and again after any error, with a growing pause; on each new
-    connection it wakes every waiter, since what was sent while it was away is lost.
+    It connects on :meth:`start` and again after any error, with a growing pause; when it is back
+    it wakes every waiter, since what was sent while it was away is lost.
 
     :param connect: opens a new psycopg 3 connection (the listener sets it to autocommit).
     :param channels: the channel names by what they carry (``work``, ``finished``, ``cancel``).
@@ -173,11 +173,12 @@ class Listener:
                     connection.autocommit = True
                     for channel in self._channels.values():
                         connection.execute('LISTEN "' + channel.replace('"', '""') + '"')
+                    self.listening.set()
                     if failures:
                         logger.info("listening on %s again after %d failed tries", self._where, failures)
+                        # What was sent while the listener was away is lost: every waiter looks again.
+                        self._signals.everything()
                     failures, pause = 0, RECONNECT_FIRST
-                    self.listening.set()
-                    self._signals.everything()
                     self._listen(connection)
                 finally:
                     self.listening.clear()
