@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, Table, text
+from sqlalchemy import Double, Select, Table, literal_column, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -19,8 +19,8 @@ from .engines import MYSQL, POSTGRESQL, SQLITE
 # call, not of the transaction's start; MySQL's UTC_TIMESTAMP is read in UTC whatever the session's
 # time zone, so no daylight-saving hour is ever ambiguous.
 _CLOCKS = {
-    POSTGRESQL: text("SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)"),
-    MYSQL: text("SELECT TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) / 1000000.0"),
+    POSTGRESQL: "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)",
+    MYSQL: "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) / 1000000.0",
 }
 
 #: A SELECT statement, whatever its columns (a lock or a hint keeps them).
@@ -52,7 +52,13 @@ class Dialect:
     def clock(self) -> Any:
         """The statement that reads the server's clock (epoch seconds), or ``None`` on SQLite, whose
         server is this machine: its clock is :func:`time.time`."""
-        return _CLOCKS.get(self.family)
+        column = self.clock_column()
+        return None if column is None else select(column)
+
+    def clock_column(self) -> Any:
+        """The server's clock as a column to add to a query (it saves a round trip), or ``None`` on SQLite."""
+        expression = _CLOCKS.get(self.family)
+        return None if expression is None else literal_column(expression, Double()).label("db_now")
 
     def lock(self, query: Q, *, skip_locked: bool = False) -> Q:
         """``query … FOR UPDATE`` (``SKIP LOCKED`` when asked) where rows can be locked."""

@@ -73,8 +73,15 @@ class Endings:
 
     def _locked(self, tx: Tx, job_ids: Sequence[str], *, skip_locked: bool = False) -> dict[str, Any]:
         c = self.tables.jobs.c
-        query = select(*self._locked_columns).where(c.id.in_(list(job_ids)))
-        return {row["id"]: row for row in tx.execute(tx.dialect.lock(query, skip_locked=skip_locked)).mappings()}
+        columns = list(self._locked_columns)
+        clock = None if tx.knows_now else tx.dialect.clock_column()
+        if clock is not None:
+            columns.append(clock)  # the time, read in the same round trip as the rows
+        query = select(*columns).where(c.id.in_(list(job_ids)))
+        found = {row["id"]: row for row in tx.execute(tx.dialect.lock(query, skip_locked=skip_locked)).mappings()}
+        if clock is not None and found:
+            tx.learn_now(next(iter(found.values()))["db_now"])
+        return found
 
     @staticmethod
     def _held(row: Any, token: str) -> bool:

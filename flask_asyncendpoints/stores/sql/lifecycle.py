@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from ...jobs import PENDING_STATUSES, ClaimedJob, Job, JobStatus
@@ -48,6 +48,7 @@ class Lifecycle:
     def __init__(self, tables: Tables, dialect: Dialect) -> None:
         self.tables = tables
         self.dialect = dialect
+        self._create_statement: Any = None
         self.job_columns = job_columns(tables)
         #: Queues known to have their row in the queues table (rows are never deleted).
         self.known_queues: set[str] = set()
@@ -149,6 +150,50 @@ class Lifecycle:
             self._created(tx, fresh)
         return answers
 
+    def create_in_one_statement(self, tx: Tx, new: NewJob, channel: str) -> tuple[Job, bool] | None:
+        """PostgreSQL: create a job due at once in a queue whose row exists, in one statement (the
+        insert, its counter and the notification together), or ``None`` when the id exists.
+
+        The path of most submits: one round trip where the general one takes six.
+        """
+        row = self.new_row(new, 0.0)
+        now = tx.given_now
+        params = {**row, "shard": tx.shard, "channel": channel, "now": now}
+        created = tx.execute(self._one_statement_create(), params).scalar()
+        if created is None:
+            return None
+        tx.woken.add(new.queue)
+        tx.announced = True
+        job = self._new_job({**row, "created_at": float(created), "retry_delay_until": None})
+        return job, True
+
+    def _one_statement_create(self) -> Any:
+        if self._create_statement is None:
+            jobs, counts = self.tables.jobs.name, self.tables.counts.name
+            self._create_statement = text(
+                f"""
+                WITH clock AS (
+                    SELECT COALESCE(CAST(:now AS DOUBLE PRECISION),
+                                    CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)) AS t
+                ), job AS (
+                    INSERT INTO {jobs} (id, name, queue, priority, rank, status, retry_count, max_retries,
+                        created_at, last_updated_at, cancel_requested, payload, ready_queue, sort_rank, sort_time)
+                    SELECT :id, :name, :queue, :priority, :rank, :status, 0, :max_retries,
+                        clock.t, clock.t, false, :payload, :queue, :rank, clock.t
+                    FROM clock
+                    ON CONFLICT (id) DO NOTHING
+                    RETURNING queue, name, created_at
+                ), counted AS (
+                    INSERT INTO {counts} (queue, name, status, shard, n)
+                    SELECT queue, name, :status, :shard, 1 FROM job
+                    ON CONFLICT (queue, name, status, shard) DO UPDATE SET n = {counts}.n + excluded.n
+                    RETURNING 1
+                )
+                SELECT job.created_at, pg_notify(:channel, job.queue) FROM job
+                """
+            )
+        return self._create_statement
+
     def _created(self, tx: Tx, new_rows: list[dict[str, Any]]) -> None:
         tally = Tally()
         for row in new_rows:
@@ -180,9 +225,24 @@ class Lifecycle:
     # -- claiming ------------------------------------------------------------------------------------
 
     def promote(self, tx: Tx) -> None:
-        """Move ``Scheduled`` jobs that have come due (in any queue) into the ready set."""
+        """Move ``Scheduled`` jobs that have come due (in any queue) into the ready set.
+
+        The first statement reads the server's clock and the next due time together: most claims
+        find nothing to move, and pay one round trip for both.
+        """
         jobs = self.tables.jobs
         c = jobs.c
+        next_due = (
+            select(func.min(c.sort_time))
+            .where(c.status == JobStatus.SCHEDULED.value, c.sort_rank == 0)
+            .scalar_subquery()
+        )
+        clock = None if tx.knows_now else tx.dialect.clock_column()
+        first = tx.execute(select(next_due) if clock is None else select(next_due, clock)).one()
+        if clock is not None:
+            tx.learn_now(first[1])
+        if first[0] is None or first[0] > tx.now:
+            return
         due = (
             select(c.seq)
             .where(c.status == JobStatus.SCHEDULED.value, c.sort_rank == 0, c.sort_time <= tx.now)

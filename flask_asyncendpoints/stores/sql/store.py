@@ -90,6 +90,8 @@ class SQLStore(Store):
         self._runner = Runner(self.engine, self.dialect, self.where, self._after_commit, notify)
         self._schema = SchemaManager(self.engine, self.tables, self.dialect, self.where, create=create_tables)
         self._listener: Listener | None = None
+        #: PostgreSQL creates most jobs in one statement (see Lifecycle.create_in_one_statement).
+        self._one_statement_creates = self.family == POSTGRESQL
         if self.family == POSTGRESQL and self.engine.dialect.driver == "psycopg":
             self._listener = Listener(self._notification_connection, self._channels, self._signals, self.where)
 
@@ -178,6 +180,21 @@ class SQLStore(Store):
     ) -> tuple[Job, bool]:
         """See :meth:`Store.create <flask_asyncendpoints.stores.base.Store.create>`."""
         new = NewJob(job_id, name, payload, max_retries, queue, priority, due)
+        if (
+            self._one_statement_creates
+            and max_pending is None
+            and due is None
+            and queue in self._lifecycle.known_queues
+        ):
+            channel = self._channels["work"]
+            fast = self._runner.statement(
+                "creating a job", lambda tx: self._lifecycle.create_in_one_statement(tx, new, channel), now=now
+            )
+            if fast is not None:
+                return fast
+            existing = self.get(job_id)
+            if existing is not None:
+                return existing, False
         created = self._write("creating a job", lambda tx: self._lifecycle.create(tx, new, max_pending), now)
         if created is None:
             raise PendingLimitReached(f"{max_pending} jobs are already pending in the queue {queue!r}")

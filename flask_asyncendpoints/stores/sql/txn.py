@@ -55,6 +55,7 @@ class Tx:
         self.conn = conn
         self.dialect = dialect
         self._now = now
+        self._clock_read = False
         #: Statements sent so far (a dead connection at the first one makes the transaction safe to retry).
         self.sent = 0
         #: Queues that got due work, jobs that finished, cancels requested of running jobs: told to
@@ -64,6 +65,8 @@ class Tx:
         self.finished: list[str] = []
         self.canceled: list[str] = []
         self._on_commit: list[Callable[[], None]] = []
+        #: Set by an operation whose statements sent their own notifications.
+        self.announced = False
 
     @property
     def now(self) -> float:
@@ -71,7 +74,24 @@ class Tx:
         if self._now is None:
             clock = self.dialect.clock()
             self._now = time.time() if clock is None else float(self.execute(clock).scalar_one())
+            self._clock_read = True
         return self._now
+
+    @property
+    def given_now(self) -> float | None:
+        """The time the caller gave, or ``None`` (the server's clock is then read in SQL)."""
+        return self._now if not self._clock_read else None
+
+    @property
+    def knows_now(self) -> bool:
+        """Whether :attr:`now` is known without asking the server."""
+        return self._now is not None or self.dialect.clock_column() is None
+
+    def learn_now(self, value: Any) -> None:
+        """Take the server's clock as read along with another query (a ``db_now`` column)."""
+        if self._now is None and value is not None:
+            self._now = float(value)
+            self._clock_read = True
 
     @property
     def shard(self) -> int:
@@ -137,6 +157,12 @@ class Runner:
         a newer state on PostgreSQL and SQLite, which read without a transaction)."""
         return self._run(what, operation, now, write=False)
 
+    def statement(self, what: str, operation: Callable[[Tx], T], *, now: float | None = None) -> T:
+        """Run ``operation``, which sends one statement that changes data, on its own: atomic by
+        itself, with no ``BEGIN`` and ``COMMIT`` round trips (PostgreSQL's autocommit). It sends its
+        own notifications."""
+        return self._run(what, operation, now, write=False)
+
     def _run(self, what: str, operation: Callable[[Tx], T], now: float | None, *, write: bool) -> T:
         for attempt in range(1, ATTEMPTS + 1):
             tx: Tx | None = None
@@ -147,7 +173,7 @@ class Runner:
                         tx.sent += 1
                         conn.exec_driver_sql("BEGIN IMMEDIATE")
                     result = operation(tx)
-                    if self._channels is not None and (tx.woken or tx.finished or tx.canceled):
+                    if self._channels is not None and not tx.announced and (tx.woken or tx.finished or tx.canceled):
                         self._send_notifications(tx, self._channels)
                     conn.commit()
             except Retry:
