@@ -58,11 +58,13 @@ class Signals:
             self._generation += 1
             self._lock.notify_all()
 
-    def wait_for_work(self, generation: int, timeout: float) -> None:
-        """Block until the generation moves on from ``generation`` or ``timeout`` seconds pass."""
+    def wait_for_work(self, generation: int, timeout: float) -> bool:
+        """Block until the generation moves on from ``generation`` or ``timeout`` seconds pass;
+        whether it moved on."""
         with self._lock:
-            self._lock.wait_for(lambda: self._generation != generation, timeout)
+            moved = self._lock.wait_for(lambda: self._generation != generation, timeout)
             self._woken = False
+            return moved
 
     # -- long-polls ----------------------------------------------------------------------------------
 

@@ -37,6 +37,9 @@ logger = logging.getLogger(__package__)
 
 T = TypeVar("T")
 
+#: SQLite: how often a waiting worker looks whether another process committed (seconds).
+SQLITE_WATCH = 0.025
+
 #: Finished jobs :meth:`SQLStore.purge_finished` deletes per transaction.
 PURGE_CHUNK = 1000
 
@@ -396,7 +399,10 @@ class SQLStore(Store):
 
         Returns at once when a job of ``queues`` is ready, waits no longer than until the next
         scheduled job is due (by the database's clock), and is woken by this process's creates and
-        releases, and on PostgreSQL by any process's.
+        releases; on PostgreSQL by any process's (``NOTIFY``); on SQLite by any process's commit
+        that makes a job ready (the wait looks at the database's ``data_version`` every
+        :data:`SQLITE_WATCH` seconds, which costs no disk read, and for work only when it changed).
+        MySQL finds other processes' jobs when the wait times out (the worker's poll interval).
         """
         self._listening()
         generation = self._signals.generation()
@@ -405,8 +411,25 @@ class SQLStore(Store):
         due_in = self._read("waiting for work", lambda tx: self._lifecycle.next_due(tx, queues))
         if due_in is not None:
             timeout = min(timeout, due_in)
-        if timeout > 0:
+        if timeout <= 0:
+            return
+        if self.family != SQLITE:
             self._signals.wait_for_work(generation, timeout)
+            return
+        deadline = time.monotonic() + timeout
+        with self.engine.connect() as conn:  # data_version is per connection: one for the whole wait
+            version = conn.exec_driver_sql("PRAGMA data_version").scalar()
+            while (remaining := deadline - time.monotonic()) > 0:
+                if self._signals.wait_for_work(generation, min(remaining, SQLITE_WATCH)):
+                    return
+                seen = conn.exec_driver_sql("PRAGMA data_version").scalar()
+                if seen != version:
+                    version = seen
+                    due_in = self._read("waiting for work", lambda tx: self._lifecycle.next_due(tx, queues))
+                    if due_in is not None:
+                        if due_in <= 0:
+                            return
+                        deadline = min(deadline, time.monotonic() + due_in)
 
     def wake(self) -> None:
         """See :meth:`Store.wake <flask_asyncendpoints.stores.base.Store.wake>` (this process's waiters)."""
