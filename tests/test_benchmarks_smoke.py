@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from benchmarks import _common, drain, enqueue, latency, scale
-from benchmarks import sql as sql_benchmark
 from benchmarks import http as http_benchmark
+from benchmarks import sql as sql_benchmark
 
 from .conftest import REDIS_URL_ENV, REQUIRE_REDIS_ENV
 
