@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, func, select, text, update
+from sqlalchemy import Integer, Select, bindparam, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from ...jobs import PENDING_STATUSES, ClaimedJob, Job, JobStatus
@@ -49,6 +49,7 @@ class Lifecycle:
         self.tables = tables
         self.dialect = dialect
         self._create_statement: Any = None
+        self._statements: dict[str, Any] = {}
         self.job_columns = job_columns(tables)
         #: Queues known to have their row in the queues table (rows are never deleted).
         self.known_queues: set[str] = set()
@@ -224,80 +225,111 @@ class Lifecycle:
 
     # -- claiming ------------------------------------------------------------------------------------
 
-    def promote(self, tx: Tx) -> None:
-        """Move ``Scheduled`` jobs that have come due (in any queue) into the ready set.
-
-        The first statement reads the server's clock and the next due time together: most claims
-        find nothing to move, and pay one round trip for both.
-        """
-        jobs = self.tables.jobs
+    def _prepared(self) -> dict[str, Any]:
+        """The claim's statements, built once (building a SQLAlchemy statement costs more than
+        running a cached one): parameters are bound at each run."""
+        if self._statements:
+            return self._statements
+        jobs, dialect = self.tables.jobs, self.dialect
         c = jobs.c
         next_due = (
             select(func.min(c.sort_time))
             .where(c.status == JobStatus.SCHEDULED.value, c.sort_rank == 0)
             .scalar_subquery()
         )
-        clock = None if tx.knows_now else tx.dialect.clock_column()
-        first = tx.execute(select(next_due) if clock is None else select(next_due, clock)).one()
-        if clock is not None:
-            tx.learn_now(first[1])
-        if first[0] is None or first[0] > tx.now:
-            return
+        clock = dialect.clock_column()
         due = (
             select(c.seq)
-            .where(c.status == JobStatus.SCHEDULED.value, c.sort_rank == 0, c.sort_time <= tx.now)
+            .where(c.status == JobStatus.SCHEDULED.value, c.sort_rank == 0, c.sort_time <= bindparam("now"))
             .order_by(c.sort_rank, c.sort_time, c.seq)
             .limit(PROMOTE_BATCH)
         )
-        due = tx.dialect.walk(due, jobs, self.tables.list_index)
-        seqs = list(tx.execute(tx.dialect.lock(due, skip_locked=True)).scalars())
-        if seqs:
-            tx.execute(update(jobs).where(c.seq.in_(seqs)).values(ready_queue=c.queue, sort_rank=rows.PROMOTED))
+        claimed = (
+            update(jobs)
+            .where(c.seq.in_(bindparam("seqs", expanding=True)))
+            .values(
+                status=JobStatus.IN_PROGRESS.value,
+                started_at=bindparam("now"),
+                last_updated_at=bindparam("now"),
+                retry_delay_until=None,
+                progress=None,
+                cancel_requested=False,
+                cancel_ttl=None,
+                token=bindparam("token"),
+                worker_id=bindparam("worker_id"),
+                ready_queue=None,
+                sort_rank=0,
+                sort_time=bindparam("sort_time"),
+                deadline=bindparam("lease_until"),
+            )
+        )
+        self._statements.update(
+            next_due=select(next_due),
+            next_due_and_clock=None if clock is None else select(next_due, clock),
+            due=dialect.lock(dialect.walk(due, jobs, self.tables.list_index), skip_locked=True),
+            promote=update(jobs)
+            .where(c.seq.in_(bindparam("seqs", expanding=True)))
+            .values(ready_queue=c.queue, sort_rank=rows.PROMOTED),
+            take=dialect.lock(self.claim_query(None, None), skip_locked=True),
+            claimed=claimed,
+        )
+        return self._statements
 
-    def claim_query(self, queue: str, limit: int) -> Select[Any]:
+    def promote(self, tx: Tx) -> None:
+        """Move ``Scheduled`` jobs that have come due (in any queue) into the ready set.
+
+        The first statement reads the server's clock and the next due time together: most claims
+        find nothing to move, and pay one round trip for both.
+        """
+        prepared = self._prepared()
+        with_clock = not tx.knows_now
+        first = tx.execute(prepared["next_due_and_clock" if with_clock else "next_due"]).one()
+        if with_clock:
+            tx.learn_now(first[1])
+        if first[0] is None or first[0] > tx.now:
+            return
+        seqs = list(tx.execute(prepared["due"], {"now": tx.now}).scalars())
+        if seqs:
+            tx.execute(prepared["promote"], {"seqs": seqs})
+
+    def claim_query(self, queue: str | None, limit: int | None) -> Select[Any]:
         """The first ``limit`` jobs of the queue's ready set in claim order (without the lock clause):
-        a walk of the ready index from its start."""
+        a walk of the ready index from its start. ``None`` leaves the queue, or the limit, as the
+        bound parameter ``queue`` (``limit``)."""
         c = self.tables.jobs.c
         query = (
             select(c.seq, *self.job_columns)
-            .where(c.ready_queue == queue)
+            .where(c.ready_queue == (bindparam("queue") if queue is None else queue))
             .order_by(c.rank, c.sort_time, c.seq)
-            .limit(limit)
+            .limit(bindparam("limit", type_=Integer) if limit is None else limit)
         )
         return self.dialect.walk(query, self.tables.jobs, self.tables.ready_index)
 
     def claim(
         self, tx: Tx, limit: int, lease_seconds: float, queues: Sequence[str], worker_id: str
     ) -> list[ClaimedJob]:
-        jobs = self.tables.jobs
-        c = jobs.c
         self.promote(tx)
         now = tx.now
         taken: list[Any] = []
+        prepared = self._prepared()
         for queue in dict.fromkeys(queues):
             need = limit - len(taken)
             if need <= 0:
                 break
-            taken.extend(tx.execute(tx.dialect.lock(self.claim_query(queue, need), skip_locked=True)).mappings())
+            taken.extend(tx.execute(prepared["take"], {"queue": queue, "limit": need}).mappings())
         if not taken:
             return []
         token = uuid.uuid4().hex
-        lease_until = now + lease_seconds
         tx.execute(
-            update(jobs)
-            .where(c.seq.in_([row["seq"] for row in taken]))
-            .values(
-                status=JobStatus.IN_PROGRESS.value,
-                started_at=now,
-                last_updated_at=now,
-                retry_delay_until=None,
-                progress=None,
-                cancel_requested=False,
-                cancel_ttl=None,
-                token=token,
-                worker_id=_check_name(worker_id, "worker id") if worker_id else None,
-                **rows.running(now, lease_until),
-            )
+            prepared["claimed"],
+            {
+                "seqs": [row["seq"] for row in taken],
+                "now": now,
+                "token": token,
+                "worker_id": _check_name(worker_id, "worker id") if worker_id else None,
+                "sort_time": rows.running(now, now)["sort_time"],
+                "lease_until": now + lease_seconds,
+            },
         )
         tally = Tally()
         started = codec.stamp(now)

@@ -80,7 +80,8 @@ class SQLStore(Store):
         self.where = describe(self.engine)
         self._channels = {kind: f"{key_prefix}_{kind}" for kind in ("work", "finished", "cancel")}
         self._lifecycle = Lifecycle(self.tables, self.dialect)
-        self._endings = Endings(self._lifecycle, history_limit)
+        finished_channel = self._channels["finished"] if self.family == POSTGRESQL else None
+        self._endings = Endings(self._lifecycle, history_limit, finished_channel)
         self._reads = Reads(self._lifecycle)
         self._setup(create_tables)
         weak = weakref.ref(self)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import func, select
+from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 from ...errors import StoreError
@@ -37,6 +37,13 @@ SHARDS = 8
 #: Error codes that mean "run the transaction again": PostgreSQL SQLSTATEs and MySQL error numbers.
 _PG_RETRY = frozenset({"40001", "40P01", "55P03"})  # serialization failure, deadlock, lock not available
 _MYSQL_RETRY = frozenset({1213, 1205})  # deadlock, lock wait timeout
+
+
+#: PostgreSQL: send the notifications of one transaction in one statement, whatever their number.
+_NOTIFY = text(
+    "SELECT pg_notify(n.channel, n.payload) "
+    "FROM unnest(CAST(:channels AS text[]), CAST(:payloads AS text[])) AS n(channel, payload)"
+)
 
 
 class Retry(Exception):
@@ -65,8 +72,10 @@ class Tx:
         self.finished: list[str] = []
         self.canceled: list[str] = []
         self._on_commit: list[Callable[[], None]] = []
-        #: Set by an operation whose statements sent their own notifications.
+        #: Set by an operation whose statements sent their own notifications (all of them, or the
+        #: finished jobs' only).
         self.announced = False
+        self.finished_announced = False
 
     @property
     def now(self) -> float:
@@ -173,7 +182,8 @@ class Runner:
                         tx.sent += 1
                         conn.exec_driver_sql("BEGIN IMMEDIATE")
                     result = operation(tx)
-                    if self._channels is not None and not tx.announced and (tx.woken or tx.finished or tx.canceled):
+                    unsent = tx.woken or tx.canceled or (tx.finished and not tx.finished_announced)
+                    if self._channels is not None and not tx.announced and unsent:
                         self._send_notifications(tx, self._channels)
                     conn.commit()
             except Retry:
@@ -207,9 +217,14 @@ class Runner:
         """One statement for all of them; PostgreSQL delivers them when the transaction commits."""
         sent = [(channels["work"], queue) for queue in sorted(tx.woken)]
         # Job ids 200 at a time: a payload must stay under 8,000 bytes.
-        sent += [(channels["finished"], ",".join(tx.finished[i : i + 200])) for i in range(0, len(tx.finished), 200)]
+        if not tx.finished_announced:
+            finished = tx.finished
+            sent += [(channels["finished"], ",".join(finished[i : i + 200])) for i in range(0, len(finished), 200)]
         sent += [(channels["cancel"], job_id) for job_id in tx.canceled]
-        tx.execute(select(*(func.pg_notify(channel, payload) for channel, payload in sent)))
+        if not sent:
+            return
+        names, payloads = zip(*sent, strict=True)
+        tx.execute(_NOTIFY, {"channels": list(names), "payloads": list(payloads)})
 
     def _retryable(self, exc: sa_exc.DBAPIError, tx: Tx | None) -> bool:
         if exc.connection_invalidated:
