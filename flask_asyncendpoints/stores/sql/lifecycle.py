@@ -235,6 +235,7 @@ class Lifecycle:
         next_due = (
             select(func.min(c.sort_time))
             .where(c.status == JobStatus.SCHEDULED.value, c.sort_rank == 0)
+            .correlate(None)  # over the whole table, also inside the take below
             .scalar_subquery()
         )
         clock = dialect.clock_column()
@@ -271,6 +272,15 @@ class Lifecycle:
             .where(c.seq.in_(bindparam("seqs", expanding=True)))
             .values(ready_queue=c.queue, sort_rank=rows.PROMOTED),
             take=dialect.lock(self.claim_query(None, None), skip_locked=True),
+            take_and_due=dialect.lock(
+                self.claim_query(None, None).add_columns(next_due.label("next_due")), skip_locked=True
+            ),
+            take_and_probe=dialect.lock(
+                self.claim_query(None, None).add_columns(
+                    next_due.label("next_due"), *([] if clock is None else [clock])
+                ),
+                skip_locked=True,
+            ),
             claimed=claimed,
         )
         return self._statements
@@ -308,11 +318,23 @@ class Lifecycle:
     def claim(
         self, tx: Tx, limit: int, lease_seconds: float, queues: Sequence[str], worker_id: str
     ) -> list[ClaimedJob]:
-        self.promote(tx)
-        now = tx.now
-        taken: list[Any] = []
         prepared = self._prepared()
-        for queue in dict.fromkeys(queues):
+        order = list(dict.fromkeys(queues))
+        # The first queue's take also answers the clock and the next scheduled due time: when no
+        # scheduled job has come due (most claims), nothing more is asked before the update.
+        probe = "take_and_probe" if not tx.knows_now else "take_and_due"
+        taken: list[Any] = list(tx.execute(prepared[probe], {"queue": order[0], "limit": limit}).mappings())
+        if taken:
+            tx.learn_now(taken[0].get("db_now"))
+            due = taken[0]["next_due"]
+            if due is not None and due <= tx.now:
+                self.promote(tx)  # a due job may go before these: take again after moving it
+                taken = list(tx.execute(prepared["take"], {"queue": order[0], "limit": limit}).mappings())
+        else:
+            self.promote(tx)
+            taken = list(tx.execute(prepared["take"], {"queue": order[0], "limit": limit}).mappings())
+        now = tx.now
+        for queue in order[1:]:
             need = limit - len(taken)
             if need <= 0:
                 break
