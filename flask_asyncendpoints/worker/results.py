@@ -15,7 +15,7 @@ from flask import Flask
 
 from ..config import Settings
 from ..errors import StoreError
-from ..jobs import Job, JobError
+from ..jobs import Job, JobError, JobStatus
 from ..signals import job_finished
 from ..stores import Store
 from .ledger import MAX_ERROR_BACKOFF, Attempt, Ledger, logger, send_signal
@@ -125,7 +125,7 @@ class Results:
         )
         if failed is None:
             logger.warning("job %s (%s): failure discarded, this attempt no longer holds the job", job.id, job.name)
-        elif failed.status.is_final:
+        elif failed.status is JobStatus.FAILED:  # a cancel requested meanwhile makes it Canceled instead
             logger.error("job %s (%s) failed for good: %s: %s", job.id, job.name, error.code, error.message)
         return failed
 
