@@ -127,7 +127,9 @@ def create_store(spec: Any, *, key_prefix: str, history_limit: int = DEFAULT_HIS
             sql_store: Store = _sql_store().from_url(url, key_prefix=key_prefix, history_limit=history_limit, **options)
             return sql_store
         if scheme not in SCHEMES or scheme == "memory":
-            raise ConfigurationError(f"Options are for Redis and SQL stores; {url!r} is neither's URL.")
+            raise ConfigurationError(
+                f"Options are for the Redis and SQL stores; {url!r} is neither a Redis URL nor a database URL."
+            )
         from .redis import RedisStore
 
         return RedisStore.from_url(url, key_prefix=key_prefix, history_limit=history_limit, **options)
