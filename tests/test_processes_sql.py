@@ -57,10 +57,12 @@ class SQLProcesses(Processes):
     """:class:`Processes` whose apps keep their records in the test's Redis, the jobs in SQL."""
 
     records_url = ""
+    touch_store = False
 
     def env(self, redis_url: str, prefix: str, hold: bool = True, **settings: Any) -> dict[str, str]:
         env = super().env(redis_url, prefix, hold, **settings)
         env["FLASK_PROCESS_APP_RECORDS"] = self.records_url
+        env["FLASK_PROCESS_APP_TOUCH_STORE"] = "true" if self.touch_store else "false"
         return env
 
 
@@ -181,3 +183,33 @@ def test_a_job_whose_worker_is_killed_completes_in_the_other_process_after_the_l
     assert job.result == {"pid": survivor.pid, "run": runs[1].run}
     assert [a.outcome.value for a in ae.get_store(app).attempts(job_id)] == ["LeaseExpired", "Completed"]
     assert statuses(ae, app) == {JobStatus.COMPLETED: 1}
+
+
+@pytest.mark.parametrize("gunicorn_args", [["-w", "2", "--preload"]], ids=["preload"])
+def test_preloaded_gunicorn_workers_run_jobs_on_connections_of_their_own(
+    gunicorn_args: list[str],
+    store_url: str,
+    prefix: str,
+    sql_processes: SQLProcesses,
+    records: Records,
+    submitter_app: tuple[AsyncEndpoints, Flask],
+) -> None:
+    # With --preload the app is made in gunicorn's master, which here uses the store (a pooled
+    # connection, on PostgreSQL a listener) before it forks: each worker must open connections of its
+    # own rather than share the master's, and start its own listener.
+    require_gunicorn()
+    ae, app = submitter_app
+    ae.get_store(app).counts()
+    sql_processes.touch_store = True
+    server, port = sql_processes.gunicorn(store_url, prefix, gunicorn_args)
+    web = booted_workers(server, 2)
+
+    run = http_clients(port, clients=4, jobs_each=10)
+
+    assert not run.problems, run.problems[:5]
+    assert {pid for _, _, pid in run.responses} == web
+    assert statuses(ae, app) == {JobStatus.COMPLETED: len(run.job_ids)}
+    wait_until(lambda: records.completion_count() >= len(run.job_ids), 10, "every completion record")
+    runs = records.runs()
+    assert_ran_and_completed_once(runs, records.completions(), run.job_ids)
+    assert {r.pid for job_runs in runs.values() for r in job_runs} <= web

@@ -2,7 +2,8 @@
 
 Configured by the environment: every ``ASYNCENDPOINTS_*`` key from ``FLASK_ASYNCENDPOINTS_…``,
 ``FLASK_PROCESS_APP_HOLD=false`` to make ``Hold`` jobs run straight through in this process, and
-``FLASK_PROCESS_APP_RECORDS=redis://…`` for where the records go when the store is not Redis.
+``FLASK_PROCESS_APP_RECORDS=redis://…`` for where the records go when the store is not Redis, and
+``FLASK_PROCESS_APP_TOUCH_STORE=true`` to use the store as the app is made.
 
 Handlers record what they do in the store's Redis (or that one), under ``<prefix>-test:`` (outside
 the library's ``<prefix>:`` keys), with writes that are safe to retry, so a test can count
@@ -122,6 +123,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if config:
         app.config.update(config)
     ae.init_app(app)
+    if app.config.get("PROCESS_APP_TOUCH_STORE"):
+        # Use the store at once (gunicorn --preload: in the master, before it forks the workers).
+        ae.get_store(app).counts()
     store_url = app.config["ASYNCENDPOINTS_STORE"]
     # The records go to the store's Redis, or to the Redis that FLASK_PROCESS_APP_RECORDS names
     # (for a store that is not Redis).
