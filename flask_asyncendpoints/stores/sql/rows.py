@@ -8,12 +8,16 @@ status with the index position of another.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+from sqlalchemy import text
+
 from ...jobs import JobStatus
+from .engines import POSTGRESQL
 from .schema import Tables
 from .txn import Tx
 
@@ -61,6 +65,10 @@ def check_time(value: float, what: str) -> float:
     return float(value)
 
 
+def statuses(values: Iterable[JobStatus]) -> list[str]:
+    return [status.value for status in values]
+
+
 class Tally:
     """Counter changes of one transaction, written with one statement per table when it ends."""
 
@@ -90,6 +98,9 @@ class Tally:
             for (q, n, s), delta in sorted(self.counts.items())
             if delta
         ]
+        if rows and tx.dialect.family == POSTGRESQL:
+            self._write_postgresql(tx, tables, rows)
+            return
         if rows:
             tx.execute(tx.dialect.add_to(tables.counts, ("queue", "name", "status", "shard"), ("n",)), rows)
         if self.completed or self.failed:
@@ -110,6 +121,48 @@ class Tally:
         self.counts.clear()
         self.completed = self.failed = 0
 
+    def _write_postgresql(self, tx: Tx, tables: Tables, rows: list[dict[str, Any]]) -> None:
+        """PostgreSQL: the counters and the throughput buckets in one statement (arrays unnested in
+        the order given, so rows are still locked in key order)."""
+        now = int(tx.now)
+        widths = [width for width in (MINUTE, HOUR) if self.completed or self.failed]
+        tx.execute(
+            _pg_tally(tables),
+            {
+                "c_queue": [row["queue"] for row in rows],
+                "c_name": [row["name"] for row in rows],
+                "c_status": [row["status"] for row in rows],
+                "c_shard": [row["shard"] for row in rows],
+                "c_n": [row["n"] for row in rows],
+                "t_width": widths,
+                "t_start": [now - now % width for width in widths],
+                "t_shard": [tx.shard] * len(widths),
+                "t_completed": [self.completed] * len(widths),
+                "t_failed": [self.failed] * len(widths),
+            },
+        )
+        self.counts.clear()
+        self.completed = self.failed = 0
 
-def statuses(values: Iterable[JobStatus]) -> list[str]:
-    return [status.value for status in values]
+
+@functools.lru_cache(maxsize=64)
+def _pg_tally(tables: Tables) -> Any:
+    counts, throughput = tables.counts.name, tables.throughput.name
+    return text(
+        f"""
+        WITH buckets AS (
+            INSERT INTO {throughput} (width, start, shard, completed, failed)
+            SELECT * FROM unnest(CAST(:t_width AS integer[]), CAST(:t_start AS bigint[]),
+                                 CAST(:t_shard AS smallint[]), CAST(:t_completed AS bigint[]),
+                                 CAST(:t_failed AS bigint[]))
+            ON CONFLICT (width, start, shard) DO UPDATE
+                SET completed = {throughput}.completed + excluded.completed,
+                    failed = {throughput}.failed + excluded.failed
+            RETURNING 1
+        )
+        INSERT INTO {counts} (queue, name, status, shard, n)
+        SELECT * FROM unnest(CAST(:c_queue AS varchar[]), CAST(:c_name AS varchar[]),
+                             CAST(:c_status AS varchar[]), CAST(:c_shard AS smallint[]), CAST(:c_n AS bigint[]))
+        ON CONFLICT (queue, name, status, shard) DO UPDATE SET n = {counts}.n + excluded.n
+        """
+    )
