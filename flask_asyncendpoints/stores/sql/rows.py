@@ -90,14 +90,18 @@ class Tally:
         elif new is JobStatus.FAILED:
             self.failed += 1
 
-    def write(self, tx: Tx, tables: Tables) -> None:
-        """Add the changes to the counter rows of this connection's shard."""
-        shard = tx.shard
-        rows = [
+    def rows(self, shard: int) -> list[dict[str, Any]]:
+        """The counter changes as rows of ``shard``, in key order (the order they are locked in)."""
+        return [
             {"queue": q, "name": n, "status": s, "shard": shard, "n": delta}
             for (q, n, s), delta in sorted(self.counts.items())
             if delta
         ]
+
+    def write(self, tx: Tx, tables: Tables) -> None:
+        """Add the changes to the counter rows of this connection's shard."""
+        shard = tx.shard
+        rows = self.rows(shard)
         if rows and tx.dialect.family == POSTGRESQL:
             self._write_postgresql(tx, tables, rows)
             return
