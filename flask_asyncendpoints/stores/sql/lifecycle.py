@@ -3,11 +3,12 @@
 Each public method runs inside one :class:`~.txn.Tx` and returns what the store answers. How
 attempts end lives in :mod:`.endings`.
 
-A claim first moves ``Scheduled`` jobs that have come due into the ready set (at most
-:data:`PROMOTE_BATCH` per claim, skipping rows other transactions hold), then takes from each queue's
-ready set in claim order with ``FOR UPDATE SKIP LOCKED``: concurrent claims pass each other by
-instead of queueing, and each row goes to one of them. Both steps walk an index from its start, so
-a claim costs the same with a thousand jobs queued or a million.
+A claim takes from each queue's ready set in claim order with ``FOR UPDATE SKIP LOCKED``:
+concurrent claims pass each other by instead of queueing, and each row goes to one of them. Its first
+take also reads the next scheduled due time; when a ``Scheduled`` job has come due, the claim moves
+such jobs into the ready set first (at most :data:`PROMOTE_BATCH`, skipping rows other transactions
+hold) and takes again, so a due retry lines up by its due time. Every step walks an index from its
+start, so a claim costs the same with a thousand jobs queued or a million.
 """
 
 from __future__ import annotations

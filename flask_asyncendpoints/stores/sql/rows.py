@@ -70,7 +70,8 @@ def statuses(values: Iterable[JobStatus]) -> list[str]:
 
 
 class Tally:
-    """Counter changes of one transaction, written with one statement per table when it ends."""
+    """Counter changes of one transaction, written when it ends: one statement per table, or one in
+    all on PostgreSQL."""
 
     def __init__(self) -> None:
         self.counts: Counter[tuple[str, str, str]] = Counter()
