@@ -45,6 +45,8 @@ intersphinx_timeout = 1
 # annotation-only names of the libraries used (documented by their own projects in prose only).
 nitpick_ignore_regex = [
     (r"py:.*", r"redis(\..*)?"),
+    # Nor does SQLAlchemy's (its names are written out where the docs use them).
+    (r"py:.*", r"sqlalchemy(\..*)?"),
     (r"py:.*", r"apispec\.APISpec"),
     (r"py:.*", r"flask\.typing\..*"),
     (r"py:.*", r"ft\..*"),

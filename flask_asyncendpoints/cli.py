@@ -101,6 +101,28 @@ def purge(older_than: float) -> None:
     click.echo(f"deleted {deleted} finished job(s)")
 
 
+@cli.command("init-db")
+@click.option("--sql", "print_sql", is_flag=True, help="Print the DDL for this database instead of running it.")
+@with_appcontext
+def init_db(print_sql: bool) -> None:
+    """Create the SQL store's tables (they are also created on first use), or print their DDL.
+
+    Stores that keep no tables (memory, Redis) have nothing to create.
+    """
+    store = _state().store
+    init = getattr(store, "init_db", None)
+    ddl = getattr(store, "ddl", None)
+    if init is None or ddl is None:
+        click.echo(f"{store!r} keeps no tables: there is nothing to create.")
+        return
+    if print_sql:
+        click.echo(ddl(), nl=False)
+        return
+    with _store_errors_reported():
+        version = init()
+    click.echo(f"the tables of {store!r} are ready (schema version {version})")
+
+
 @cli.command("worker", cls=WorkerCommand)
 @click.option(
     "--processes",

@@ -196,7 +196,8 @@ class AppState:
             current_app.logger.warning(
                 "flask-asyncendpoints uses the memory store under a server with several processes: "
                 "each process has its own jobs, so a poll that reaches another process answers 404. "
-                "Set ASYNCENDPOINTS_STORE to a Redis URL."
+                "Set ASYNCENDPOINTS_STORE to a shared store: sqlite:///jobs.db on one machine, or a "
+                "PostgreSQL, MySQL or Redis URL."
             )
         self.start_worker(current_app._get_current_object())  # type: ignore[attr-defined]
 

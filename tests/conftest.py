@@ -13,6 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from flask_asyncendpoints import AsyncEndpoints, Job
+from flask_asyncendpoints.errors import StoreError
 from flask_asyncendpoints.signals import job_finished
 from flask_asyncendpoints.stores import MemoryStore, Store
 from flask_asyncendpoints.testing.helpers import FrozenClock
@@ -24,6 +25,12 @@ from .redis_cluster import LocalCluster
 REDIS_URL_ENV = "ASYNCENDPOINTS_TEST_REDIS_URL"
 #: Set (CI does) to make a missing real Redis fail the real-Redis tests instead of skipping them.
 REQUIRE_REDIS_ENV = "ASYNCENDPOINTS_REQUIRE_REDIS"
+#: Database URLs of the real-server SQL tests, e.g. ``postgresql://postgres@127.0.0.1:5432/test`` and
+#: ``mysql://root@127.0.0.1:3306/test``. SQLite needs no server: its tests always run.
+SQL_URL_ENVS = {"postgresql": "ASYNCENDPOINTS_TEST_POSTGRESQL_URL", "mysql": "ASYNCENDPOINTS_TEST_MYSQL_URL"}
+#: Set (CI does) to make a missing or unreachable database fail the real-server SQL tests instead of
+#: skipping them.
+REQUIRE_SQL_ENV = "ASYNCENDPOINTS_REQUIRE_SQL"
 
 #: A fixed starting time for the fake clock: 2026-01-01T00:00:00Z.
 T0 = 1_767_225_600.0
@@ -118,9 +125,52 @@ def key_prefix() -> Iterator[str]:
     return f"test-{uuid.uuid4().hex[:12]}"
 
 
+def sql_url(family: str) -> str:
+    """The URL of the real ``postgresql`` or ``mysql`` server to test on; the test is skipped (or, with
+    ``ASYNCENDPOINTS_REQUIRE_SQL`` set, fails) when none is given."""
+    env = SQL_URL_ENVS[family]
+    url = os.environ.get(env)
+    if not url:
+        if os.environ.get(REQUIRE_SQL_ENV):
+            pytest.fail(f"{REQUIRE_SQL_ENV} is set but {env} is not")
+        pytest.skip(f"real {family} not configured (set {env})")
+    return url
+
+
+@pytest.fixture
+def table_prefix() -> str:
+    """A table prefix no other test uses (SQL identifiers take no hyphen)."""
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+def make_sql_store(kind: str, request: pytest.FixtureRequest, table_prefix: str, **options: object) -> Store:
+    """A SQL store on a fresh table prefix, its tables dropped when the test ends."""
+    pytest.importorskip("sqlalchemy")
+    from flask_asyncendpoints.stores.sql import SQLStore
+
+    url = f"sqlite:///{request.getfixturevalue('tmp_path') / 'jobs.db'}" if kind == "sqlite" else sql_url(kind)
+    store = SQLStore.from_url(url, key_prefix=table_prefix, **options)  # type: ignore[arg-type]
+    try:
+        store.ping()
+    except StoreError as exc:
+        store.close()
+        if os.environ.get(REQUIRE_SQL_ENV):
+            pytest.fail(f"{kind} at {url} does not answer: {exc}")
+        pytest.skip(f"{kind} at {url} does not answer: {exc}")
+
+    def drop() -> None:
+        store.tables.metadata.drop_all(store.engine)
+        store.close()
+
+    request.addfinalizer(drop)
+    return store
+
+
 def make_store(kind: str, request: pytest.FixtureRequest, clock: FakeClock, key_prefix: str) -> Store:
     if kind == "memory":
         return MemoryStore(clock=clock)
+    if kind in ("sqlite", "postgresql", "mysql"):
+        return make_sql_store(kind, request, request.getfixturevalue("table_prefix"))
     from flask_asyncendpoints.stores.redis import RedisStore
 
     fixture = {"fakeredis": "fake_redis_client", "redis": "real_redis_client", "cluster": "cluster_client"}[kind]
@@ -132,7 +182,7 @@ def make_store(kind: str, request: pytest.FixtureRequest, clock: FakeClock, key_
     return store
 
 
-STORE_KINDS = ["memory", "fakeredis", "redis", "cluster"]
+STORE_KINDS = ["memory", "fakeredis", "redis", "cluster", "sqlite", "postgresql", "mysql"]
 
 
 @pytest.fixture(params=STORE_KINDS)

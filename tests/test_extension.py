@@ -234,7 +234,7 @@ class TestConfiguration:
             ("RETRY_DELAY_BASE", float("nan"), "RETRY_DELAY_BASE must be a finite number"),
             ("WORKER", "maybe", "WORKER must be true or false"),
             ("REDACT_HEADERS", 5, "REDACT_HEADERS must be a list"),
-            ("STORE", "postgres://x", "names no known store"),
+            ("STORE", "mongodb://x", "names no known store"),
             ("JOB_DETAILS_URL", "/jobs/<id>", "must contain '<uuid:job_id>'"),
         ],
     )
