@@ -134,9 +134,13 @@ class ClusterCalls:
         for command in commands:
             pipe.execute_command(*command)
         replies: list[Any] = pipe.execute(raise_on_error=False)
-        for reply in replies:
-            if raise_on_error and isinstance(reply, self._exceptions.ResponseError):
-                raise reply
+        errors = [reply for reply in replies if isinstance(reply, Exception)]
+        for error in errors:
+            # A node that could not be reached (a failover) leaves no reply to use, whatever the caller asked.
+            if not isinstance(error, self._exceptions.ResponseError):
+                raise error
+        if errors and raise_on_error:
+            raise errors[0]
         return replies
 
 

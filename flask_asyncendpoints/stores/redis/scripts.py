@@ -104,6 +104,17 @@ class ScriptRunner:
                 f"Could not reach Redis at {self._where} while {doing} ({exc}). Check that the server is running "
                 "and reachable, and that ASYNCENDPOINTS_STORE names it."
             ) from exc
+        except (exceptions.ClusterDownError, exceptions.TryAgainError, exceptions.AskError) as exc:
+            # CLUSTERDOWN, TRYAGAIN, MOVED or ASK: a slot without a master for now, or moving.
+            raise StoreError(
+                f"{self._where} could not serve a slot while {doing} ({exc}): a node is failing over, or slots "
+                "are moving. It answers again once a replica has taken over; try again shortly."
+            ) from exc
+        except exceptions.ReadOnlyError as exc:
+            raise StoreError(
+                f"Redis at {self._where} is a read-only replica now ({exc}) while {doing}: its master moved. "
+                "Point ASYNCENDPOINTS_STORE at the new master, or use a redis+sentinel:// URL, which follows it."
+            ) from exc
         except exceptions.ResponseError as exc:
             raise StoreError(
                 f"Redis at {self._where} refused {doing} ({exc}). Check that it is a writable Redis 6.0 or later "
@@ -111,6 +122,11 @@ class ScriptRunner:
             ) from exc
         except exceptions.RedisError as exc:
             raise StoreError(f"Redis at {self._where} failed while {doing} ({exc}).") from exc
+        except exceptions.RedisClusterException as exc:
+            # Not a RedisError: the cluster client's own errors, such as a slot no node is known to serve.
+            raise StoreError(
+                f"{self._where} failed while {doing} ({exc}). Check that its nodes are up and every slot is served."
+            ) from exc
 
     def run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run one script and return its reply.
