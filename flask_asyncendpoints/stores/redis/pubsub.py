@@ -57,6 +57,7 @@ class Notifier:
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._closed = threading.Event()
+        self._resubscribe = threading.Event()
 
     def listen(self, channel: str, handler: Handler) -> tuple[threading.Event, Callable[[], None]]:
         """Call ``handler(message)`` with each message on ``channel``, from the subscriber thread.
@@ -81,6 +82,11 @@ class Notifier:
         with self._lock:
             return self._ready.setdefault(channel, threading.Event())
 
+    def resubscribe(self) -> None:
+        """Subscribe every channel again on a new connection (within :data:`_POLL` seconds): the server
+        moved (a Sentinel failover), and messages now go to another one."""
+        self._resubscribe.set()
+
     def close(self) -> None:
         """Stop the subscriber thread (within a second); waiters fall back to their own timeouts."""
         self._closed.set()
@@ -100,11 +106,19 @@ class Notifier:
         """Subscribe to the channels listened to and dispatch their messages, until closed."""
         errors = (self._exceptions.RedisError, OSError, ValueError)
         backoff = 0.1
+        #: Whether the last try to subscribe failed: an outage is logged once, and its end once.
+        failing = False
         while not self._closed.is_set():
             pubsub: Any = self._client.pubsub()  # type: ignore[no-untyped-call]
             subscribed: set[str] = set()
             try:
                 while not self._closed.is_set():
+                    if self._resubscribe.is_set():
+                        self._resubscribe.clear()
+                        with self._lock:
+                            for ready in self._ready.values():
+                                ready.clear()
+                        break
                     with self._lock:
                         wanted = [channel for channel in self._handlers if channel not in subscribed]
                     if wanted:
@@ -114,6 +128,9 @@ class Notifier:
                         else:
                             pubsub.subscribe(*wanted)
                         subscribed.update(wanted)
+                        if failing:
+                            logger.info("subscribed to the store's channels again")
+                            failing = False
                     if not subscribed:
                         self._closed.wait(_POLL)
                         continue
@@ -124,14 +141,25 @@ class Notifier:
                     if message is not None:
                         backoff = 0.1
                         self._dispatch(message)
-            except Exception:
+            except Exception as exc:
+                if self._closed.is_set():
+                    break  # the client closing under the thread
                 with self._lock:
                     for ready in self._ready.values():
                         ready.clear()
                     if not any(self._handlers.values()):
                         self._thread = None
                         return
-                logger.warning("lost the subscription to the store's channels; retrying", exc_info=True)
+                if failing:
+                    logger.debug("subscribing to the store's channels failed again", exc_info=True)
+                else:
+                    logger.warning(
+                        "lost the subscription to the store's channels (%s); subscribing again, with back-off. "
+                        "Meanwhile long-polls re-read their job every second and cancels reach running jobs "
+                        "at their next lease renewal.",
+                        exc,
+                    )
+                    failing = True
                 self._closed.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
             finally:
