@@ -15,6 +15,8 @@ from ...errors import ConfigurationError
 if TYPE_CHECKING:
     import redis
 
+    from .sentinel import SentinelWatch
+
 _INSTALL_HINT = 'pip install "flask-asyncendpoints[redis]"'
 
 
@@ -39,13 +41,19 @@ class ThreadConnections:
     checking a connection out and in again for every command costs about as much as the round trip
     itself.
 
+    With a Sentinel-managed client, ``watch`` follows the Sentinels' failovers: calls raise
+    ``StoreError`` while one is under way, and a connection to a master that has been replaced is
+    dropped before its next call, so the next one connects to the new master.
+
     :param client: a ``redis.Redis`` client.
+    :param watch: the failovers of the client's Sentinel service, if it has one.
     :raises ConfigurationError: when the ``redis`` package is missing.
     """
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, watch: SentinelWatch | None = None) -> None:
         self._client = client
         self._exceptions = import_redis().exceptions
+        self._watch = watch
         #: ``held``: this thread's connection.
         self._local = threading.local()
 
@@ -95,9 +103,20 @@ class ThreadConnections:
 
     def _connection(self) -> Any:
         held: _HeldConnection | None = getattr(self._local, "held", None)
+        watch = self._watch
         if held is None or held.pid != os.getpid():
             held = self._local.held = _HeldConnection(self._client.connection_pool)
+            if watch is not None:
+                # Its threads run in each process that uses the store, a forked child too.
+                watch.start()
+                held.generation = watch.generation
         connection = held.connection
+        if watch is not None:
+            watch.check()
+            if held.generation != watch.generation:
+                # The master moved: leave the old one, and the next command connects to the new.
+                held.generation = watch.generation
+                connection.disconnect()
         exceptions = self._exceptions
         try:
             if connection.can_read():
@@ -150,6 +169,8 @@ class _HeldConnection:
     def __init__(self, pool: Any) -> None:
         self.pid = os.getpid()
         self.connection = pool.get_connection()
+        #: The :attr:`SentinelWatch.generation <.sentinel.SentinelWatch.generation>` it connects under.
+        self.generation = 0
         weakref.finalize(self, _give_back, pool, self.connection, self.pid)
 
 

@@ -84,6 +84,7 @@ from .keys import (
 from .monitoring import RedisMonitoring
 from .pubsub import Notifier
 from .scripts import ScriptRunner
+from .sentinel import SentinelWatch, sentinel_pool
 from .urls import connect, describe, is_cluster_client
 
 if TYPE_CHECKING:
@@ -142,8 +143,11 @@ class RedisStore(RedisMonitoring, Store):
         self.layout = Layout(key_prefix)
         self.cluster = is_cluster_client(client)
         self._where = describe(client)
+        pool = sentinel_pool(client)
+        #: The failovers of the client's Sentinel service, when it has one.
+        self._sentinel = SentinelWatch(pool) if pool is not None else None
         calls: ThreadConnections | ClusterCalls = (
-            ClusterCalls(client) if self.cluster else ThreadConnections(client)  # type: ignore[arg-type]
+            ClusterCalls(client) if self.cluster else ThreadConnections(client, self._sentinel)  # type: ignore[arg-type]
         )
         self._scripts = ScriptRunner(client, calls, where=self._where, key_prefix=key_prefix, cluster=self.cluster)
         # Bound once, here: every operation goes through these, so they cost no more than methods.
@@ -179,6 +183,8 @@ class RedisStore(RedisMonitoring, Store):
         self._claimed_queues: set[str] = set()
         self._finish_waiters: dict[str, set[threading.Event]] = {}
         self._notifier = Notifier(client, sharded=self.cluster)
+        if self._sentinel is not None:
+            self._sentinel.on_switch(self._notifier.resubscribe)
 
     def __repr__(self) -> str:
         return f"<RedisStore: {self._where}, key prefix {self.key_prefix!r}>"
@@ -1062,6 +1068,8 @@ class RedisStore(RedisMonitoring, Store):
     def close(self) -> None:
         """Close the connections of a client this store created (:meth:`from_url`); a given client is left open."""
         self._notifier.close()
+        if self._sentinel is not None:
+            self._sentinel.close()
         closers, self._closers = self._closers, []
         for close in closers:
             close()
