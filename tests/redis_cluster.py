@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: How long a node may be unreachable before the cluster fails it over (milliseconds); tests that
-#: stop a master can lower it with ``CONFIG SET cluster-node-timeout``.
+#: How long a node may be unreachable before the cluster fails it over (milliseconds), unless a
+#: :class:`LocalCluster` is given another ``node_timeout_ms``.
 NODE_TIMEOUT_MS = 3000
 
 
@@ -64,6 +64,8 @@ class LocalCluster:
 
     server: str = field(default_factory=lambda: shutil.which("redis-server") or "redis-server")
     cli: str = field(default_factory=lambda: shutil.which("redis-cli") or "redis-cli")
+    #: ``cluster-node-timeout``: a failover test wants a short one, so a replica takes over in seconds.
+    node_timeout_ms: int = NODE_TIMEOUT_MS
     nodes: dict[int, Node] = field(default_factory=dict)
     _root: Path | None = None
 
@@ -90,11 +92,15 @@ class LocalCluster:
                         "--bind", "127.0.0.1",
                         "--cluster-enabled", "yes",
                         "--cluster-config-file", str(directory / "nodes.conf"),
-                        "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+                        "--cluster-node-timeout", str(self.node_timeout_ms),
                         "--dir", str(directory),
                         "--save", "",
                         "--appendonly", "no",
                         "--daemonize", "no",
+                        # A replica syncs at once rather than after the default 5 s wait for others to join,
+                        # and CLUSTER SLOTS lists it once its offset moves: pinged every second, not 10.
+                        "--repl-diskless-sync-delay", "0",
+                        "--repl-ping-replica-period", "1",
                     ],
                     stdin=subprocess.DEVNULL,
                     stdout=(directory / "server.log").open("wb"),
@@ -135,6 +141,22 @@ class LocalCluster:
         node = self.nodes[port]
         node.process.kill()
         node.process.wait(timeout=10)
+
+    def cut_replication(self, port: int) -> None:
+        """Cut the link from the master on ``port`` to its replicas, and keep it cut.
+
+        Each replica is given a wrong ``masterauth``, so it cannot connect again, and the master drops
+        their links (``CLIENT KILL TYPE replica``): from here the master acknowledges writes that no
+        replica has, as it does in the moment between a write and its replication, or while a
+        replica lags. A replica still takes over when the master is then stopped.
+        """
+        import redis
+
+        for replica in self.replicas_of(port):
+            with redis.Redis(port=replica, socket_timeout=2) as client:
+                client.config_set("masterauth", "not-the-password")
+        with redis.Redis(port=port, socket_timeout=2) as client:
+            client.execute_command("CLIENT", "KILL", "TYPE", "replica")
 
     def master_of(self, key: str) -> int:
         """The port of the master serving ``key``'s slot now."""
