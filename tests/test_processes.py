@@ -340,6 +340,8 @@ class Run:
     pid: int
     attempt: int
     at: float
+    #: The name of the worker thread that ran it.
+    thread: str = ""
 
 
 @dataclass
@@ -360,7 +362,8 @@ class Records:
         for key, value in self.client.hgetall(f"{self.base}:runs").items():
             job_id, _, run = key.decode().partition("/")
             data = json.loads(value)
-            runs.setdefault(job_id, []).append(Run(run, data["pid"], data["attempt"], data["at"]))
+            entry = Run(run, data["pid"], data["attempt"], data["at"], data.get("thread", ""))
+            runs.setdefault(job_id, []).append(entry)
         for job_runs in runs.values():
             job_runs.sort(key=lambda r: r.at)
         return runs

@@ -12,7 +12,8 @@ the library's ``<prefix>:`` keys), with writes that are safe to retry, so a test
 executions exactly:
 
 ``<prefix>-test:runs``          hash   one field ``<job id>/<run id>`` per handler execution; the value is
-                                       JSON ``{"pid", "attempt", "at"}`` (``at``: epoch seconds at start).
+                                       JSON ``{"pid", "attempt", "at", "thread"}`` (``at``: epoch seconds at
+                                       start; ``thread``: the name of the thread that ran it).
 ``<prefix>-test:completions``   hash   one field ``<job id>/<run id>`` per completion the store accepted
                                        (from the ``job_finished`` signal); the value is the pid.
 ``<prefix>-test:events``        list   JSON ``{"event": "started", ...}`` when a ``Hold`` job starts and
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import uuid
 from typing import Any
@@ -64,7 +66,7 @@ def recorder(app: Flask) -> redis.Redis[Any]:
 def _record_run(ctx: JobContext) -> str:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     run = uuid.uuid4().hex
-    entry = {"pid": os.getpid(), "attempt": ctx.attempt, "at": time.time()}
+    entry = {"pid": os.getpid(), "attempt": ctx.attempt, "at": time.time(), "thread": threading.current_thread().name}
     recorder(app).hset(f"{record_prefix(app)}:runs", f"{ctx.job_id}/{run}", json.dumps(entry))
     return run
 
