@@ -68,12 +68,14 @@ class SentinelWatch:
     """The failovers of one Sentinel service, as the store must know them.
 
     :param pool: the ``redis.sentinel.SentinelConnectionPool`` of the store's client.
+    :param clock: monotonic seconds, for the ceiling of a pause (tests move it by hand).
     :raises ConfigurationError: when the ``redis`` package is missing.
     """
 
-    def __init__(self, pool: Any) -> None:
+    def __init__(self, pool: Any, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._exceptions = import_redis().exceptions
         self._pool = pool
+        self._clock = clock
         #: The name the Sentinels know the master by.
         self.service: str = pool.service_name
         self._sentinels: list[Any] = list(pool.sentinel_manager.sentinels)
@@ -115,7 +117,7 @@ class SentinelWatch:
         """
         if not self._fences:
             return
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             expired = [index for index, until in self._fences.items() if until <= now]
             for index in expired:
@@ -191,7 +193,7 @@ class SentinelWatch:
         if channel in _STARTS:
             with self._lock:
                 started = not self._fences
-                self._fences[index] = time.monotonic() + FENCE_SECONDS
+                self._fences[index] = self._clock() + FENCE_SECONDS
             if started:
                 logger.info(
                     "the Sentinels are failing over the master of %r (%s): store calls wait for the new master",
@@ -211,10 +213,10 @@ class SentinelWatch:
             if new == self._switching or (new == self._master and not self._fences):
                 return  # another thread is on it, or it is known already
             self._switching = new
-        deadline = time.monotonic() + AGREE_SECONDS
+        deadline = self._clock() + AGREE_SECONDS
         while not self._closed.is_set():
             # Asking here also drops the pool's idle connections to the old master.
-            if self._discover() == new or time.monotonic() > deadline:
+            if self._discover() == new or self._clock() > deadline:
                 break
             self._closed.wait(0.05)
         with self._lock:
