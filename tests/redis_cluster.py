@@ -68,6 +68,8 @@ class LocalCluster:
     node_timeout_ms: int = NODE_TIMEOUT_MS
     nodes: dict[int, Node] = field(default_factory=dict)
     _root: Path | None = None
+    #: The replicas :meth:`cut_replication` cut off, by the port of their master.
+    _cut: dict[int, list[int]] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -152,11 +154,30 @@ class LocalCluster:
         """
         import redis
 
-        for replica in self.replicas_of(port):
+        self._cut[port] = self.replicas_of(port)
+        for replica in self._cut[port]:
             with redis.Redis(port=replica, socket_timeout=2) as client:
                 client.config_set("masterauth", "not-the-password")
         with redis.Redis(port=port, socket_timeout=2) as client:
             client.execute_command("CLIENT", "KILL", "TYPE", "replica")
+
+    def restore_replication(self, port: int, *, timeout: float = 20.0) -> None:
+        """Let the replicas :meth:`cut_replication` cut off connect again, and wait until they are in sync."""
+        import redis
+
+        replicas = self._cut.pop(port, [])
+        for replica in replicas:
+            with redis.Redis(port=replica, socket_timeout=2) as client:
+                client.config_set("masterauth", "")
+
+        def linked() -> bool:
+            for replica in replicas:
+                with redis.Redis(port=replica, socket_timeout=2, decode_responses=True) as client:
+                    if client.info("replication").get("master_link_status") != "up":
+                        return False
+            return True
+
+        self._wait(linked, time.monotonic() + timeout, f"the replicas of {port} to sync again")
 
     def master_of(self, key: str) -> int:
         """The port of the master serving ``key``'s slot now."""

@@ -809,6 +809,61 @@ class TestStoreSpecs:
             create_store(spec, key_prefix="ae")
 
 
+class TestWaitReplicas:
+    """``wait_replicas``: a submit is acknowledged once that many replicas have the job."""
+
+    def test_it_comes_from_the_url_query_and_leaves_the_rest_to_the_client(self) -> None:
+        store = RedisStore.from_url("redis://localhost/0?socket_timeout=3&wait_replicas=2&wait_timeout=0.25")
+        assert store.wait_replicas == 2 and store._scripts.wait_timeout == 0.25
+        assert store._client.connection_pool.connection_kwargs["socket_timeout"] == 3.0
+        store.close()
+        sentinel = RedisStore.from_url("redis+sentinel://127.0.0.1:1/mymaster?wait_replicas=1&socket_timeout=2")
+        assert sentinel.wait_replicas == 1
+        sentinel.close()
+        assert RedisStore.from_url("redis://localhost/0").wait_replicas == 0
+
+    def test_an_options_dict_takes_it_too(self) -> None:
+        store = create_store({"url": "redis://localhost/0", "wait_replicas": 1, "wait_timeout": 2}, key_prefix="p")
+        assert isinstance(store, RedisStore)
+        assert store.wait_replicas == 1 and store._scripts.wait_timeout == 2.0
+        store.close()
+
+    @pytest.mark.parametrize(
+        ("query", "message"),
+        [
+            ("wait_replicas=one", "is not a number"),
+            ("wait_replicas=-1", "0 or more"),
+            ("wait_timeout=0", "above 0"),
+            ("wait_timeout=nan", "above 0"),
+        ],
+    )
+    def test_bad_values_are_configuration_errors(self, query: str, message: str) -> None:
+        with pytest.raises(ConfigurationError, match=message):
+            RedisStore.from_url(f"redis://:secret@localhost/0?{query}")
+
+    def test_a_submit_no_replica_confirms_is_a_store_error_and_its_job_is_on_the_master(
+        self, redis_url: str, key_prefix: str
+    ) -> None:
+        client = redis.Redis.from_url(redis_url)
+        if client.info("replication")["connected_slaves"]:
+            pytest.skip("the test server has replicas")
+        store = RedisStore.from_url(f"{redis_url}?wait_replicas=1&wait_timeout=0.05", key_prefix=key_prefix)
+        job_id = new_id()
+        try:
+            with pytest.raises(StoreError, match=r"0 of the 1 replica\(s\) asked for \(wait_replicas\)") as caught:
+                store.create(job_id, "Work", JobPayload(), max_retries=0)
+            assert "same X-Async-Request-Id finds its job" in str(caught.value)
+            found = store.get(job_id)
+            assert found is not None and found.status is JobStatus.QUEUED
+            # Many at once, in another queue too (its pointer is waited for first).
+            with pytest.raises(StoreError, match="wait_replicas"):
+                store.create_many([NewJob(new_id(), "Work", JobPayload(), 0, queue="other")])
+        finally:
+            _delete_prefix(client, key_prefix)
+            store.close()
+            client.close()
+
+
 class TestCancelAnnouncements:
     def test_a_cancel_made_elsewhere_reaches_the_watcher_once(self, make_client: MakeClient, key_prefix: str) -> None:
         # Two stores on two clients of one server, as a web process and a worker process would be.

@@ -11,13 +11,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 from flask import Flask
 from marshmallow import Schema, fields
 
 from flask_asyncendpoints import AsyncEndpoints, JobContext
 from flask_asyncendpoints.errors import ConfigurationError, StoreError
 from flask_asyncendpoints.jobs import JobPayload, JobStatus
-from flask_asyncendpoints.stores import create_store
+from flask_asyncendpoints.stores import NewJob, create_store
 from flask_asyncendpoints.stores.redis import RedisStore, parse_cluster_url, redact_url
 from flask_asyncendpoints.stores.redis.urls import connect
 
@@ -107,6 +108,46 @@ class TestQueuesOnTheCluster:
         store = make_store()
         master = redis_cluster.master_of(f"{{{store.key_prefix}:default}}")
         assert len(redis_cluster.replicas_of(master)) == 1
+
+
+class TestWaitReplicas:
+    def test_each_master_waits_for_its_replica_and_a_master_without_one_refuses(
+        self, redis_cluster: LocalCluster, key_prefix: str
+    ) -> None:
+        store = RedisStore.from_url(f"{redis_cluster.url}?wait_replicas=1&wait_timeout=0.2", key_prefix=key_prefix)
+        queues = [f"q{n}" for n in range(12)]
+        masters = {queue: redis_cluster.master_of(f"{{{key_prefix}:{queue}}}") for queue in queues}
+        assert len(set(masters.values())) == 3
+
+        def waits() -> dict[int, int]:
+            counts = {}
+            for port in set(masters.values()):
+                with redis.Redis(port=port) as node:
+                    counts[port] = int(node.info("commandstats").get("cmdstat_wait", {}).get("calls", 0))
+            return counts
+
+        before = waits()
+        try:
+            jobs = [NewJob(new_id(), "Work", JobPayload(), 0, queue=queue) for queue in queues]
+            assert all(result is not None and result[1] for result in store.create_many(jobs))
+            # One WAIT on every master, after the jobs of its queues, on the connection that wrote them.
+            assert all(after > before[port] for port, after in waits().items())
+
+            cut = masters["q0"]
+            others = [queue for queue, port in masters.items() if port != cut]
+            redis_cluster.cut_replication(cut)
+            try:
+                with pytest.raises(StoreError, match=r"0 of the 1 replica\(s\)"):
+                    store.create(new_id(), "Work", JobPayload(), max_retries=0, queue="q0")
+                # The other masters still have their replicas.
+                store.create(new_id(), "Work", JobPayload(), max_retries=0, queue=others[0])
+            finally:
+                redis_cluster.restore_replication(cut)
+            created, new = store.create(new_id(), "Work", JobPayload(), max_retries=0, queue="q0")
+            assert new and created.queue == "q0"
+        finally:
+            _delete_prefix(store._client, key_prefix)
+            store.close()
 
 
 class TestShardedPubSub:

@@ -101,6 +101,19 @@ class ThreadConnections:
             raise error
         return replies
 
+    def groups(self, keys: Sequence[Sequence[str]]) -> list[tuple[str, list[int]]]:
+        """The calls on ``keys`` (one list per call) by the connection they go out on: all on this
+        thread's, for one server. Each group's first key stands for it in :meth:`call_together`."""
+        return [(keys[0][0], list(range(len(keys))))] if keys else []
+
+    def call_together(self, key: str, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Send ``commands`` on one connection, in one round trip; their replies, errors as exceptions.
+
+        ``WAIT`` counts the replicas that have every write of the connection it is sent on, so the
+        writes it vouches for must go on the same one.
+        """
+        return self.call_many(commands, raise_on_error=False)
+
     def _connection(self) -> Any:
         held: _HeldConnection | None = getattr(self._local, "held", None)
         watch = self._watch
@@ -160,6 +173,37 @@ class ClusterCalls:
                 raise error
         if errors and raise_on_error:
             raise errors[0]
+        return replies
+
+    def groups(self, keys: Sequence[Sequence[str]]) -> list[tuple[str, list[int]]]:
+        """The calls on ``keys`` (one list per call) by the master that owns their slot."""
+        by_node: dict[str, tuple[str, list[int]]] = {}
+        for index, call_keys in enumerate(keys):
+            node = self._client.get_node_from_key(call_keys[0])
+            by_node.setdefault(node.name, (call_keys[0], []))[1].append(index)
+        return list(by_node.values())
+
+    def call_together(self, key: str, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Send ``commands`` on one connection to the master of ``key``'s slot; their replies, errors
+        as exceptions.
+
+        The cluster client's pipeline would send a command without keys (``WAIT``) to a node of its
+        choosing; here every command goes to the one node, on one of its connections.
+        """
+        exceptions = self._exceptions
+        node = self._client.get_node_from_key(key)
+        pipe = self._client.get_redis_connection(node).pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        try:
+            replies: list[Any] = pipe.execute(raise_on_error=False)
+        except (exceptions.ConnectionError, exceptions.TimeoutError):
+            # The node may be gone (a failover): learn the slots again before the next call.
+            self._client.nodes_manager.initialize()
+            raise
+        if any(isinstance(reply, exceptions.AskError) for reply in replies):
+            # MOVED or ASK: the slot has another master now. Nothing ran; the caller tries again.
+            self._client.nodes_manager.initialize()
         return replies
 
 

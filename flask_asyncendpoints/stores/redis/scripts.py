@@ -59,6 +59,8 @@ class ScriptRunner:
     :param where: where the client connects, for messages (never with a password).
     :param key_prefix: the store's key prefix, for messages.
     :param cluster: whether the client is a cluster's (the scripts then publish on sharded channels).
+    :param wait_replicas: how many replicas :meth:`run_durable` waits for.
+    :param wait_timeout: how long :meth:`run_durable` waits for them, in seconds.
     :raises ConfigurationError: when the ``redis`` package is missing.
     """
 
@@ -70,11 +72,16 @@ class ScriptRunner:
         where: str,
         key_prefix: str,
         cluster: bool = False,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
     ) -> None:
         self._exceptions = import_redis().exceptions
         self._client = client
+        self._connections = connections
         self._call = connections.call
         self._call_many = connections.call_many
+        self.wait_replicas = wait_replicas
+        self.wait_timeout = wait_timeout
         self._where = where
         self._key_prefix = key_prefix
         # Registered on this client only, and loaded when the server first answers NOSCRIPT (and again
@@ -171,3 +178,48 @@ class ScriptRunner:
                 if isinstance(reply, self._exceptions.ResponseError):
                     raise reply
             return replies
+
+    def run_durable(self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]) -> list[Any]:
+        """Run one script once per ``(keys, args)``, and answer once :attr:`wait_replicas` replicas
+        have what they wrote.
+
+        Each connection's calls are followed by ``WAIT`` on that connection, in the same round trip
+        (one per master on a cluster): Redis answers a write before its replicas have it, and
+        ``WAIT`` tells how many have every write of the connection so far.
+
+        :raises StoreError: when Redis cannot be reached or refuses the script, or when fewer
+            replicas than :attr:`wait_replicas` confirm the writes within :attr:`wait_timeout`
+            seconds (the writes are on the master all the same).
+        """
+        script = self.registered[name]
+        missing = self._exceptions.NoScriptError
+        wait = ("WAIT", self.wait_replicas, max(1, round(self.wait_timeout * 1000)))
+        replies: list[Any] = [None] * len(calls)
+        with self.errors(f"running the {name} script"):
+            for key, positions in self._connections.groups([keys for keys, _ in calls]):
+                commands = [("EVALSHA", script.sha, len(calls[i][0]), *calls[i][0], *calls[i][1]) for i in positions]
+                answers = self._connections.call_together(key, [*commands, wait])
+                again = [j for j, answer in enumerate(answers[:-1]) if isinstance(answer, missing)]
+                if again:
+                    script.sha = self._client.script_load(script.script)
+                    retried = self._connections.call_together(
+                        key,
+                        [*(("EVALSHA", script.sha, *commands[j][2:]) for j in again), wait],
+                    )
+                    for j, answer in zip(again, retried, strict=False):
+                        answers[j] = answer
+                    answers[-1] = retried[-1]
+                for reply in answers:
+                    if isinstance(reply, Exception):
+                        raise reply
+                if int(answers[-1]) < self.wait_replicas:
+                    raise StoreError(
+                        f"Redis at {self._where} ran the {name} script, but {int(answers[-1])} of the "
+                        f"{self.wait_replicas} replica(s) asked for (wait_replicas) confirmed it within "
+                        f"{self.wait_timeout:g} s, so a failover now could lose it. The change is on the master: a "
+                        "submit tried again with the same X-Async-Request-Id finds its job. Check the replicas "
+                        "(INFO replication), or lower wait_replicas in ASYNCENDPOINTS_STORE."
+                    )
+                for j, i in enumerate(positions):
+                    replies[i] = answers[j]
+        return replies

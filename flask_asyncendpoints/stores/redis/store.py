@@ -85,7 +85,7 @@ from .monitoring import RedisMonitoring
 from .pubsub import Notifier
 from .scripts import ScriptRunner
 from .sentinel import SentinelWatch, sentinel_pool
-from .urls import connect, describe, is_cluster_client
+from .urls import connect, describe, is_cluster_client, split_store_options
 
 if TYPE_CHECKING:
     import redis
@@ -120,7 +120,12 @@ class RedisStore(RedisMonitoring, Store):
         either way). The store does not close a client it was given.
     :param key_prefix: the first part of every key (``ae`` by default).
     :param history_limit: how many attempts each job's history keeps.
-    :raises ConfigurationError: when the ``redis`` package is missing or the prefix is empty.
+    :param wait_replicas: acknowledge a submit only once this many replicas have the job (``WAIT``);
+        0, the default, acknowledges it once the master has it.
+    :param wait_timeout: how long a submit waits for those replicas, in seconds; a submit they do
+        not all confirm in time raises :class:`~flask_asyncendpoints.StoreError` (HTTP ``503``).
+    :raises ConfigurationError: when the ``redis`` package is missing, the prefix is empty, or
+        ``wait_replicas`` or ``wait_timeout`` is out of range.
     """
 
     batches_completions = True
@@ -131,12 +136,22 @@ class RedisStore(RedisMonitoring, Store):
         *,
         key_prefix: str = "ae",
         history_limit: int = DEFAULT_HISTORY_LIMIT,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
     ) -> None:
         import_redis()  # first: without redis-py nothing else here can work, and the error says what to install
         if not key_prefix:
             raise ConfigurationError(
                 "ASYNCENDPOINTS_KEY_PREFIX must not be empty: every key of the store starts with it."
             )
+        if isinstance(wait_replicas, bool) or not isinstance(wait_replicas, int) or wait_replicas < 0:
+            raise ConfigurationError(
+                f"wait_replicas must be a whole number of replicas, 0 or more, not {wait_replicas!r}."
+            )
+        if isinstance(wait_timeout, bool) or not isinstance(wait_timeout, (int, float)) or not 0 < wait_timeout < 1e6:
+            raise ConfigurationError(f"wait_timeout must be a number of seconds above 0, not {wait_timeout!r}.")
+        #: Replicas a submit waits for (``WAIT``) before it is acknowledged; 0 for none.
+        self.wait_replicas = wait_replicas
         self._client = client
         self.key_prefix = key_prefix
         self.history_limit = history_limit
@@ -149,12 +164,21 @@ class RedisStore(RedisMonitoring, Store):
         calls: ThreadConnections | ClusterCalls = (
             ClusterCalls(client) if self.cluster else ThreadConnections(client, self._sentinel)  # type: ignore[arg-type]
         )
-        self._scripts = ScriptRunner(client, calls, where=self._where, key_prefix=key_prefix, cluster=self.cluster)
+        self._scripts = ScriptRunner(
+            client,
+            calls,
+            where=self._where,
+            key_prefix=key_prefix,
+            cluster=self.cluster,
+            wait_replicas=wait_replicas,
+            wait_timeout=float(wait_timeout),
+        )
         # Bound once, here: every operation goes through these, so they cost no more than methods.
         self._call = calls.call
         self._call_many = calls.call_many
         self._run = self._scripts.run
         self._run_many = self._scripts.run_many
+        self._durable = self._scripts.run_durable
         self._errors = self._scripts.errors
         self._clock = ServerClock(lambda: self._call("TIME"))
         self._keys_of: dict[str, QueueKeys] = {}
@@ -191,7 +215,14 @@ class RedisStore(RedisMonitoring, Store):
 
     @classmethod
     def from_url(
-        cls, url: str, *, key_prefix: str = "ae", history_limit: int = DEFAULT_HISTORY_LIMIT, **client_options: Any
+        cls,
+        url: str,
+        *,
+        key_prefix: str = "ae",
+        history_limit: int = DEFAULT_HISTORY_LIMIT,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
+        **client_options: Any,
     ) -> RedisStore:
         """A store on a new client for ``url``, closed by :meth:`close`.
 
@@ -204,15 +235,32 @@ class RedisStore(RedisMonitoring, Store):
         ``redis+cluster://[[user]:password@]host:port[,host2:port2…]`` connects to a Redis Cluster
         through any of the nodes named.
 
+        Any of them may carry ``wait_replicas`` and ``wait_timeout`` in the query
+        (``redis+sentinel://…/mymaster?wait_replicas=1``); they override the arguments of the same names.
+
         :param url: the ``ASYNCENDPOINTS_STORE`` URL.
         :param key_prefix: the first part of every key.
         :param history_limit: how many attempts each job's history keeps.
+        :param wait_replicas: see :class:`RedisStore`.
+        :param wait_timeout: see :class:`RedisStore`.
         :param client_options: more client options (they override
             :data:`~flask_asyncendpoints.stores.redis.urls.CLIENT_DEFAULTS`).
         :raises ConfigurationError: when the URL cannot be used or ``redis`` is not installed.
         """
+        url, options = split_store_options(url)
         client, closers = connect(url, **client_options)
-        store = cls(client, key_prefix=key_prefix, history_limit=history_limit)
+        try:
+            store = cls(
+                client,
+                key_prefix=key_prefix,
+                history_limit=history_limit,
+                wait_replicas=options.get("wait_replicas", wait_replicas),
+                wait_timeout=options.get("wait_timeout", wait_timeout),
+            )
+        except BaseException:
+            for close in closers:
+                close()
+            raise
         store._closers = closers
         return store
 
@@ -327,11 +375,11 @@ class RedisStore(RedisMonitoring, Store):
             record = make_record(at, int(max_retries), key, name_json, payload_json)
             if DEFAULT_QUEUE not in self._registered:
                 self._register(DEFAULT_QUEUE)
-            (outcome,) = self._run(
-                "create",
+            call = (
                 [self._default.base],
                 [at, script_arg(max_pending), job_id, record, name_json, f"{key}:{job_id}", when if delayed else ""],
             )
+            (outcome,) = self._run("create", *call) if not self.wait_replicas else self._durable("create", [call])[0]
             job = Job.new(
                 job_id,
                 name,
@@ -401,7 +449,7 @@ class RedisStore(RedisMonitoring, Store):
             for queue, chunk in chunks
             if chunk
         ]
-        replies = self._many("create", calls)
+        replies = self._durable("create", calls) if self.wait_replicas else self._many("create", calls)
         refused: dict[str, list[str]] = {}
         for (queue, chunk), reply in zip([c for c in chunks if c[1]], replies, strict=True):
             for (index, _, job), outcome in zip(chunk, reply, strict=True):
@@ -430,7 +478,9 @@ class RedisStore(RedisMonitoring, Store):
             for queue, entries in by_queue.items()
             if queue != DEFAULT_QUEUE
         ]
-        olds = [old for reply in self._many("point", calls) for old in reply]
+        # Waited for like the jobs: a job whose pointer a failover lost could not be found by its id.
+        replies = self._durable("point", calls) if self.wait_replicas else self._many("point", calls)
+        olds = [old for reply in replies for old in reply]
         for (queue, entry), old in zip(pointing, olds, strict=True):
             if not old or as_text(old) == POINTER + queue:
                 continue

@@ -39,6 +39,10 @@ _SENTINEL_OPTIONS: dict[str, Callable[[str], Any]] = {
     "sentinel_password": str,
 }
 
+#: Options of the store itself that a Redis URL's query may carry, with how each is read; they are
+#: taken out of the URL before the client reads it (:func:`split_store_options`).
+STORE_OPTIONS: dict[str, Callable[[str], Any]] = {"wait_replicas": int, "wait_timeout": float}
+
 #: A new client and what closes it: its own ``close`` first, then anything else it needed.
 Connected: TypeAlias = tuple["redis.Redis | redis.cluster.RedisCluster", list[Callable[[], None]]]
 
@@ -239,6 +243,32 @@ def parse_cluster_url(url: str) -> ClusterSettings:
             raise ValueError(f"unknown option {name!r}; known: {', '.join(_CLUSTER_OPTIONS)}")
         options[name] = convert(values[-1])
     return ClusterSettings(hosts=hosts, username=username, password=password, options=options)
+
+
+def split_store_options(url: str) -> tuple[str, dict[str, Any]]:
+    """``url`` without the :data:`STORE_OPTIONS` in its query, and those options, read.
+
+    :raises ConfigurationError: when an option's value cannot be read.
+    """
+    base, question, query = url.partition("?")
+    if not question:
+        return url, {}
+    kept: list[str] = []
+    options: dict[str, Any] = {}
+    for pair in query.split("&"):
+        name, _, value = pair.partition("=")
+        convert = STORE_OPTIONS.get(unquote(name))
+        if convert is None:
+            if pair:
+                kept.append(pair)
+            continue
+        try:
+            options[unquote(name)] = convert(unquote(value))
+        except ValueError:
+            raise ConfigurationError(
+                f"{unquote(name)}={unquote(value)!r} in ASYNCENDPOINTS_STORE={redact_url(url)!r} is not a number."
+            ) from None
+    return base + ("?" + "&".join(kept) if kept else ""), options
 
 
 def is_cluster_client(client: Any) -> bool:
