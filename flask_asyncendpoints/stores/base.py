@@ -187,6 +187,18 @@ class Store(Monitoring, abc.ABC):
         One lookup: no scan, and no round trip per queue.
         """
 
+    def confirm_stored(self, job: Job) -> None:
+        """Return once ``job``, found by :meth:`get`, is stored as durably as :meth:`create` stores a job.
+
+        A submit that repeats an accepted request (the same ``X-Async-Request-Id``) is answered with
+        the job :meth:`get` found, after this. A store that acknowledges a job before it is durable
+        unless asked to wait (the Redis store with ``wait_replicas``) waits here as it does in
+        :meth:`create`: the first submit may have been refused for want of that wait, with its job
+        written all the same. This default does nothing.
+
+        :raises ~flask_asyncendpoints.errors.StoreError: when the job cannot be made as durable.
+        """
+
     # -- running -------------------------------------------------------------------------------------
 
     @abc.abstractmethod

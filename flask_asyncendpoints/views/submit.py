@@ -96,6 +96,8 @@ def _submit(state: AppState, route: RouteSpec, route_params: dict[str, Any]) -> 
         # the validator: a repeat of an accepted request answers with its job.
         existing = state.store.get(job_id)
         if existing is not None:
+            # As durable as a new job before it is acknowledged (Redis with wait_replicas).
+            state.store.confirm_stored(existing)
             return _existing_job(existing, route.job_name, state)
     if route.validator is not None:
         answer = route.validator(loaded)

@@ -855,6 +855,11 @@ class TestWaitReplicas:
             assert "same X-Async-Request-Id finds its job" in str(caught.value)
             found = store.get(job_id)
             assert found is not None and found.status is JobStatus.QUEUED
+            # A repeat of the submit that finds it waits the same way before it is answered.
+            with pytest.raises(StoreError, match="0 of the 1 replica"):
+                store.confirm_stored(found)
+            plain = RedisStore(client, key_prefix=key_prefix)
+            plain.confirm_stored(found)  # no wait asked for: nothing to do
             # Many at once, in another queue too (its pointer is waited for first).
             with pytest.raises(StoreError, match="wait_replicas"):
                 store.create_many([NewJob(new_id(), "Work", JobPayload(), 0, queue="other")])

@@ -5,9 +5,10 @@ The modules, each importing only those listed after it:
 - ``store``: :class:`RedisStore`, one method per store operation.
 - ``monitoring``: the monitoring reads and the registry of worker processes.
 - ``pubsub``: the subscriber thread: finished jobs for long-polls, cancel requests, cluster wake-ups.
+- ``sentinel``: the Sentinels' failover events, so that the store never writes to a master being replaced.
 - ``urls``: Redis URLs to clients (``connect``), :func:`redact_url`, :func:`parse_sentinel_url`,
   :func:`parse_cluster_url`.
-- ``scripts``: the Lua scripts of ``lua/`` run by ``EVALSHA``, and redis-py's errors as ``StoreError``.
+- ``scripts``: the Lua scripts of ``lua/`` run by ``EVALSHA`` (and ``WAIT``), and redis-py's errors as ``StoreError``.
 - ``connection``: :func:`import_redis`, the connection each thread keeps out of the pool, cluster calls.
 - ``clock``: the Redis server's clock, read once a minute.
 - ``codec``: job records, state hashes and script replies to :class:`~flask_asyncendpoints.jobs.Job`, and back.

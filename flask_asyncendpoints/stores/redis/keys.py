@@ -33,6 +33,8 @@ RUNNING = ":run"
 EXPIRING = ":exp"
 NAMES = ":names"
 WAKE = ":wake"
+#: A counter that submits made with ``wait_replicas`` increment before their ``WAIT``.
+WAIT_COUNTER = ":wait"
 FINISHED_CHANNEL = ":finished"
 CANCELS_CHANNEL = ":cancels"
 DONE = {"Completed": ":done:Completed", "Failed": ":done:Failed", "Canceled": ":done:Canceled"}

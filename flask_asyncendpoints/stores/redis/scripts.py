@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import StoreError
 from .connection import ClusterCalls, ThreadConnections, import_redis
+from .keys import WAIT_COUNTER
 
 if TYPE_CHECKING:
     import redis
@@ -179,13 +180,44 @@ class ScriptRunner:
                     raise reply
             return replies
 
+    def wait_for_replicas(self, key: str, doing: str) -> None:
+        """Return once :attr:`wait_replicas` replicas have everything written so far to the master of
+        ``key`` (a queue's hash tag), by any connection: see :meth:`run_durable`.
+
+        :raises StoreError: when fewer confirm it within :attr:`wait_timeout` seconds.
+        """
+        with self.errors(doing):
+            answers = self._connections.call_together(key, self._durably(key))
+            for answer in answers:
+                if isinstance(answer, Exception):
+                    raise answer
+            self._check_replicas(int(answers[-1]), doing)
+
+    def _durably(self, key: str) -> list[tuple[Any, ...]]:
+        """The commands that make the writes of the connection before them as durable as asked."""
+        return [("INCR", f"{key}{WAIT_COUNTER}"), ("WAIT", self.wait_replicas, max(1, round(self.wait_timeout * 1000)))]
+
+    def _check_replicas(self, confirmed: int, doing: str) -> None:
+        if confirmed < self.wait_replicas:
+            raise StoreError(
+                f"Redis at {self._where} took the writes of {doing}, but {confirmed} of the {self.wait_replicas} "
+                f"replica(s) asked for (wait_replicas) confirmed them within {self.wait_timeout:g} s, so a "
+                "failover now could lose them. They are on the master: a submit tried again with the same "
+                "X-Async-Request-Id finds its job. Check the replicas (INFO replication), or lower wait_replicas "
+                "in ASYNCENDPOINTS_STORE."
+            )
+
     def run_durable(self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]) -> list[Any]:
         """Run one script once per ``(keys, args)``, and answer once :attr:`wait_replicas` replicas
         have what they wrote.
 
         Each connection's calls are followed by ``WAIT`` on that connection, in the same round trip
         (one per master on a cluster): Redis answers a write before its replicas have it, and
-        ``WAIT`` tells how many have every write of the connection so far.
+        ``WAIT`` tells how many have every write of the connection so far. Before it goes an
+        ``INCR`` of the queue's ``T:wait`` counter (``T`` being the hash tag each call's first key
+        is): a create that finds its job already (a client trying again) writes nothing, and the
+        write that created it may have gone out on another connection. A write of this connection
+        after it, once on a replica, means the replica has it too, replication being one stream.
 
         :raises StoreError: when Redis cannot be reached or refuses the script, or when fewer
             replicas than :attr:`wait_replicas` confirm the writes within :attr:`wait_timeout`
@@ -193,33 +225,27 @@ class ScriptRunner:
         """
         script = self.registered[name]
         missing = self._exceptions.NoScriptError
-        wait = ("WAIT", self.wait_replicas, max(1, round(self.wait_timeout * 1000)))
         replies: list[Any] = [None] * len(calls)
-        with self.errors(f"running the {name} script"):
+        doing = f"running the {name} script"
+        with self.errors(doing):
             for key, positions in self._connections.groups([keys for keys, _ in calls]):
                 commands = [("EVALSHA", script.sha, len(calls[i][0]), *calls[i][0], *calls[i][1]) for i in positions]
-                answers = self._connections.call_together(key, [*commands, wait])
-                again = [j for j, answer in enumerate(answers[:-1]) if isinstance(answer, missing)]
+                after = self._durably(key)
+                answers = self._connections.call_together(key, [*commands, *after])
+                again = [j for j, answer in enumerate(answers[: len(commands)]) if isinstance(answer, missing)]
                 if again:
                     script.sha = self._client.script_load(script.script)
                     retried = self._connections.call_together(
                         key,
-                        [*(("EVALSHA", script.sha, *commands[j][2:]) for j in again), wait],
+                        [*(("EVALSHA", script.sha, *commands[j][2:]) for j in again), *after],
                     )
                     for j, answer in zip(again, retried, strict=False):
                         answers[j] = answer
-                    answers[-1] = retried[-1]
+                    answers[-2:] = retried[-2:]
                 for reply in answers:
                     if isinstance(reply, Exception):
                         raise reply
-                if int(answers[-1]) < self.wait_replicas:
-                    raise StoreError(
-                        f"Redis at {self._where} ran the {name} script, but {int(answers[-1])} of the "
-                        f"{self.wait_replicas} replica(s) asked for (wait_replicas) confirmed it within "
-                        f"{self.wait_timeout:g} s, so a failover now could lose it. The change is on the master: a "
-                        "submit tried again with the same X-Async-Request-Id finds its job. Check the replicas "
-                        "(INFO replication), or lower wait_replicas in ASYNCENDPOINTS_STORE."
-                    )
+                self._check_replicas(int(answers[-1]), doing)
                 for j, i in enumerate(positions):
                     replies[i] = answers[j]
         return replies

@@ -525,6 +525,19 @@ class RedisStore(RedisMonitoring, Store):
         found = self._locate(job_id)
         return None if found is None else self._job(job_id, found[0].queue, found[1], found[2])
 
+    def confirm_stored(self, job: Job) -> None:
+        """See :meth:`Store.confirm_stored <flask_asyncendpoints.stores.base.Store.confirm_stored>`.
+
+        With ``wait_replicas``, waits (``WAIT``) until that many replicas have everything written to
+        the master of the job's queue so far, the job included; without, returns at once.
+        """
+        if self.wait_replicas:
+            keys = self._keys(job.queue)
+            self._scripts.wait_for_replicas(keys.base, "confirming a job on the replicas")
+            if job.queue != DEFAULT_QUEUE and self.cluster:
+                # Its pointer, in the default queue, may be on another master.
+                self._scripts.wait_for_replicas(self._default.base, "confirming a job's pointer on the replicas")
+
     # -- running -------------------------------------------------------------------------------------
 
     def claim(
