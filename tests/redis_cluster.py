@@ -87,27 +87,7 @@ class LocalCluster:
             for port in free_ports(6):
                 directory = self._root / str(port)
                 directory.mkdir()
-                process = subprocess.Popen(
-                    [
-                        self.server,
-                        "--port", str(port),
-                        "--bind", "127.0.0.1",
-                        "--cluster-enabled", "yes",
-                        "--cluster-config-file", str(directory / "nodes.conf"),
-                        "--cluster-node-timeout", str(self.node_timeout_ms),
-                        "--dir", str(directory),
-                        "--save", "",
-                        "--appendonly", "no",
-                        "--daemonize", "no",
-                        # A replica syncs at once rather than after the default 5 s wait for others to join,
-                        # and CLUSTER SLOTS lists it once its offset moves: pinged every second, not 10.
-                        "--repl-diskless-sync-delay", "0",
-                        "--repl-ping-replica-period", "1",
-                    ],
-                    stdin=subprocess.DEVNULL,
-                    stdout=(directory / "server.log").open("wb"),
-                    stderr=subprocess.STDOUT,
-                )  # fmt: skip
+                process = self._spawn(port, directory)
                 self.nodes[port] = Node(port, process, directory)
             deadline = time.monotonic() + timeout
             for node in self.nodes.values():
@@ -143,6 +123,24 @@ class LocalCluster:
         node = self.nodes[port]
         node.process.kill()
         node.process.wait(timeout=10)
+
+    def restart(self, port: int, *, timeout: float = 30.0) -> None:
+        """Start a stopped node again and wait until it is in sync: it rejoins the cluster, as a replica
+        of the master that took over from it, with its data from that master."""
+        import redis
+
+        node = self.nodes[port]
+        node.process = self._spawn(port, node.directory)
+
+        def in_sync() -> bool:
+            try:
+                with redis.Redis(port=port, socket_timeout=2, decode_responses=True) as client:
+                    info = client.info("replication")
+            except (redis.RedisError, OSError):
+                return False
+            return bool(info["role"] == "slave" and info.get("master_link_status") == "up")
+
+        self._wait(in_sync, time.monotonic() + timeout, f"{node.address} to rejoin as a replica")
 
     def cut_replication(self, port: int) -> None:
         """Cut the link from the master on ``port`` to its replicas, and keep it cut.
@@ -195,6 +193,29 @@ class LocalCluster:
         return []
 
     # -- plumbing --------------------------------------------------------------------------------------
+
+    def _spawn(self, port: int, directory: Path) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                self.server,
+                "--port", str(port),
+                "--bind", "127.0.0.1",
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", str(directory / "nodes.conf"),
+                "--cluster-node-timeout", str(self.node_timeout_ms),
+                "--dir", str(directory),
+                "--save", "",
+                "--appendonly", "no",
+                "--daemonize", "no",
+                # A replica syncs at once rather than after the default 5 s wait for others to join,
+                # and CLUSTER SLOTS lists it once its offset moves: pinged every second, not 10.
+                "--repl-diskless-sync-delay", "0",
+                "--repl-ping-replica-period", "1",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=(directory / "server.log").open("ab"),
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
 
     def _alive(self) -> list[int]:
         return [port for port, node in self.nodes.items() if node.process.poll() is None]

@@ -170,6 +170,10 @@ class Stream:
     def accepted_since(self, at: float) -> int:
         return sum(1 for accepted in self.accepted if accepted.sent_at > at)
 
+    def refused_since(self, at: float) -> int:
+        """How many submits were answered ``503`` after ``at``."""
+        return sum(1 for method, status, when, _ in self.answers if (method, status) == ("POST", 503) and when > at)
+
     def statuses(self, method: str) -> set[int]:
         return {status for m, status, _, _ in self.answers if m == method}
 
@@ -357,6 +361,70 @@ def test_a_cluster_master_killed_mid_run_loses_only_writes_it_had_not_replicated
         f"{len(window)} answers were 503, from {window[0] - killed_at:.2f} s to {window[-1] - killed_at:.2f} s "
         f"after the kill. {len(again)} job(s) ran again because the failover lost the claim or the completion "
         f"of an earlier run ({len(twice)} of them had had that completion acknowledged)."
+    )
+
+
+def test_with_wait_replicas_a_cluster_failover_loses_no_acknowledged_submit(
+    failover_cluster: LocalCluster,
+    records_server: RedisServer,
+    prefix: str,
+    processes: Processes,
+    request: pytest.FixtureRequest,
+) -> None:
+    cluster = failover_cluster
+    url = f"{cluster.url}?wait_replicas=1&wait_timeout=0.2"
+    records = Records(records_server.client, prefix)
+    ae, app = web_app(url, prefix, records_server.url)
+    request.addfinalizer(lambda: (ae.get_store(app).close(), process_app.recorder(app).close()))
+    worker = start_worker(processes, url, prefix, records_server.url, CLAIM_TIMEOUT=3)
+    queue = f"{{{prefix}:default}}"
+    master = cluster.master_of(queue)
+    (replica,) = cluster.replicas_of(master)
+
+    stream = Stream(flask_client_send(app))
+    stream.start()
+    try:
+        wait_until(lambda: records.completion_count() >= 100, 30, "100 jobs done before the kill")
+        cluster.cut_replication(master)
+        cut_at = time.time()
+        # The master alone has what the client sends now: it acknowledges none of it.
+        wait_until(lambda: stream.refused_since(cut_at) >= 3, 10, "submits refused while the replica is cut off")
+        killed_at = time.time()
+        cluster.kill(master)
+        wait_until(lambda: serving(cluster, queue) == replica, 30, f"the replica {replica} to take over")
+        promoted_at = time.time()
+        # The new master has no replica either, until the old one is back as its replica.
+        cluster.restart(master)
+        rejoined_at = time.time()
+        wait_until(lambda: stream.accepted_since(rejoined_at) >= 100, 30, "100 jobs submitted after the rejoin")
+    finally:
+        stream.stop()
+    wait_until(lambda: pending(ae, app) == 0, 30, "every job to finish")
+
+    assert stream.statuses("POST") <= {200, 202, 503}
+    # Nothing acknowledged was lost: no read answered 404, every job is there and completed. That
+    # holds for the 200 to a repeated submit too (a 503 the client tried again with the same id):
+    # the job the first one wrote is confirmed on the replica before it is answered.
+    assert stream.statuses("GET") <= {200, 503}
+    jobs = [ae.get_job(accepted.job_id, app=app) for accepted in stream.accepted]
+    assert all(job is not None and job.status is JobStatus.COMPLETED for job in jobs)
+    # From the cut until the old master was back, no submit was acknowledged.
+    between = {status for method, status, at, _ in stream.answers if method == "POST" and cut_at < at < promoted_at}
+    assert between == {503}
+    assert not [accepted for accepted in stream.accepted if cut_at < accepted.sent_at < promoted_at]
+    no_thread_died(worker)
+    runs = records.runs()
+    again = [accepted.job_id for accepted in stream.accepted if len(runs[accepted.job_id]) > 1]
+
+    window = [at for method, status, at, _ in stream.answers if method == "POST" and status == 503]
+    print(
+        f"Redis Cluster with wait_replicas=1: cut the replica of the master on port {master} off, killed the master "
+        f"{killed_at - cut_at:.2f} s later; its replica took over {promoted_at - killed_at:.1f} s after the kill, "
+        f"and the old master was back as its replica {rejoined_at - promoted_at:.1f} s after that. "
+        f"{len(stream.accepted)} submits acknowledged, none lost. {len(window)} submits answered 503, from "
+        f"{window[0] - cut_at:.2f} s to {window[-1] - cut_at:.2f} s after the cut: while the master of the queue "
+        f"had no replica to confirm them. {len(again)} job(s) ran again (the failover lost a claim or a completion, "
+        "which are not waited for)."
     )
 
 
