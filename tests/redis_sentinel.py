@@ -87,6 +87,13 @@ class LocalSentinel:
             replica = self._start_server("replica", ["--replicaof", "127.0.0.1", str(master.port)])
             self._wait(lambda: self._answers(replica.port), deadline, "the replica to start")
             self._wait(lambda: self._in_sync(replica.port), deadline, "the replica to sync")
+            # After a diskless sync the master streams writes to the replica only once the replica
+            # acknowledges (within a second): until then a write is on the master alone.
+            self._reply(master.port, "SET", "ae-fixture-probe", "1")
+            self._wait(
+                lambda: self._reply(replica.port, "GET", "ae-fixture-probe") == "1", deadline, "the replica to stream"
+            )
+            self._reply(master.port, "DEL", "ae-fixture-probe")
             for n in range(3):
                 sentinel = self._start_sentinel(f"sentinel-{n}", master.port)
                 self._wait(lambda s=sentinel: self._answers(s.port), deadline, f"{sentinel.name} to start")

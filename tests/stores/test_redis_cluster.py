@@ -133,18 +133,22 @@ class TestWaitReplicas:
             # One WAIT on every master, after the jobs of its queues, on the connection that wrote them.
             assert all(after > before[port] for port, after in waits().items())
 
-            cut = masters["q0"]
-            others = [queue for queue, port in masters.items() if port != cut]
+            # Cut off the replica of a master that does not hold the default queue (where the
+            # pointers to the jobs of the other queues are).
+            pointers = redis_cluster.master_of(f"{{{key_prefix}:default}}")
+            cut_queue = next(queue for queue, port in masters.items() if port != pointers)
+            cut = masters[cut_queue]
+            other = next(queue for queue, port in masters.items() if port != cut)
             redis_cluster.cut_replication(cut)
             try:
                 with pytest.raises(StoreError, match=r"0 of the 1 replica\(s\)"):
-                    store.create(new_id(), "Work", JobPayload(), max_retries=0, queue="q0")
+                    store.create(new_id(), "Work", JobPayload(), max_retries=0, queue=cut_queue)
                 # The other masters still have their replicas.
-                store.create(new_id(), "Work", JobPayload(), max_retries=0, queue=others[0])
+                store.create(new_id(), "Work", JobPayload(), max_retries=0, queue=other)
             finally:
                 redis_cluster.restore_replication(cut)
-            created, new = store.create(new_id(), "Work", JobPayload(), max_retries=0, queue="q0")
-            assert new and created.queue == "q0"
+            created, new = store.create(new_id(), "Work", JobPayload(), max_retries=0, queue=cut_queue)
+            assert new and created.queue == cut_queue
         finally:
             _delete_prefix(store._client, key_prefix)
             store.close()
