@@ -20,6 +20,7 @@ from flask_asyncendpoints.testing.helpers import FrozenClock
 from flask_asyncendpoints.worker import Worker
 
 from .redis_cluster import LocalCluster
+from .redis_sentinel import LocalSentinel
 
 #: Set to a Redis URL (e.g. ``redis://127.0.0.1:6379/15``) to run the real-Redis tests.
 REDIS_URL_ENV = "ASYNCENDPOINTS_TEST_REDIS_URL"
@@ -90,6 +91,36 @@ def redis_cluster() -> Iterator[LocalCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[LocalSentinel]:
+    """A real master, replica and three Sentinels on loopback ports for the whole session (never
+    failed over: tests that fail one over start a deployment of their own).
+
+    Skipped without ``redis-server`` on PATH, unless ``ASYNCENDPOINTS_REQUIRE_REDIS`` is set.
+    """
+    if not shutil.which("redis-server"):
+        if os.environ.get(REQUIRE_REDIS_ENV):
+            pytest.fail(f"{REQUIRE_REDIS_ENV} is set but redis-server is not on PATH")
+        pytest.skip("needs redis-server on PATH for Redis Sentinel")
+    deployment = LocalSentinel()
+    deployment.start()
+    try:
+        yield deployment
+    finally:
+        deployment.stop()
+
+
+@pytest.fixture
+def sentinel_client(redis_sentinel: LocalSentinel) -> Iterator[object]:
+    """A ``redis.Redis`` client of the session's Sentinel deployment's master, as ``redis+sentinel://`` makes it."""
+    from flask_asyncendpoints.stores.redis.urls import connect
+
+    client, closers = connect(redis_sentinel.url())
+    yield client
+    for close in closers:
+        close()
 
 
 @pytest.fixture
@@ -173,16 +204,21 @@ def make_store(kind: str, request: pytest.FixtureRequest, clock: FakeClock, key_
         return make_sql_store(kind, request, request.getfixturevalue("table_prefix"))
     from flask_asyncendpoints.stores.redis import RedisStore
 
-    fixture = {"fakeredis": "fake_redis_client", "redis": "real_redis_client", "cluster": "cluster_client"}[kind]
+    fixture = {
+        "fakeredis": "fake_redis_client",
+        "redis": "real_redis_client",
+        "cluster": "cluster_client",
+        "sentinel": "sentinel_client",
+    }[kind]
     client = request.getfixturevalue(fixture)
-    if kind in ("redis", "cluster"):
+    if kind in ("redis", "cluster", "sentinel"):
         request.addfinalizer(lambda: _delete_prefix(client, key_prefix))
     store = RedisStore(client, key_prefix=key_prefix)
     request.addfinalizer(store.close)  # its subscriber thread, if it started one
     return store
 
 
-STORE_KINDS = ["memory", "fakeredis", "redis", "cluster", "sqlite", "postgresql", "mysql"]
+STORE_KINDS = ["memory", "fakeredis", "redis", "cluster", "sentinel", "sqlite", "postgresql", "mysql"]
 
 
 @pytest.fixture(params=STORE_KINDS)

@@ -1,5 +1,6 @@
 """The store contract, written once in :mod:`flask_asyncendpoints.testing.contract`, run against every
-store of the ``store`` fixture (memory, fakeredis, real Redis)."""
+store of the ``store`` fixture (memory, fakeredis, real Redis on one server, through Sentinel and on a
+Redis Cluster, SQLite, PostgreSQL, MySQL)."""
 
 from __future__ import annotations
 
