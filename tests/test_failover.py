@@ -408,10 +408,10 @@ def test_with_wait_replicas_a_cluster_failover_loses_no_acknowledged_submit(
     assert stream.statuses("GET") <= {200, 503}
     jobs = [ae.get_job(accepted.job_id, app=app) for accepted in stream.accepted]
     assert all(job is not None and job.status is JobStatus.COMPLETED for job in jobs)
-    # From the cut until the old master was back, no submit was acknowledged.
+    # From the cut until the old master was started again, no submit was acknowledged (one sent in
+    # that time may be answered later, once a replica confirms it).
     between = {status for method, status, at, _ in stream.answers if method == "POST" and cut_at < at < promoted_at}
     assert between == {503}
-    assert not [accepted for accepted in stream.accepted if cut_at < accepted.sent_at < promoted_at]
     no_thread_died(worker)
     runs = records.runs()
     again = [accepted.job_id for accepted in stream.accepted if len(runs[accepted.job_id]) > 1]
