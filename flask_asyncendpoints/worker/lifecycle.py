@@ -160,10 +160,14 @@ class Worker:
             self._maintenance.beat()
         except StoreError:
             logger.warning("could not register worker %s; the maintenance thread tries again", self.worker_id)
+        # Outside the ledger's lock: a store may announce a cancel while this runs, and the
+        # announcement takes that lock.
+        unwatch = self.store.watch_cancels(self._ledger.cancel_requested)
         with self._ledger.lock:
             if self._maintenance.thread is not None:
+                unwatch()
                 return
-            self._unwatch = self.store.watch_cancels(self._ledger.cancel_requested)
+            self._unwatch = unwatch
             if self._capture is not None:
                 self._capture.install()
             for _ in range(self.settings.max_concurrency):
