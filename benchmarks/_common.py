@@ -72,6 +72,8 @@ def format_value(value: float, unit: str) -> str:
         return "nan"
     if unit in ("ms", "x"):
         return f"{value:.3f}"
+    if unit == "calls":
+        return f"{value:.1f}"
     if unit in ("jobs/s", "req/s", "bytes", "count"):
         return f"{value:.0f}"
     return f"{value:g}"
@@ -365,6 +367,16 @@ class RedisTarget:
         if batch:
             self.client.unlink(*batch)
 
+    def clean_all_of(self, prefixes: Sequence[str]) -> None:
+        """Delete the keys starting with any of ``prefixes`` (on a server of the benchmark's own, everything)."""
+        if self.owned:
+            self.client.flushall()
+            return
+        for prefix in prefixes:
+            keys = list(self.client.scan_iter(match=f"{prefix}*", count=1000))
+            for start in range(0, len(keys), 1000):
+                self.client.unlink(*keys[start : start + 1000])
+
     def close(self) -> None:
         self.client.close()
 
@@ -394,7 +406,13 @@ def redis_target(url: str | None) -> Iterator[RedisTarget]:
 
 
 def prefill_redis(
-    store: Any, ids: Sequence[str], name: str, body_of: Callable[[int], Any], *, chunk: int = 2000
+    store: Any,
+    ids: Sequence[str],
+    name: str,
+    body_of: Callable[[int], Any],
+    *,
+    chunk: int = 2000,
+    atomic: bool = False,
 ) -> None:
     """Create ``Queued`` jobs fast: the store's own ``create`` script, many calls per pipeline.
 
@@ -403,15 +421,19 @@ def prefill_redis(
 
     :param store: a :class:`~flask_asyncendpoints.stores.redis.RedisStore`.
     :param body_of: the request body of the job with this index.
+    :param atomic: create them all in one ``MULTI``/``EXEC``, so workers already waiting see every
+        job at once (and may have run some by the time this returns).
     """
     from flask_asyncendpoints.jobs import JobPayload, JobStatus
     from flask_asyncendpoints.stores.redis.codec import encode_payload
 
-    before = store.counts()[JobStatus.QUEUED]
+    before = sum(store.counts().values()) if atomic else store.counts()[JobStatus.QUEUED]
     script = store._scripts.registered["create"]
     client = store._client
+    if atomic:
+        chunk = max(1, len(ids))
     for start in range(0, len(ids), chunk):
-        pipe = client.pipeline(transaction=False)
+        pipe = client.pipeline(transaction=atomic)
         for index in range(start, min(start + chunk, len(ids))):
             job_id = ids[index]
             payload = encode_payload(JobPayload(body=body_of(index)))
@@ -421,9 +443,11 @@ def prefill_redis(
                 client=pipe,
             )
         pipe.execute()
-    queued = store.counts()[JobStatus.QUEUED] - before
+    created = (sum(store.counts().values()) if atomic else store.counts()[JobStatus.QUEUED]) - before
     sample = store.get(ids[-1]) if ids else None
-    if queued != len(ids) or (ids and (sample is None or sample.name != name or sample.status is not JobStatus.QUEUED)):
+    # Atomic: waiting workers may have started or finished the sample already.
+    wrong_status = sample is not None and not atomic and sample.status is not JobStatus.QUEUED
+    if created != len(ids) or (ids and (sample is None or sample.name != name or wrong_status)):
         raise RuntimeError(
             "prefill_redis did not create the jobs it should have: the create script's KEYS/ARGV or the "
             "store's internals changed; update benchmarks/_common.py:prefill_redis"
@@ -439,12 +463,17 @@ class WorkerProcess:
     :param config: ``ASYNCENDPOINTS_*`` keys without the prefix, passed as ``FLASK_ASYNCENDPOINTS_*``.
     """
 
-    def __init__(self, config: dict[str, Any], *, concurrency: int, log_level: str = "WARNING") -> None:
+    def __init__(
+        self, config: dict[str, Any], *, concurrency: int, log_level: str = "WARNING", processes: int = 1
+    ) -> None:
         env = python_env(**{f"FLASK_ASYNCENDPOINTS_{key}": _env_value(value) for key, value in config.items()})
         self.command = [
             sys.executable, "-m", "flask", "--app", "benchmarks.bench_app:create_app",
             "asyncendpoints", "worker", "--concurrency", str(concurrency), "--log-level", log_level,
         ]  # fmt: skip
+        if processes > 1:
+            self.command += ["--processes", str(processes)]
+        self.processes = processes
         self._dir = tempfile.TemporaryDirectory(prefix="ae-bench-worker-")
         self.log = Path(self._dir.name) / "worker.log"
         with self.log.open("wb") as log:
@@ -458,6 +487,15 @@ class WorkerProcess:
     def check(self) -> None:
         if not self.alive():
             raise RuntimeError(f"the worker process exited ({self.proc.returncode}); its output:\n{tail(self.log)}")
+
+    def wait_running(self, timeout: float = START_TIMEOUT) -> None:
+        """Wait until every worker process has printed that it runs (``worker … running …``)."""
+
+        def running() -> bool:
+            lines = self.log.read_text(encoding="utf-8", errors="replace").splitlines()
+            return sum(1 for line in lines if line.startswith("worker ") and " running " in line) >= self.processes
+
+        wait_until(running, timeout, f"{self.processes} worker process(es)", alive=self.alive)
 
     def stop(self) -> None:
         stop_process(self.proc)

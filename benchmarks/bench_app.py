@@ -6,10 +6,11 @@ of its own; ``FLASK_ASYNCENDPOINTS_*`` variables configure it.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
-from flask import Flask
+from flask import Flask, current_app
 
 from flask_asyncendpoints import AsyncEndpoints, JobContext
 from flask_asyncendpoints.stores import MemoryStore
@@ -30,6 +31,26 @@ def noop(ctx: JobContext) -> None:
 @ae.handler(STAMP)
 def stamp(ctx: JobContext) -> dict[str, float]:
     return {"handlerStartedAt": time.time()}
+
+
+#: A handler that does one RPUSH (the time it started, to ``<key prefix>:done`` in the store's Redis)
+#: and returns that time: the job :mod:`benchmarks.compare` runs through this library and its peers.
+RPUSH = "Rpush"
+
+
+@functools.lru_cache(maxsize=4)
+def _redis_client(url: str) -> Any:
+    import redis
+
+    return redis.Redis.from_url(url)
+
+
+@ae.handler(RPUSH)
+def rpush(ctx: JobContext) -> float:
+    started = time.time()
+    config = current_app.config
+    _redis_client(config["ASYNCENDPOINTS_STORE"]).rpush(f"{config['ASYNCENDPOINTS_KEY_PREFIX']}:done", started)
+    return started
 
 
 def small_body(n: int) -> dict[str, Any]:

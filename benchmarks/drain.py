@@ -6,7 +6,10 @@ finished. Jobs/s is N over the time from the earliest ``startedAt`` to the lates
 the job records, so neither the worker's start-up nor the waiting costs anything per job.
 
 With Redis the worker runs in a process of its own (``flask asyncendpoints worker``) unless
-``--worker inprocess``; the memory store can only be drained in process.
+``--worker inprocess``; the memory store can only be drained in process. ``--processes N`` runs
+that command with ``--processes N``: N worker processes of 2 threads each under a supervisor. A
+worker in its own process is started first; once every worker process runs, the N jobs are created
+in one MULTI/EXEC, so all processes start on a full queue at the same moment.
 """
 
 from __future__ import annotations
@@ -45,10 +48,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--worker-log-level", default="WARNING", help="log level of the worker process (INFO logs 2 lines per job)"
     )
+    parser.add_argument(
+        "--processes",
+        type=common.positive_int,
+        default=1,
+        help="Redis, worker in its own process: worker processes of 2 threads each (default 1)",
+    )
     args = parser.parse_args(argv)
+    if args.processes > 1 and (args.worker != "process" or args.store == "memory"):
+        parser.error("--processes is for the Redis drain with the worker in its own process")
     stores = ["memory", "redis"] if args.store == "both" else [args.store]
     config: dict[str, Any] = {} if args.batch_size is None else {"BATCH_SIZE": args.batch_size}
-    report = common.Report("drain", {"jobs": args.jobs, "runs": args.runs, "batch_size": args.batch_size or "default"})
+    params = {"jobs": args.jobs, "runs": args.runs, "batch_size": args.batch_size or "default"}
+    report = common.Report("drain", {**params, "processes": args.processes})
 
     if "memory" in stores:
         report.note("memory: worker threads in this process (the memory store is per process)")
@@ -57,13 +69,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         with common.redis_target(args.redis_url) as target:
             report.note(target.describe())
             if args.worker == "process":
+                processes = "" if args.processes == 1 else f" --processes {args.processes}"
                 report.note(
-                    f"redis: worker in its own process (flask asyncendpoints worker, log {args.worker_log_level})"
+                    f"redis: worker in its own process (flask asyncendpoints worker{processes}, "
+                    f"log {args.worker_log_level}), started before the jobs are created"
                 )
             else:
                 report.note("redis: worker threads in this process")
             runs = [
-                _drain_redis(target, args.jobs, config, args.worker, args.worker_log_level) for _ in range(args.runs)
+                _drain_redis(target, args.jobs, config, args.worker, args.worker_log_level, args.processes)
+                for _ in range(args.runs)
             ]
             report.add("drain.redis", "jobs/s", runs)
     report.emit(args.json)
@@ -86,23 +101,28 @@ def _drain_memory(jobs: int, config: dict[str, Any]) -> float:
     return _rate(store, ids)
 
 
-def _drain_redis(target: common.RedisTarget, jobs: int, config: dict[str, Any], mode: str, log_level: str) -> float:
+def _drain_redis(
+    target: common.RedisTarget, jobs: int, config: dict[str, Any], mode: str, log_level: str, processes: int
+) -> float:
     prefix = target.new_prefix()
     config = {**config, "STORE": target.url, "KEY_PREFIX": prefix}
     app = create_app(**config)
     store = ae.get_store(app)
     try:
         ids = [str(uuid.uuid4()) for _ in range(jobs)]
-        common.prefill_redis(store, ids, NOOP, small_body)
         if mode == "inprocess":
+            common.prefill_redis(store, ids, NOOP, small_body)
             ae.start_worker(app)
             try:
                 common.wait_for_finished(store, jobs, timeout=_timeout(jobs))
             finally:
                 ae.shutdown(app, timeout=10)
         else:
-            settings = ae.get_worker(app).settings
-            with common.WorkerProcess(config, concurrency=settings.max_concurrency, log_level=log_level) as worker:
+            threads = ae.get_worker(app).settings.max_concurrency
+            with common.WorkerProcess(config, concurrency=threads, log_level=log_level, processes=processes) as worker:
+                # Every process waits for work before the first job exists: none starts ahead of the others.
+                worker.wait_running()
+                common.prefill_redis(store, ids, NOOP, small_body, atomic=True)
                 common.wait_for_finished(store, jobs, timeout=_timeout(jobs), alive=worker.check)
         return _rate_redis(store, prefix, ids)
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .errors import (
     AsyncEndpointsError,
     ConfigurationError,
+    InvalidPayload,
     JobCanceled,
     JobFailure,
     JobIdConflict,
@@ -25,6 +26,7 @@ __all__ = [
     "CancelResult",
     "ConfigurationError",
     "ExceptionInfo",
+    "InvalidPayload",
     "Job",
     "JobCanceled",
     "JobContext",

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,10 +15,12 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from .config import parse_queues
+from .config import QueuePlan, parse_queues
 from .errors import AsyncEndpointsError, ConfigurationError
 from .jobs import JobStatus, from_timestamp, isoformat, parse_job_id
 from .state import NOT_INITIALIZED, AppState, app_state
+from .stores import MemoryStore
+from .supervisor import HEALTHY_WITHIN, Supervisor, WorkerCommand, child_command, child_info, serve
 
 
 def _state() -> AppState:
@@ -101,7 +101,14 @@ def purge(older_than: float) -> None:
     click.echo(f"deleted {deleted} finished job(s)")
 
 
-@cli.command("worker")
+@cli.command("worker", cls=WorkerCommand)
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes, each with --concurrency threads, under a supervisor that restarts any that dies.",
+)
 @click.option("--concurrency", type=click.IntRange(min=1), help="Worker threads (default: MAX_CONCURRENCY).")
 @click.option(
     "--queues",
@@ -115,22 +122,34 @@ def purge(older_than: float) -> None:
 )
 @click.option("--log-level", default="INFO", show_default=True, help="Level of the job start/finish log lines.")
 @with_appcontext
-def worker(concurrency: int | None, queues: str | None, burst: bool, health_file: str | None, log_level: str) -> None:
+def worker(
+    processes: int, concurrency: int | None, queues: str | None, burst: bool, health_file: str | None, log_level: str
+) -> None:
     """Run jobs in this process until SIGINT or SIGTERM (or, with --burst, until none is due).
 
     SIGINT or SIGTERM stops claiming, lets running jobs finish up to ASYNCENDPOINTS_SHUTDOWN_TIMEOUT
-    and re-queues the jobs this process claimed but did not finish.
+    and re-queues the jobs this process claimed but did not finish; a second SIGINT re-queues the
+    running jobs at once. With --processes N, this process supervises N worker processes instead.
     """
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app: Any = current_app._get_current_object()  # type: ignore[attr-defined]
     state = _state()
-    if concurrency is not None:
-        state.settings = replace(state.settings, max_concurrency=concurrency)
+    plan: QueuePlan | None = None
     if queues is not None:
+        # Checked here, in the supervisor too: a plan its children refuse would only crash them.
         try:
-            state.settings = replace(state.settings, queues=parse_queues(queues, key="--queues"))
+            plan = parse_queues(queues, key="--queues")
         except ConfigurationError as exc:
             raise click.BadParameter(str(exc), param_hint="--queues") from None
+    child = child_info()
+    if processes > 1 and child is None:
+        # Each child runs this command again as typed, --concurrency and --queues included.
+        _supervise(state, processes, burst, health_file)
+        return
+    if concurrency is not None:
+        state.settings = replace(state.settings, max_concurrency=concurrency)
+    if plan is not None:
+        state.settings = replace(state.settings, queues=plan)
     runner = state.get_worker(app)
     if burst:
         # The threaded worker, not run_once(): leases are renewed, timeouts enforced and
@@ -140,26 +159,23 @@ def worker(concurrency: int | None, queues: str | None, burst: bool, health_file
         runner.shutdown()
         click.echo(f"ran {runner.executed} job(s)")
         return
-    stop = threading.Event()
+    serve(runner, lambda: state.start_worker(app), health_file=health_file, child=child)
 
-    def on_signal(signum: int, frame: Any) -> None:
-        stop.set()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    state.start_worker(app)
-    click.echo(
-        f"worker {runner.worker_id} running {runner.settings.max_concurrency} thread(s) on queues "
-        f"{runner.queues.plan}; Ctrl+C to stop"
+def _supervise(state: AppState, processes: int, burst: bool, health_file: str | None) -> None:
+    """Run ``processes`` worker processes, each this command again, until a signal stops them."""
+    if burst:
+        raise click.UsageError("--burst runs in one process: drop --processes, or --burst.")
+    if isinstance(state.store, MemoryStore):
+        raise click.UsageError(
+            "--processes needs a store the processes share: with the memory store each process would see "
+            "only its own jobs. Set ASYNCENDPOINTS_STORE to a Redis URL."
+        )
+    ctx = click.get_current_context()
+    supervisor = Supervisor(
+        child_command(ctx), processes, shutdown_timeout=state.settings.shutdown_timeout, health_file=health_file
     )
-    beat = max(1.0, min(5.0, runner.settings.poll_interval))
-    while not stop.wait(beat):
-        if health_file is not None and time.time() - runner.heartbeat < HEALTHY_WITHIN:
-            Path(health_file).touch()
-    click.echo("stopping: waiting for running jobs")
-    runner.shutdown()
-    if health_file is not None:
-        Path(health_file).unlink(missing_ok=True)
+    ctx.exit(supervisor.run())
 
 
 @cli.command("schedules")
@@ -188,10 +204,6 @@ def schedules() -> None:
 def _handler_queue(state: AppState, job_name: str) -> str:
     spec = state.registry.find_handler(job_name)
     return spec.queue if spec is not None else "(no handler)"
-
-
-#: A worker whose maintenance thread has not looped for this long is reported unhealthy (seconds).
-HEALTHY_WITHIN = 60.0
 
 
 @cli.command("health")

@@ -41,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "RESULT_TTL": 86400.0,
     "SHUTDOWN_TIMEOUT": 30.0,
     "MAX_PAYLOAD_BYTES": 1024 * 1024,
+    "MAX_CONTEXT_BYTES": 32 * 1024,
     "REDACT_HEADERS": DEFAULT_REDACT_HEADERS,
     "EXPOSE_TRACEBACKS": None,  # None: app.debug
     "EXPOSE_EXCEPTION_MESSAGES": True,
@@ -148,6 +149,7 @@ class Settings:
     result_ttl: float | None
     shutdown_timeout: float
     max_payload_bytes: int
+    max_context_bytes: int
     redact_headers: frozenset[str]
     expose_tracebacks: bool
     expose_exception_messages: bool
@@ -201,6 +203,7 @@ class Settings:
             result_ttl=reader.optional_number("RESULT_TTL", minimum=0),
             shutdown_timeout=reader.number("SHUTDOWN_TIMEOUT", minimum=0),
             max_payload_bytes=reader.integer("MAX_PAYLOAD_BYTES", minimum=1),
+            max_context_bytes=reader.integer("MAX_CONTEXT_BYTES", minimum=0),
             redact_headers=frozenset(h.lower() for h in redact),
             expose_tracebacks=debug if expose is None else reader.flag("EXPOSE_TRACEBACKS"),
             expose_exception_messages=reader.flag("EXPOSE_EXCEPTION_MESSAGES"),

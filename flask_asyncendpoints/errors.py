@@ -29,6 +29,26 @@ class JobIdConflict(AsyncEndpointsError):
     """A job was submitted with an id that already names a job of another handler."""
 
 
+class InvalidPayload(AsyncEndpointsError, ValueError):
+    """A job's request cannot be stored as UTF-8 JSON; nothing was stored.
+
+    Raised by :meth:`~flask_asyncendpoints.AsyncEndpoints.submit` and
+    :meth:`~flask_asyncendpoints.AsyncEndpoints.submit_many` for a body, header, route or query
+    parameter holding a lone UTF-16 surrogate (such as ``"\\udcff"`` from ``os.listdir`` or
+    ``surrogateescape`` decoding), NaN or an infinity, or a value that is not JSON at all (a
+    ``datetime``, a ``set``...). The HTTP endpoints answer the same inputs with ``400``. The
+    message names the first part that cannot be stored, e.g. ``body['name']``.
+
+    :param message: what cannot be stored, and where.
+    :param kind: ``"surrogate"``, ``"not-finite"``, ``"not-json"`` or ``"too-deep"``.
+    """
+
+    def __init__(self, message: str, kind: str = "not-json") -> None:
+        super().__init__(message)
+        #: What is wrong: ``"surrogate"``, ``"not-finite"``, ``"not-json"`` or ``"too-deep"``.
+        self.kind = kind
+
+
 class JobFailure(AsyncEndpointsError):
     """Raise from a handler to fail the attempt with a chosen error code.
 
@@ -83,9 +103,10 @@ class ProblemError(AsyncEndpointsError, HTTPException):
 
     def get_response(self, environ: Any = None, scope: Any = None) -> SansIOResponse:  # type: ignore[override]
         """The problem JSON response, so the error renders right wherever it is raised."""
-        response = Response(
-            json.dumps(self.to_dict(), ensure_ascii=False), status=self.code, mimetype="application/problem+json"
-        )
+        # A lone surrogate in a detail or an error message (from a field name a client sent, say) is
+        # written as its JSON escape: the answer must never fail to encode.
+        body = json.dumps(self.to_dict(), ensure_ascii=False).encode("utf-8", "backslashreplace")
+        response = Response(body, status=self.code, mimetype="application/problem+json")
         for name, value in self.extra_headers.items():
             response.headers[name] = value
         return response

@@ -18,16 +18,16 @@ from flask import Flask, current_app
 from marshmallow import Schema
 
 from .config import Settings, set_defaults
+from .encoding import surrogate_in
 from .errors import ConfigurationError, JobIdConflict
-from .events import JobEvent, emit
 from .handlers import Handler, HandlerSpec
 from .hooks import HookRegistration
-from .jobs import DEFAULT_QUEUE, Job, JobPayload, parse_job_id
+from .jobs import DEFAULT_QUEUE, Job, parse_job_id
 from .registry import Registry, RouteSpec, Validator
 from .schedules import Schedule
 from .state import EXTENSION_KEY, NOT_INITIALIZED, AppState, app_state
-from .stores import CancelResult, NewJob, Store, create_store
-from .submitting import check_delay, check_priority, due_at, route_option
+from .stores import CancelResult, Store, create_store
+from .submitting import check_delay, check_priority, due_at, route_option, store_jobs
 from .views import add_route, job_rule, register
 from .worker import Worker
 
@@ -131,6 +131,10 @@ class AsyncEndpoints(HookRegistration):
         """
         if not isinstance(name, str) or not name:
             raise ConfigurationError("A handler needs a non-empty job name, e.g. @ae.handler('ProcessData').")
+        if surrogate_in(name) is not None:
+            raise ConfigurationError(
+                f"The job name {name!a} holds a lone UTF-16 surrogate; give it a name of valid text."
+            )
         if max_retries is not None and (isinstance(max_retries, bool) or max_retries < 0):
             raise ConfigurationError(f"max_retries must be a whole number ≥ 0, not {max_retries!r}.")
         if timeout is not None and not timeout > 0:
@@ -280,6 +284,9 @@ class AsyncEndpoints(HookRegistration):
         :returns: the stored job record.
         :raises ValueError: for a priority that is not a whole number, a negative delay, a naive
             ``eta``, or both ``delay`` and ``eta``.
+        :raises ~flask_asyncendpoints.errors.InvalidPayload: when the body, a header or a parameter
+            cannot be stored as UTF-8 JSON (a lone surrogate, NaN, a value that is not JSON); a
+            subclass of ``ValueError``.
         :raises marshmallow.ValidationError: when the body fails the request schema.
         :raises ~flask_asyncendpoints.stores.PendingLimitReached: at ``ASYNCENDPOINTS_MAX_PENDING_JOBS``.
         :raises ~flask_asyncendpoints.errors.JobIdConflict: when ``job_id`` names a job of another handler.
@@ -289,16 +296,19 @@ class AsyncEndpoints(HookRegistration):
         spec = self.get_handler(job_name)
         priority = check_priority(priority)
         due = due_at(delay, eta)
+        checked = state.build_payload(
+            body,
+            (headers or {}).items(),
+            dict(route_params or {}),
+            {k: list(v) for k, v in (query_params or {}).items()},
+            owner,
+        )
         if spec.request_schema is not None:
             spec.request_schema.load(body)
-        job, _ = state.create_job(
+        job, _ = state.store_job(
             spec,
-            body=body,
-            headers=(headers or {}).items(),
-            route_params=dict(route_params or {}),
-            query_params={k: list(v) for k, v in (query_params or {}).items()},
-            owner=owner,
-            job_id=str(uuid.UUID(str(job_id))) if job_id is not None else str(uuid.uuid4()),
+            str(uuid.UUID(str(job_id))) if job_id is not None else str(uuid.uuid4()),
+            checked.payload,
             sender=self._app(app),
             priority=priority,
             due=due,
@@ -333,6 +343,7 @@ class AsyncEndpoints(HookRegistration):
         :returns: the stored jobs in order; ``None`` for a job refused at
             ``ASYNCENDPOINTS_MAX_PENDING_JOBS`` (nothing is stored for it).
         :raises ValueError: as :meth:`submit` does.
+        :raises ~flask_asyncendpoints.errors.InvalidPayload: when a body cannot be stored as UTF-8 JSON.
         :raises marshmallow.ValidationError: when a body fails the request schema.
         :raises ~flask_asyncendpoints.errors.StoreError: when the store cannot be reached.
         """
@@ -340,30 +351,19 @@ class AsyncEndpoints(HookRegistration):
         spec = self.get_handler(job_name)
         priority = check_priority(priority)
         due = due_at(delay, eta)
-        bodies = list(bodies)
+        payloads = [state.build_payload(body, (), {}, {}, owner).payload for body in bodies]
         if spec.request_schema is not None:
-            for body in bodies:
-                spec.request_schema.load(body)
-        max_retries = state.max_retries_of(spec)
-        created = state.store.create_many(
-            [
-                NewJob(
-                    id=str(uuid.uuid4()),
-                    name=job_name,
-                    payload=JobPayload(body=body, owner=owner),
-                    max_retries=max_retries,
-                    queue=spec.queue,
-                    priority=priority,
-                    due=due,
-                )
-                for body in bodies
-            ],
-            max_pending=state.settings.max_pending_jobs,
+            for payload in payloads:
+                spec.request_schema.load(payload.body)
+        created = store_jobs(
+            state.store,
+            state.settings,
+            spec,
+            [(str(uuid.uuid4()), payload) for payload in payloads],
+            sender=self._app(app),
+            priority=priority,
+            due=due,
         )
-        sender = self._app(app)
-        for outcome in created:
-            if outcome is not None and outcome[1]:
-                emit(JobEvent.SUBMITTED, sender, outcome[0])
         return [outcome[0] if outcome is not None else None for outcome in created]
 
     def schedule(

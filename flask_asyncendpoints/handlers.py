@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from marshmallow import Schema
 from werkzeug.datastructures import Headers, MultiDict
 
+from .encoding import safe_text
 from .jobs import DEFAULT_QUEUE
 
 #: A handler: takes the job's context, returns the job's result (JSON, or what the response schema dumps).
@@ -108,4 +109,5 @@ class JobContext:
         if message is not None and not isinstance(message, str):
             raise ValueError(f"message must be a string or None, not {type(message).__name__}")
         if self._on_progress is not None:
-            self._on_progress(float(fraction), message)
+            # A note naming a file from os.listdir may hold a lone surrogate: kept as its escape.
+            self._on_progress(float(fraction), safe_text(message) if message is not None else None)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from .encoding import safe_text
+
 #: Longest stack trace kept for one exception, in characters. A handler that fails
 #: with a huge traceback must not make every stored job record huge.
 MAX_STACK_TRACE_CHARS = 8192
@@ -72,7 +74,14 @@ class ExceptionInfo:
         trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, chain=False))
         if len(trace) > MAX_STACK_TRACE_CHARS:
             trace = "…" + trace[-MAX_STACK_TRACE_CHARS:]
-        return cls(type=exception_type_name(exc), message=str(exc), stack_trace=trace, inner_exception=inner)
+        # A message about a file name from os.listdir can hold a lone surrogate, which no store or
+        # answer could encode: it is kept as its escape.
+        return cls(
+            type=exception_type_name(exc),
+            message=safe_text(str(exc)),
+            stack_trace=safe_text(trace),
+            inner_exception=inner,
+        )
 
     def to_dict(self, *, expose_traceback: bool) -> dict[str, Any]:
         """The wire form: ``type``, ``message``, ``stackTrace``, ``innerException``.
@@ -124,9 +133,9 @@ class JobError:
         given = code or getattr(exc, "code", None)
         if not isinstance(given, str) or not given:
             given = type(exc).__name__.upper() or "UNKNOWN"
-        message = str(exc) or type(exc).__name__
+        message = safe_text(str(exc)) or type(exc).__name__
         return cls(
-            code=given,
+            code=safe_text(given),
             message=message,
             exception=ExceptionInfo.from_exception(exc),
             chosen=bool(getattr(exc, "public_message", False)),

@@ -14,6 +14,7 @@ from typing import Any
 from flask import Response
 from flask.typing import ResponseReturnValue
 
+from .encoding import NotJSONError, json_text
 from .errors import ConfigurationError
 from .handlers import HandlerSpec
 from .jobs import Job
@@ -80,10 +81,18 @@ class Registry:
         return self.handlers.get(name)
 
     def check_schedule(self, schedule: Schedule) -> None:
-        """Check that the schedule's handler is registered and takes its payload.
+        """Check that the schedule's handler is registered and takes its payload, and that the
+        payload can be stored as UTF-8 JSON (so a bad one fails at start, not at each occurrence).
 
         :raises ConfigurationError: when not.
         """
+        try:
+            json_text(schedule.payload, "payload")
+        except NotJSONError as exc:
+            raise ConfigurationError(
+                f"The payload of the schedule {schedule.name!r} cannot be stored as UTF-8 JSON: {exc}; "
+                "give it JSON data of valid text."
+            ) from None
         spec = self.find_handler(schedule.job_name)
         if spec is None:
             raise ConfigurationError(

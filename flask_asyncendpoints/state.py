@@ -17,6 +17,7 @@ from typing import Any
 
 from flask import Flask, current_app, request
 
+from . import submitting
 from .config import QueuePlan, Settings
 from .errors import ConfigurationError
 from .events import JobEvent, emit
@@ -25,6 +26,7 @@ from .jobs import DEFAULT_QUEUE, Job, JobPayload
 from .registry import Registry
 from .schedules import Schedule
 from .stores import CancelResult, MemoryStore, Store
+from .submitting import CheckedPayload
 from .worker import Worker
 
 #: Where the state lives in ``app.extensions``.
@@ -85,9 +87,54 @@ class AppState:
         names = (DEFAULT_QUEUE, *sorted(named))
         return QueuePlan(names, tuple(1.0 for _ in names) if len(names) > 1 else None)
 
-    def max_retries_of(self, spec: HandlerSpec) -> int:
-        """The handler's retries, else ``ASYNCENDPOINTS_DEFAULT_MAX_RETRIES``."""
-        return spec.max_retries if spec.max_retries is not None else self.settings.default_max_retries
+    def build_payload(
+        self,
+        body: Any,
+        headers: Iterable[tuple[str, str]],
+        route_params: dict[str, Any],
+        query_params: dict[str, list[str]],
+        owner: str | None,
+    ) -> CheckedPayload:
+        """The payload a job is stored with, checked (:func:`~flask_asyncendpoints.submitting.build_payload`
+        with this app's settings: the one builder every submit goes through).
+
+        :param body: the request body as sent (JSON data), not yet validated.
+        :param headers: the request headers, redacted ones included (they are dropped).
+        :param route_params: the URL rule's variables, as JSON.
+        :param query_params: the query string, every value of each name.
+        :param owner: the owner key the job is bound to, or ``None``.
+        :returns: the payload and its size as stored.
+        :raises ~flask_asyncendpoints.errors.InvalidPayload: naming the first part that cannot be stored.
+        """
+        return submitting.build_payload(self.settings, body, headers, route_params, query_params, owner)
+
+    def store_job(
+        self,
+        spec: HandlerSpec,
+        job_id: str,
+        payload: JobPayload,
+        *,
+        sender: Flask,
+        priority: int = 0,
+        due: float | None = None,
+    ) -> tuple[Job, bool]:
+        """Store a new job for ``spec``, in its handler's queue, with a payload from :meth:`build_payload`.
+
+        A job created is a ``submitted`` event.
+
+        :param spec: the handler the job is for.
+        :param job_id: the new job's id (normalized); an existing job with it is returned instead.
+        :param payload: what the handler will be called with.
+        :param sender: the app (the sender of ``job_submitted``).
+        :param priority: higher runs first among the due jobs of its queue.
+        :param due: epoch seconds when it becomes due (``None``: at once).
+        :returns: the job, and whether it was created (``False``: ``job_id`` named an existing job).
+        :raises ~flask_asyncendpoints.stores.PendingLimitReached: at ``ASYNCENDPOINTS_MAX_PENDING_JOBS``.
+        :raises ~flask_asyncendpoints.errors.StoreError: when the store cannot be reached.
+        """
+        return submitting.store_job(
+            self.store, self.settings, spec, job_id, payload, sender=sender, priority=priority, due=due
+        )
 
     def create_job(
         self,
@@ -103,47 +150,14 @@ class AppState:
         priority: int = 0,
         due: float | None = None,
     ) -> tuple[Job, bool]:
-        """Store a new job for ``spec`` (the one way both the HTTP submit and the Python API do).
+        """:meth:`build_payload`, then :meth:`store_job` (see them for the parameters).
 
-        The redacted headers are dropped here, so no caller can store them. A job created is a
-        ``submitted`` event.
-
-        :param spec: the handler the job is for.
-        :param job_id: the new job's id (normalized); an existing job with it is returned instead.
-        :param body: the request body as sent (JSON data), already validated.
-        :param headers: the request headers, redacted ones included.
-        :param route_params: the URL rule's variables, as JSON.
-        :param query_params: the query string, every value of each name.
-        :param owner: the owner key the job is bound to, or ``None``.
-        :param sender: the app (the sender of ``job_submitted``).
-        :param priority: higher runs first among the due jobs of its queue.
-        :param due: epoch seconds when it becomes due (``None``: at once).
-        :returns: the job, and whether it was created (``False``: ``job_id`` named an existing job).
+        :raises ~flask_asyncendpoints.errors.InvalidPayload: when the request cannot be stored as UTF-8 JSON.
         :raises ~flask_asyncendpoints.stores.PendingLimitReached: at ``ASYNCENDPOINTS_MAX_PENDING_JOBS``.
         :raises ~flask_asyncendpoints.errors.StoreError: when the store cannot be reached.
         """
-        settings = self.settings
-        redact = settings.redact_headers
-        payload = JobPayload(
-            body=body,
-            headers=tuple((k, v) for k, v in headers if k.lower() not in redact),
-            route_params=route_params,
-            query_params=query_params,
-            owner=owner,
-        )
-        job, created = self.store.create(
-            job_id,
-            spec.name,
-            payload,
-            max_retries=self.max_retries_of(spec),
-            queue=spec.queue,
-            priority=priority,
-            due=due,
-            max_pending=settings.max_pending_jobs,
-        )
-        if created:
-            emit(JobEvent.SUBMITTED, sender, job)
-        return job, created
+        checked = self.build_payload(body, headers, route_params, query_params, owner)
+        return self.store_job(spec, job_id, checked.payload, sender=sender, priority=priority, due=due)
 
     def cancel(self, job_id: str, *, sender: Flask) -> tuple[CancelResult, Job | None]:
         """Cancel a job (the one way both ``DELETE`` and the Python API do); a job canceled at once

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import _common, drain, enqueue, latency, scale
+from benchmarks import _common, compare, drain, enqueue, latency, scale
 from benchmarks import http as http_benchmark
 
 from .conftest import REDIS_URL_ENV, REQUIRE_REDIS_ENV
@@ -69,6 +69,13 @@ def test_drain_in_process_with_a_batch_size(redis_args: list[str], capsys: pytes
     )
     assert figures(report)["drain.redis"] > 0
     assert report["params"]["batch_size"] == 10
+
+
+def test_drain_by_several_worker_processes(redis_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    report = run(drain.main, ["--store", "redis", "--jobs", "60", "--processes", "2", *redis_args], capsys)
+    assert figures(report)["drain.redis"] > 0
+    assert report["params"]["processes"] == 2
+    assert any("worker --processes 2" in note for note in report["notes"])
 
 
 def test_enqueue(redis_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -142,3 +149,15 @@ def test_percentiles_use_the_nearest_rank() -> None:
     assert _common.percentile(values, 99) == 99
     assert _common.percentile([3.0], 99) == 3
     assert math.isnan(_common.percentile([], 50))
+
+
+def test_compare(redis_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    # The peers are optional (the bench extra); without them compare measures this library and the ceiling.
+    report = run(compare.main, ["--jobs", "40", "--samples", "3", "--gap", "0", "--peers", "", *redis_args], capsys)
+    values = figures(report)
+    assert values["compare.ours.enqueue"] > 0 and values["compare.ours.drain"] > 0
+    assert values["compare.ceiling.evalsha"] > 0 and values["compare.ceiling.ping"] > 0
+    # A submit is at least one round trip, so it cannot beat a bare one on the same server.
+    assert values["ratio.enqueue.ours_vs_ceiling_ping"] < 1.5
+    assert values["compare.ours.enqueue_calls_per_job"] >= 1
+    assert values["compare.ours.submit_to_start.p50"] > 0

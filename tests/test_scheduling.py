@@ -7,6 +7,9 @@ where it matters, never with a sleep.
 
 from __future__ import annotations
 
+import logging
+import math
+import re
 import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -284,6 +287,10 @@ class TestRecurringJobs:
             ({"name": "x", "cron": "* * * * *", "job_name": "Report", "every": 5}, "unknown key"),
             ({"cron": "* * * * *", "job_name": "Report"}, "needs a 'name' and a 'cron'"),
             ({"name": "x", "cron": "bad", "job_name": "Report"}, "does not parse"),
+            (
+                {"name": "x", "cron": "* * * * *", "job_name": "Report", "payload": {"file": "a\udcff"}},
+                r"cannot be stored as UTF-8 JSON: payload\['file'\] holds a lone UTF-16 surrogate",
+            ),
         ],
     )
     def test_bad_config_schedules_fail_init_app(self, ae: AsyncEndpoints, entry: dict[str, Any], message: str) -> None:
@@ -305,6 +312,37 @@ class TestRecurringJobs:
         ae.schedule("nightly", cron="0 3 * * *", job_name="Report", payload={"kind": "daily"})
         with pytest.raises(ConfigurationError, match="exists already"):
             ae.schedule("nightly", cron="0 4 * * *", job_name="Report", payload={"kind": "daily"})
+
+    @pytest.mark.parametrize(
+        ("payload", "where"),
+        [({"file": "a\udcff"}, "payload['file'] holds a lone UTF-16 surrogate"), ({"ratio": math.nan}, "is nan")],
+    )
+    def test_a_payload_that_cannot_be_stored_is_refused_at_registration(
+        self, ae: AsyncEndpoints, app: Flask, payload: Any, where: str
+    ) -> None:
+        ae.handler("Report")(lambda ctx: None)
+        with pytest.raises(ConfigurationError, match=re.escape(where)):
+            ae.schedule("nightly", cron="0 3 * * *", job_name="Report", payload=payload)
+        assert ae.get_worker(app).schedules == ()
+
+    def test_an_occurrence_is_built_with_the_checks_of_every_submit(
+        self, ae: AsyncEndpoints, app: Flask, memory_store: MemoryStore, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # A schedule handed to a worker directly skips the registration's check: the job's payload
+        # is still built by the one payload builder, which refuses it, and nothing is stored.
+        ae.handler("Report")(lambda ctx: None)
+        state = app.extensions["asyncendpoints"]
+        bad = Schedule.create("nightly", cron="0 3 * * *", job_name="Report", payload={"file": "a\udcff"})
+        worker = Worker(app, state.settings, memory_store, state.registry.find_handler, schedules=[bad])
+        worker.run_schedules(now=T0)
+        with caplog.at_level(logging.ERROR, logger="flask_asyncendpoints"):
+            assert worker.run_schedules(now=THREE_AM + 0.5) == []
+
+        assert sum(memory_store.counts().values()) == 0
+        assert memory_store.occurrences() == {"nightly": THREE_AM}  # claimed, so no other process tries
+        (record,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert "recurring job nightly: The request cannot be stored as UTF-8 JSON" in record.getMessage()
+        assert "The occurrence is dropped." in record.getMessage()
 
     def test_the_jobs_run_like_any_other(self, ae: AsyncEndpoints, app: Flask, worker: Worker) -> None:
         seen: list[Any] = []

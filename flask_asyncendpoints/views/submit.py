@@ -9,13 +9,15 @@ from typing import Any
 
 from flask import Response, current_app, request
 from marshmallow import ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge
 
-from ..errors import ProblemError, StoreError
+from ..encoding import NOT_FINITE, SURROGATE, TOO_DEEP, safe_text
+from ..errors import InvalidPayload, ProblemError, StoreError
 from ..jobs import Job, parse_job_id
 from ..registry import RouteSpec
 from ..state import AppState
 from ..stores import PendingLimitReached
-from ..submitting import check_priority, due_at
+from ..submitting import CheckedPayload, check_priority, due_at
 from .jobs import current_owner, job_response, may
 from .problems import JSON_MIMETYPE, hooked, problem_response, store_unavailable
 
@@ -43,24 +45,35 @@ def _submit(state: AppState, route: RouteSpec, route_params: dict[str, Any]) -> 
             return _existing_job(existing, route.job_name, state)
 
     body: Any = None
-    loaded: Any = None
     if route.takes_body(spec):
         body = _read_json_body(state.settings.max_payload_bytes)
-        loaded = body
-        if spec.request_schema is not None:
-            if not isinstance(body, dict):
-                raise ProblemError(
-                    400, "Invalid request body", f"The request body must be a JSON object, not {_json_kind(body)}."
-                )
-            try:
-                loaded = spec.request_schema.load(body)
-            except ValidationError as exc:
-                raise ProblemError(
-                    422,
-                    "Validation failed",
-                    "The request body did not pass validation; see 'errors' for each field.",
-                    extra={"errors": _jsonable(exc.messages)},
-                ) from exc
+    try:
+        checked = state.build_payload(
+            body,
+            request.headers.items(),
+            {k: _jsonable(v) for k, v in route_params.items()},
+            request.args.to_dict(flat=False),
+            owner,
+        )
+    except InvalidPayload as exc:
+        # Before validation: a schema's messages would carry a bad key back into the answer.
+        raise ProblemError(400, "Request cannot be stored", f"{exc} {_HINTS.get(exc.kind, '')}".strip()) from None
+    _check_size(state, checked)
+    loaded: Any = body
+    if spec.request_schema is not None:
+        if not isinstance(body, dict):
+            raise ProblemError(
+                400, "Invalid request body", f"The request body must be a JSON object, not {_json_kind(body)}."
+            )
+        try:
+            loaded = spec.request_schema.load(body)
+        except ValidationError as exc:
+            raise ProblemError(
+                422,
+                "Validation failed",
+                "The request body did not pass validation; see 'errors' for each field.",
+                extra={"errors": _jsonable(exc.messages)},
+            ) from exc
     if route.validator is not None:
         answer = route.validator(loaded)
         if answer is not None:
@@ -68,14 +81,10 @@ def _submit(state: AppState, route: RouteSpec, route_params: dict[str, Any]) -> 
     priority, due = _scheduling(route, loaded)
 
     try:
-        job, created = state.create_job(
+        job, created = state.store_job(
             spec,
             job_id or str(uuid.uuid4()),
-            body,
-            request.headers.items(),
-            {k: _jsonable(v) for k, v in route_params.items()},
-            request.args.to_dict(flat=False),
-            owner,
+            checked.payload,
             sender=current_app._get_current_object(),  # type: ignore[attr-defined]
             priority=priority,
             due=due,
@@ -119,6 +128,13 @@ def _existing_job(job: Job, job_name: str, state: AppState) -> Response:
     return hooked(state, "submitted", job, response)
 
 
+#: What to do about each kind of :class:`~flask_asyncendpoints.errors.InvalidPayload` a request can cause.
+_HINTS = {
+    SURROGATE: "Send text as valid Unicode: a \\ud800-\\udbff escape is only valid followed by a \\udc00-\\udfff one.",
+    NOT_FINITE: "Send numbers JSON can hold: 1e400 and the like overflow to infinity.",
+    TOO_DEEP: "Send a body nested less deeply.",
+}
+
 #: Namespace of the job ids derived from an owner and their request id.
 OWNER_REQUEST_ID_NAMESPACE = uuid.UUID("6a1f3c52-58a4-4d7e-9f0b-2c8e5d9a7b14")
 
@@ -135,7 +151,7 @@ def _request_id(owner: str | None) -> str | None:
         )
     if owner is not None:
         # Two owners may pick the same key without seeing (or blocking) each other's job.
-        return str(uuid.uuid5(OWNER_REQUEST_ID_NAMESPACE, f"{owner}\n{job_id}"))
+        return str(uuid.uuid5(OWNER_REQUEST_ID_NAMESPACE, safe_text(f"{owner}\n{job_id}")))
     return job_id
 
 
@@ -175,16 +191,63 @@ def _read_json_body(limit: int) -> Any:
 def _read_at_most(size: int, length: int | None) -> bytes:
     """Up to ``size`` bytes of the body. A stream may answer a read with less than is left (a
     chunked body read from the socket), so read until the end or ``size``; with a
-    ``Content-Length``, until that many bytes are in."""
+    ``Content-Length``, until that many bytes are in.
+
+    A body that ends early (its client closed the connection before sending all of it) or that
+    the server cannot read (a chunked body without its last chunk) answers ``400``: a job made of
+    part of a body would run on data nobody sent.
+    """
     parts: list[bytes] = []
     left = size
     while left > 0 and (length is None or size - left < length):
-        part = request.stream.read(left)
+        try:
+            part = request.stream.read(left)
+        except RequestEntityTooLarge:
+            # The app's own MAX_CONTENT_LENGTH, which werkzeug enforces as the body is read.
+            raise ProblemError(
+                413, "Request body too large", "The request body is larger than this server accepts."
+            ) from None
+        except Exception as exc:
+            # Each server has its own (gunicorn's NoMoreData and ParseException, werkzeug's
+            # ClientDisconnected, an OSError from the socket): none of them is the app's fault.
+            raise ProblemError(
+                400,
+                "Incomplete request body",
+                f"The request body could not be read to its end ({type(exc).__name__}); send it again, whole.",
+            ) from None
         if not part:
             break
         parts.append(part)
         left -= len(part)
+    got = size - left
+    if length is not None and got < min(length, size):
+        raise ProblemError(
+            400,
+            "Incomplete request body",
+            f"The request body ended after {got} of the {length} bytes its Content-Length announced; "
+            "send it again, whole.",
+        )
     return b"".join(parts)
+
+
+def _check_size(state: AppState, checked: CheckedPayload) -> None:
+    """``413`` when what would be stored with the job is over its limits."""
+    settings = state.settings
+    if checked.context_bytes > settings.max_context_bytes:
+        raise ProblemError(
+            413,
+            "Request context too large",
+            f"The request's headers, route and query parameters come to {checked.context_bytes} bytes as "
+            f"stored with the job; at most {settings.max_context_bytes} are kept. Send fewer or shorter ones.",
+        )
+    total = checked.body_bytes + checked.context_bytes
+    if total > settings.max_payload_bytes:
+        raise ProblemError(
+            413,
+            "Request too large",
+            f"The request body with its headers, route and query parameters comes to {total} bytes as "
+            f"stored with the job; at most {settings.max_payload_bytes} are accepted.",
+        )
 
 
 def _reject_constant(name: str) -> Any:

@@ -18,8 +18,8 @@ from __future__ import annotations
 from .ledger import MAX_ERROR_BACKOFF, logger
 from .lifecycle import Worker, shutdown_all
 from .maintenance import TIMEOUT
-from .results import COMPLETION_BATCH
-from .run import HANDLER_NOT_FOUND, INVALID_REQUEST, PROGRESS_INTERVAL, RESULT_NOT_SERIALIZABLE, retry_delay
+from .results import COMPLETION_BATCH, RESULT_NOT_SERIALIZABLE, retry_delay
+from .run import HANDLER_NOT_FOUND, INVALID_REQUEST, PROGRESS_INTERVAL
 
 __all__ = [
     "COMPLETION_BATCH",

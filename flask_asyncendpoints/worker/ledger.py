@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..config import Settings
@@ -23,6 +24,60 @@ logger = logging.getLogger("flask_asyncendpoints")
 
 #: Longest back-off after repeated store errors (seconds).
 MAX_ERROR_BACKOFF = 30.0
+
+
+class StoreHealth:
+    """Whether the job store answers this worker, so an outage is logged once, not at every retry.
+
+    Every part of the worker reports its store calls here: :meth:`failed` for a
+    :class:`~flask_asyncendpoints.errors.StoreError`, :meth:`answered` for a call that went through.
+    The first failure logs one warning with the error; the failures after it are counted (and logged
+    at debug level, traceback included); the first call that goes through again logs one info line
+    with the outage's length and the count.
+
+    :param clock: ``time.monotonic`` (tests pass a fake).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        #: ``clock()`` at the first failure of the outage under way; ``None`` while the store answers.
+        self.down_since: float | None = None
+        #: Store calls that failed in the outage under way.
+        self.failures = 0
+
+    def failed(self, exc: StoreError, doing: str) -> None:
+        """A store call failed while ``doing`` (e.g. ``"claiming jobs"``)."""
+        with self._lock:
+            self.failures += 1
+            first = self.down_since is None
+            if first:
+                self.down_since = self._clock()
+        if first:
+            logger.warning(
+                "job store unavailable while %s: %s Retrying with back-off; further errors are counted, "
+                "not logged, until it answers again.",
+                doing,
+                exc,
+            )
+        else:
+            logger.debug("job store still unavailable while %s", doing, exc_info=exc)
+
+    def answered(self) -> None:
+        """A store call went through: ends the outage under way, if any."""
+        if self.down_since is None:  # the common case, without the lock
+            return
+        with self._lock:
+            since, failures = self.down_since, self.failures
+            if since is None:
+                return
+            self.down_since = None
+            self.failures = 0
+        logger.info(
+            "job store available again after %.1f s; %d store call(s) failed during the outage",
+            self._clock() - since,
+            failures,
+        )
 
 
 @dataclass(eq=False)
@@ -77,9 +132,13 @@ class Ledger:
         #: Slots the claim under way may fill.
         self.reserved = 0
         self.stopping = threading.Event()
+        #: Set to cut a shutdown's wait for running jobs short: they are given back at once.
+        self.hurry = False
         #: Set while no job is due and none is held here (for ``--burst``).
         self.idle = threading.Event()
         self.watching_idle = False
+        #: Outages of the store, as every part of the worker sees them.
+        self.health = StoreHealth()
 
     @property
     def capacity(self) -> int:

@@ -85,8 +85,8 @@ class Worker:
         self.pid = os.getpid()
         self.queues = QueueOrder(queues or settings.queues or QueuePlan((DEFAULT_QUEUE,)))
         self._unwatch: Callable[[], None] | None = None
-        self._capture = LogCapture(settings, store) if settings.execution_logs else None
         self._ledger = Ledger(settings, store)
+        self._capture = LogCapture(settings, store, self._ledger.health) if settings.execution_logs else None
         self._results = Results(app, settings, store, self._ledger)
         self._runner = Runner(app, settings, store, find_handler, self._ledger, self._results, self._capture)
         self._pool = Pool(settings, store, self._ledger, self._runner, self._results, self.queues, self.worker_id)
@@ -108,7 +108,7 @@ class Worker:
             self._runner,
             self._pool,
             app=app,
-            scheduler=Scheduler(app, settings, store, schedules, find_handler),
+            scheduler=Scheduler(app, settings, store, schedules, find_handler, self._ledger.health),
             capture=self._capture,
             info=info,
         )
@@ -156,16 +156,26 @@ class Worker:
         self._maintenance.info = dataclasses.replace(
             self._maintenance.info, queues=self.queues.names, started_at=started, heartbeat_at=started
         )
+        health = self._ledger.health
         try:
             self._maintenance.beat()
-        except StoreError:
-            logger.warning("could not register worker %s; the maintenance thread tries again", self.worker_id)
+        except StoreError as exc:
+            # The maintenance thread registers it at its next beat.
+            health.failed(exc, "registering the worker")
         # Outside the ledger's lock: a store may announce a cancel while this runs, and the
         # announcement takes that lock.
-        unwatch = self.store.watch_cancels(self._ledger.cancel_requested)
+        unwatch: Callable[[], None] | None = None
+        try:
+            unwatch = self.store.watch_cancels(self._ledger.cancel_requested)
+        except StoreError as exc:
+            # Cancels still reach running handlers with each lease renewal, only later.
+            health.failed(exc, "watching for cancels")
+        else:
+            health.answered()
         with self._ledger.lock:
             if self._maintenance.thread is not None:
-                unwatch()
+                if unwatch is not None:
+                    unwatch()
                 return
             self._unwatch = unwatch
             if self._capture is not None:
@@ -210,9 +220,9 @@ class Worker:
         deadline = time.monotonic() + timeout
         try:
             self.store.wake()  # the thread waiting for work, if any
-        except StoreError:
+        except StoreError as exc:
             # It notices the stop within a poll interval anyway; the release below must still be tried.
-            logger.warning("could not wake the worker's waiting thread at shutdown", exc_info=True)
+            ledger.health.failed(exc, "waking the thread waiting for work at shutdown")
         self._maintenance.join(timeout)
         # Claimed-ahead jobs can no longer start (pool threads check the stop flag under this lock),
         # so they go back now: another process starts them at once, not after the running jobs end.
@@ -227,21 +237,18 @@ class Worker:
         # The maintenance thread has stopped: renew leases here while running jobs finish,
         # or a job running past its lease would be recovered and run again elsewhere meanwhile.
         renew_every = min(self.settings.claim_timeout / 3, self.settings.poll_interval)
-        renew_failed = False
         while True:
             with room:
                 if not any(a.started is not None and not a.abandoned for a in ledger.attempts.values()):
                     break
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or ledger.hurry:
                     break
                 room.wait(min(remaining, renew_every))
             try:
                 self.renew_leases()
-            except StoreError:
-                if not renew_failed:
-                    logger.warning("could not renew leases at shutdown; still trying", exc_info=True)
-                renew_failed = True
+            except StoreError as exc:
+                ledger.health.failed(exc, "renewing leases at shutdown")
         with room:
             leftovers = list(ledger.attempts.values())
             ledger.attempts.clear()
@@ -249,12 +256,26 @@ class Worker:
         self._leave()
         logger.info("worker %s stopped; %d unfinished job(s) released", self.worker_id, released)
 
+    def stop_waiting(self) -> None:
+        """Cut a graceful :meth:`shutdown` short: it stops waiting for running jobs and gives them back now.
+
+        Called from another thread while :meth:`shutdown` waits (``worker`` does on a second
+        ``SIGINT``), or before it. The handlers still running keep their threads until they return;
+        their late results are discarded, as after ``SHUTDOWN_TIMEOUT``.
+        """
+        with self._ledger.room:
+            self._ledger.hurry = True
+            self._ledger.room.notify_all()
+
     def _leave(self) -> None:
         """Stop hearing of cancels, unhook the log capture and leave the worker registry."""
+        health = self._ledger.health
         unwatch, self._unwatch = self._unwatch, None
         if unwatch is not None:
             try:
                 unwatch()
+            except StoreError as exc:
+                health.failed(exc, "no longer watching for cancels at shutdown")
             except Exception:
                 logger.warning("could not stop watching for cancels", exc_info=True)
         if self._capture is not None:
@@ -263,8 +284,11 @@ class Worker:
             return
         try:
             self.store.unregister_worker(self.worker_id)
-        except StoreError:
-            logger.warning("could not leave the worker registry; the entry expires by itself", exc_info=True)
+        except StoreError as exc:
+            # Its entry expires by itself after three missed heartbeats.
+            health.failed(exc, "leaving the worker registry at shutdown")
+        else:
+            health.answered()
 
     # -- without threads, and the maintenance steps one at a time ---------------------------------
 

@@ -23,7 +23,7 @@ from ..config import Settings
 from ..errors import StoreError
 from ..jobs import LogRecord
 from ..stores import Store
-from .ledger import Attempt, logger
+from .ledger import Attempt, StoreHealth, logger
 
 #: Seconds between writes of a running attempt's lines.
 FLUSH_INTERVAL = 1.0
@@ -49,12 +49,14 @@ class LogCapture(logging.Handler):
 
     :param settings: the app's extension settings (the loggers and the caps).
     :param store: the app's job store.
+    :param health: the worker's outage tracker, told of each write.
     """
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, health: StoreHealth) -> None:
         super().__init__(logging.NOTSET)
         self.settings = settings
         self.store = store
+        self.health = health
         self._buffers: dict[int, _Buffer] = {}
         self._guard = threading.Lock()
         self._attached: set[str] = set()
@@ -137,13 +139,14 @@ class LogCapture(logging.Handler):
                 max_lines=settings.execution_log_max_lines,
                 max_bytes=settings.execution_log_max_bytes,
             )
-        except StoreError:
-            logger.warning("could not write %d log line(s) of job %s", len(lines), attempt.job.id, exc_info=True)
+        except StoreError as exc:
+            self.health.failed(exc, "writing execution logs")
             if not buffer.closed:
                 with self._guard:  # try again with the next write, still within the caps
                     for line in reversed(lines):
                         self._add(buffer, line, front=True)
             return
+        self.health.answered()
         if not kept:
             logger.debug("log lines of job %s discarded: the attempt no longer holds the job", attempt.job.id)
 

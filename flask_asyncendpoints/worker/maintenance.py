@@ -103,6 +103,8 @@ class Maintenance:
         backoff = 0.0
         while not stopping.is_set():
             self.heartbeat = time.time()
+            # What the round is at, for the outage warning.
+            doing = "renewing leases"
             try:
                 now = time.monotonic()
                 if now >= next_renew:
@@ -113,9 +115,11 @@ class Maintenance:
                     self.capture.flush_running(force=True)
                     next_flush = now + FLUSH_INTERVAL
                 if now >= next_beat:
+                    doing = "renewing the worker's registry entry"
                     self.beat()
                     next_beat = now + settings.worker_heartbeat
                 if now >= next_recovery:
+                    doing = "recovering jobs"
                     self.recover_once()
                     next_recovery = now + settings.recovery_interval
                 wake_at = min(next_renew, next_recovery, next_beat)
@@ -123,15 +127,16 @@ class Maintenance:
                     wake_at = min(wake_at, next_flush)
                 due = self.scheduler.next_due()
                 if due is not None and due <= time.time():
+                    doing = "enqueuing recurring jobs"
                     self.scheduler.run_due()
                     due = self.scheduler.next_due()
                 if due is not None:
                     wake_at = min(wake_at, time.monotonic() + max(0.0, due - time.time()))
                 backoff = 0.0
                 stopping.wait(max(0.0, wake_at - time.monotonic()))
-            except StoreError:
+            except StoreError as exc:
                 backoff = min(max(backoff * 2, settings.poll_interval), MAX_ERROR_BACKOFF)
-                logger.warning("job store unavailable; retrying in %.1f s", backoff, exc_info=True)
+                self._ledger.health.failed(exc, doing)
                 stopping.wait(backoff)
             except Exception:
                 logger.exception("unexpected error in the worker's maintenance thread; it carries on")
@@ -146,6 +151,7 @@ class Maintenance:
             return
         leases = [(a.job.id, a.claimed.token) for a in attempts]
         states = self.store.renew(leases, self.settings.claim_timeout, now=now)
+        ledger.health.answered()
         for attempt in attempts:
             state = states.get(attempt.job.id, LeaseState.LOST)
             if state is LeaseState.CANCEL_REQUESTED:
@@ -174,7 +180,7 @@ class Maintenance:
         for attempt in late:
             timeout = self._timeout_of(attempt.job)
             logger.error(
-                "job %s (%s) ran past its %.0f s timeout; failing the attempt (its thread cannot be stopped)",
+                "job %s (%s) ran past its %g s timeout; failing the attempt (its thread cannot be stopped)",
                 attempt.job.id,
                 attempt.job.name,
                 timeout,
@@ -208,6 +214,7 @@ class Maintenance:
             self.store.purge(now=now)
             return []
         recovered = self.store.recover(result_ttl=self.settings.result_ttl, now=now)
+        self._ledger.health.answered()
         for job in recovered:
             # The attempt whose lease ran out: a job queued again has counted it as a retry already.
             attempt = job.retry_count if job.status is JobStatus.QUEUED else job.retry_count + 1
@@ -229,6 +236,7 @@ class Maintenance:
         try:
             self.store.register_worker(self.info, ttl=3 * self.settings.worker_heartbeat, now=now)
             self.registered = True
+            self._ledger.health.answered()
         except NotImplementedError:
             # A store written before the worker registry: the worker runs all the same, unlisted.
             self.unregistered = True

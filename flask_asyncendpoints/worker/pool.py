@@ -152,9 +152,10 @@ class Pool:
                         # meanwhile, so ``limit`` slots are still free.
                         claimed = self.claim(limit)
             self._claim_backoff = 0.0
-        except StoreError:
+            ledger.health.answered()
+        except StoreError as exc:
             self._claim_backoff = min(max(self._claim_backoff * 2, settings.poll_interval), MAX_ERROR_BACKOFF)
-            logger.warning("job store unavailable; retrying in %.1f s", self._claim_backoff, exc_info=True)
+            ledger.health.failed(exc, "claiming jobs")
             ledger.stopping.wait(self._claim_backoff)
         except Exception:
             logger.exception("unexpected error while claiming jobs; carrying on")

@@ -8,7 +8,10 @@ waiting in one round trip, while the others carry on.
 
 from __future__ import annotations
 
+import random
 import threading
+import time
+from collections.abc import Callable
 
 from flask import Flask
 
@@ -30,6 +33,30 @@ OUTCOME_EVENTS = {
     JobStatus.FAILED: JobEvent.FAILED,
     JobStatus.CANCELED: JobEvent.CANCELED,
 }
+
+#: The error code of an attempt whose result cannot be stored.
+RESULT_NOT_SERIALIZABLE = "RESULTNOTSERIALIZABLE"
+
+#: What the log says of an attempt that stored nothing, by why.
+NOTHING_STORED = "nothing stored by this attempt"
+RESULT_DISCARDED = "result discarded, this attempt no longer held the job"
+FAILURE_NOT_STORED = "failure not recorded, this attempt no longer held the job"
+NOT_RECORDED = "outcome not recorded, the job store is unavailable; the job runs again when its lease runs out"
+
+
+def retry_delay(retry_count: int, settings: Settings, rand: Callable[[], float] = random.random) -> float:
+    """Seconds before retry number ``retry_count`` (1 for the first retry) is due.
+
+    ``min(RETRY_DELAY_BASE * 2 ** retry_count, RETRY_MAX_DELAY)``; with ``RETRY_JITTER`` a random
+    point in the upper half of that ("equal jitter"), so retries of many failed jobs spread out.
+    """
+    try:
+        delay = min(settings.retry_delay_base * 2.0**retry_count, settings.retry_max_delay)
+    except OverflowError:
+        delay = settings.retry_max_delay
+    if settings.retry_jitter:
+        delay = delay / 2 + rand() * delay / 2
+    return delay
 
 
 class Results:
@@ -53,10 +80,27 @@ class Results:
         #: Never set: a writer waits on it to back off after a store error.
         self._write_pause = threading.Event()
 
-    def finish(self, attempt: Attempt, outcome: Job | None) -> None:
-        """Let go of an attempt whose outcome is written (or discarded) and tell ``job_finished`` receivers."""
+    def finish(self, attempt: Attempt, outcome: Job | None, note: str = NOTHING_STORED) -> None:
+        """Let go of an attempt whose outcome is written (or not to be) and tell ``job_finished`` receivers.
+
+        An outcome the store has was logged as its job event already (:meth:`stored`); an attempt
+        that stored nothing is logged here, with why.
+
+        :param outcome: the job as the store has it now, or ``None`` when this attempt stored nothing.
+        :param note: what happened, for the log, when ``outcome`` is ``None``.
+        """
         self.ledger.forget(attempt)
-        send_signal(job_finished, self.app, job=outcome, job_id=attempt.job.id)
+        job = attempt.job
+        if outcome is None:
+            logger.info(
+                "job %s (%s) attempt %d finished: %s in %.3f s",
+                job.id,
+                job.name,
+                attempt.number,
+                note,
+                time.monotonic() - (attempt.started or 0.0),
+            )
+        send_signal(job_finished, self.app, job=outcome, job_id=job.id)
 
     def stored(self, attempt: Attempt, outcome: Job | None) -> None:
         """The store has the attempt's outcome: its event (completed, retried, failed, canceled), once."""
@@ -70,10 +114,13 @@ class Results:
         """Store successful attempts' results; for each, the completed job or ``None`` (lease lost).
 
         A job asked to cancel meanwhile comes back ``Canceled`` (the store's cancel rule).
+
+        :raises ~flask_asyncendpoints.errors.StoreError: when the store cannot be reached.
         """
         outcomes = self.store.complete_many(
             [(a.claimed, r) for a, r in results], result_ttl=self.settings.result_ttl, now=now
         )
+        self.ledger.health.answered()
         for (attempt, _), outcome in zip(results, outcomes, strict=True):
             if outcome is None:
                 logger.warning(
@@ -84,10 +131,48 @@ class Results:
             self.stored(attempt, outcome)
         return outcomes
 
+    def complete_one(self, attempt: Attempt, result_json: str, now: float | None = None) -> tuple[Job | None, str]:
+        """Store one attempt's result; the job as stored (``None``: not stored) and what happened.
+
+        A store that cannot take the result for a reason other than being unreachable (it cannot
+        encode it, a bug) fails the attempt instead, so the job is retried or failed as after any
+        other failed attempt, rather than left to its lease.
+
+        :raises ~flask_asyncendpoints.errors.StoreError: when the store cannot be reached.
+        """
+        try:
+            outcome = self.complete([(attempt, result_json)], now)[0]
+        except StoreError:
+            raise
+        except Exception as exc:
+            return self._unwritable(attempt, exc, now)
+        return outcome, RESULT_DISCARDED
+
+    def _unwritable(self, attempt: Attempt, exc: Exception, now: float | None) -> tuple[Job | None, str]:
+        job = attempt.job
+        logger.exception("job %s (%s): the job store could not write its result; failing the attempt", job.id, job.name)
+        error = JobError(
+            code=RESULT_NOT_SERIALIZABLE,
+            message=f"The job store could not write the handler's result ({type(exc).__name__}); "
+            "the worker's log has the details.",
+        )
+        try:
+            return self.fail(attempt, error, retry_delay=retry_delay(job.retry_count + 1, self.settings), now=now), (
+                FAILURE_NOT_STORED
+            )
+        except StoreError as store_error:
+            self.ledger.health.failed(store_error, "writing a failure")
+            return None, NOT_RECORDED
+
     def post(self, attempt: Attempt, result_json: str) -> None:
         """Add a result to the outbox; unless another thread is writing already, write everything in
         it, as many at a time as are waiting (up to 100), until it is empty. Each attempt written
-        (or found abandoned) is finished."""
+        (or found abandoned) is finished.
+
+        While the store cannot be reached, the results wait here and the write is retried with
+        back-off. A batch the store refuses for another reason is written one result at a time, so
+        only the result it cannot take fails (:meth:`complete_one`) and the others are stored.
+        """
         with self._lock:
             self._outbox.append((attempt, result_json))
             if self._writing:
@@ -107,35 +192,63 @@ class Results:
                 for waiting, _ in batch:
                     if waiting.abandoned:
                         logger.warning("job %s (%s): late result discarded", waiting.job.id, waiting.job.name)
-                        self.finish(waiting, None)
+                        self.finish(waiting, None, RESULT_DISCARDED)
                 batch = [(a, r) for a, r in batch if not a.abandoned]
                 if not batch:
                     break
                 try:
-                    outcomes = self.complete(batch)
-                except StoreError:
+                    if len(batch) == 1:
+                        outcome, note = self.complete_one(*batch[0])
+                        self.finish(batch[0][0], outcome, note)
+                    else:
+                        self._write_batch(batch)
+                except StoreError as exc:
+                    self.ledger.health.failed(exc, f"writing {len(batch)} result(s)")
                     backoff = min(max(backoff * 2, 0.05), MAX_ERROR_BACKOFF)
-                    logger.warning(
-                        "could not write %d result(s); retrying in %.1f s", len(batch), backoff, exc_info=True
-                    )
                     self._write_pause.wait(backoff)
                     continue
-                except Exception:
-                    logger.exception("could not write %d result(s); they are discarded", len(batch))
-                    outcomes = [None] * len(batch)
                 backoff = 0.0
-                for (written, _), outcome in zip(batch, outcomes, strict=True):
-                    self.finish(written, outcome)
                 batch = []
 
+    def _write_batch(self, batch: list[tuple[Attempt, str]]) -> None:
+        """Write a batch of results together; one by one if the store refuses them together.
+
+        :raises ~flask_asyncendpoints.errors.StoreError: when the store cannot be reached; the results
+            not written yet are put back at the front of ``batch``.
+        """
+        try:
+            outcomes = self.complete(batch)
+        except StoreError:
+            raise
+        except Exception:
+            logger.warning(
+                "the job store refused %d results written together; writing them one by one", len(batch), exc_info=True
+            )
+            while batch:
+                attempt, result_json = batch[0]
+                outcome, note = self.complete_one(attempt, result_json)  # a StoreError leaves the rest in batch
+                del batch[0]
+                self.finish(attempt, outcome, note)
+            return
+        for (written, _), outcome in zip(batch, outcomes, strict=True):
+            self.finish(written, outcome, RESULT_DISCARDED)
+        batch.clear()
+
     def fail(self, attempt: Attempt, error: JobError, *, retry_delay: float | None, now: float | None) -> Job | None:
-        """Store a failed attempt: a retry due in ``retry_delay`` seconds, or (``None``) a final failure."""
+        """Store a failed attempt: a retry due in ``retry_delay`` seconds, or (``None``) a final failure.
+
+        :raises ~flask_asyncendpoints.errors.StoreError: when the store cannot be reached.
+        """
         job = attempt.job
         failed = self.store.fail(
             job.id, attempt.claimed.token, error, retry_delay=retry_delay, result_ttl=self.settings.result_ttl, now=now
         )
+        self.ledger.health.answered()
         if failed is None:
-            logger.warning("job %s (%s): failure discarded, this attempt no longer holds the job", job.id, job.name)
+            logger.warning(
+                "job %s (%s): this attempt no longer holds the job, so its failure is not recorded", job.id, job.name
+            )
+        # A final failure is logged as its ``failed`` event (at ERROR), a retry as ``retried``.
         self.stored(attempt, failed)
         return failed
 
@@ -150,6 +263,7 @@ class Results:
     def release(self, attempts: list[Attempt]) -> int:
         """Give back the jobs of attempts that will not finish here; how many the store took back."""
         released = 0
+        unreleased: list[str] = []
         for attempt in attempts:
             if attempt.abandoned:
                 attempt.cancelled.set()
@@ -164,12 +278,15 @@ class Results:
                     after = self.store.get(attempt.job.id)
                     if after is not None and after.status is JobStatus.CANCELED:
                         self.stored(attempt, after)
-            except StoreError:
-                logger.warning(
-                    "could not release job %s at shutdown; it is recovered when its lease expires",
-                    attempt.job.id,
-                    exc_info=True,
-                )
+            except StoreError as exc:
+                self.ledger.health.failed(exc, "giving back unfinished jobs")
+                unreleased.append(attempt.job.id)
             finally:
                 attempt.cancelled.set()
+        if unreleased:
+            logger.warning(
+                "could not give back %d job(s) (%s); each is recovered when its lease expires",
+                len(unreleased),
+                ", ".join(unreleased),
+            )
         return released

@@ -8,9 +8,7 @@ that started it.
 
 from __future__ import annotations
 
-import json
 import logging
-import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +17,7 @@ from flask import Flask
 from werkzeug.datastructures import Headers, MultiDict
 
 from ..config import Settings
+from ..encoding import NOT_FINITE, NOT_JSON, SURROGATE, TOO_DEEP, NotJSONError, json_text
 from ..errors import JobCanceled, JobFailure, StoreError
 from ..events import JobEvent, emit
 from ..handlers import HandlerSpec, JobContext, JobLogger
@@ -26,33 +25,24 @@ from ..jobs import Job, JobError
 from ..stores import Store
 from .ledger import Attempt, Ledger, logger
 from .logcapture import LogCapture
-from .results import Results
+from .results import NOT_RECORDED, NOTHING_STORED, RESULT_DISCARDED, RESULT_NOT_SERIALIZABLE, Results, retry_delay
 
 #: Progress is written to the store at most this often per attempt (seconds).
 PROGRESS_INTERVAL = 0.2
 
-#: Results as stored: compact, and refusing NaN and infinities (not JSON). Made once: json.dumps with
-#: options builds a new encoder on every call.
-_RESULT_ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
-
 HANDLER_NOT_FOUND = "HANDLERNOTFOUND"
-RESULT_NOT_SERIALIZABLE = "RESULTNOTSERIALIZABLE"
 INVALID_REQUEST = "INVALIDREQUEST"
 
-
-def retry_delay(retry_count: int, settings: Settings, rand: Callable[[], float] = random.random) -> float:
-    """Seconds before retry number ``retry_count`` (1 for the first retry) is due.
-
-    ``min(RETRY_DELAY_BASE * 2 ** retry_count, RETRY_MAX_DELAY)``; with ``RETRY_JITTER`` a random
-    point in the upper half of that ("equal jitter"), so retries of many failed jobs spread out.
-    """
-    try:
-        delay = min(settings.retry_delay_base * 2.0**retry_count, settings.retry_max_delay)
-    except OverflowError:
-        delay = settings.retry_max_delay
-    if settings.retry_jitter:
-        delay = delay / 2 + rand() * delay / 2
-    return delay
+#: What to do about each kind of result that cannot be stored.
+_RESULT_ADVICE = {
+    SURROGATE: (
+        "Text from os.listdir, os.environ or bytes decoded with errors='surrogateescape' can hold these: "
+        "decode with errors='replace', or return such names as base64."
+    ),
+    NOT_FINITE: "JSON has no NaN or infinity: return None or a string in their place.",
+    TOO_DEEP: "Return a shallower structure.",
+    NOT_JSON: "Return dicts, lists, strings, numbers, booleans or None, or give the handler a response schema.",
+}
 
 
 class Runner:
@@ -99,6 +89,7 @@ class Runner:
         job = attempt.job
         self.executed += 1
         outcome: Job | None = None
+        note = NOTHING_STORED
         try:
             emit(JobEvent.STARTED, self.app, job, attempt=attempt.number)
             ran = self._run(attempt, now)
@@ -106,18 +97,24 @@ class Runner:
                 if attempt.abandoned:
                     # Timed out or given back at shutdown: the job is settled, the late result is not.
                     logger.warning("job %s (%s): late result discarded", job.id, job.name)
+                    note = RESULT_DISCARDED
                 elif pooled and self.store.batches_completions:
                     # Written with others in one round trip. The attempt stays held (and renewed)
                     # until then; shutdown waits for it like for a running one.
                     self._results.post(attempt, ran)
                     return None
                 else:
-                    outcome = self._results.complete([(attempt, ran)], now)[0]
+                    outcome, note = self._results.complete_one(attempt, ran, now)
             else:
                 outcome = ran
+        except StoreError as exc:
+            # Its lease runs out and the job is recovered; the outage is logged once, not per job.
+            self._ledger.health.failed(exc, "recording an outcome")
+            note = NOT_RECORDED
         except BaseException:
             logger.exception("job %s (%s): could not record its outcome", job.id, job.name)
-        self._results.finish(attempt, outcome)
+            note = "outcome not recorded (see the error above)"
+        self._results.finish(attempt, outcome, note)
         return outcome
 
     def fail(self, attempt: Attempt, error: JobError, *, retry: bool, now: float | None = None) -> Job | None:
@@ -197,15 +194,21 @@ class Runner:
 
     @staticmethod
     def _serialize(spec: HandlerSpec, value: Any) -> str:
+        """The result as the JSON text stored for it, checked here, before it joins a batch of writes: a
+        result the store cannot encode must fail its own attempt, never the writes of other jobs."""
         try:
             if spec.response_schema is not None:
                 value = spec.response_schema.dump(value)
-            return _RESULT_ENCODER.encode(value)
         except (TypeError, ValueError, RecursionError) as exc:
             raise JobFailure(
-                f"The handler's result is not JSON-serializable ({exc}); return dicts, lists, strings, "
-                "numbers, booleans or None, or give the handler a response schema.",
-                code=RESULT_NOT_SERIALIZABLE,
+                f"The handler's response schema could not dump its result ({exc!r}).", code=RESULT_NOT_SERIALIZABLE
+            ) from exc
+        try:
+            return json_text(value, "the result")
+        except NotJSONError as exc:
+            advice = _RESULT_ADVICE.get(exc.kind, _RESULT_ADVICE[NOT_JSON])
+            raise JobFailure(
+                f"The handler's result cannot be stored as UTF-8 JSON: {exc}. {advice}", code=RESULT_NOT_SERIALIZABLE
             ) from exc
 
     def _progress(self, attempt: Attempt, fraction: float, message: str | None, now: float | None) -> None:
@@ -221,5 +224,7 @@ class Runner:
         attempt.last_progress_write = time.monotonic()
         try:
             self.store.set_progress(attempt.job.id, attempt.claimed.token, pending[0], pending[1], now=now)
-        except StoreError:
-            logger.warning("could not record progress of job %s", attempt.job.id, exc_info=True)
+        except StoreError as exc:
+            self._ledger.health.failed(exc, "recording progress")
+        else:
+            self._ledger.health.answered()

@@ -22,13 +22,13 @@ from collections.abc import Callable, Sequence
 from flask import Flask
 
 from ..config import Settings
-from ..errors import StoreError
-from ..events import JobEvent, emit
+from ..errors import InvalidPayload, StoreError
 from ..handlers import HandlerSpec
-from ..jobs import Job, JobPayload
+from ..jobs import Job
 from ..schedules import Schedule
 from ..stores import PendingLimitReached, Store
-from .ledger import logger
+from ..submitting import build_payload, store_job
+from .ledger import StoreHealth, logger
 
 #: Seconds between tries to create the job of an occurrence this process claimed but could not save.
 UNSAVED_RETRY = 5.0
@@ -43,6 +43,8 @@ class Scheduler:
     :param schedules: the app's schedules, or a function that returns them (asked on each look,
         so schedules added after the worker was made count).
     :param find_handler: returns the handler registered under a job name, or ``None``.
+    :param health: the worker's outage tracker, told of each store call that goes through (the
+        maintenance thread reports the ones that fail).
     """
 
     def __init__(
@@ -52,10 +54,12 @@ class Scheduler:
         store: Store,
         schedules: Sequence[Schedule] | Callable[[], Sequence[Schedule]],
         find_handler: Callable[[str], HandlerSpec | None],
+        health: StoreHealth,
     ) -> None:
         self.app = app
         self.settings = settings
         self.store = store
+        self.health = health
         self._source = schedules if callable(schedules) else (lambda: tuple(schedules))
         self.find_handler = find_handler
         #: The next occurrence to look at, per schedule name; missing until the first look.
@@ -115,7 +119,7 @@ class Scheduler:
                         current - at,
                         window,
                     )
-                elif self.store.claim_occurrence(schedule.name, at, now=now):
+                elif self._claim(schedule, at, now):
                     # Ours now: kept until its job exists, whatever fails in between.
                     self._unsaved.append((schedule, at))
                     self._next[schedule.name] = following
@@ -126,12 +130,19 @@ class Scheduler:
             self._retry_at = current + UNSAVED_RETRY
         return created
 
+    def _claim(self, schedule: Schedule, at: float, now: float | None) -> bool:
+        """Whether this process won the occurrence (the store's ``claim_occurrence``)."""
+        won = self.store.claim_occurrence(schedule.name, at, now=now)
+        self.health.answered()
+        return won
+
     def _save(self, schedule: Schedule, at: float, now: float | None, created: list[Job]) -> bool:
         """Create the occurrence's job (added to ``created``); ``False`` when its queue is full and it
         must wait for room (it keeps its claim, so no other process takes it meanwhile)."""
         try:
             job = self._create(schedule, at, now)
         except PendingLimitReached:
+            self.health.answered()  # it answered, with a refusal
             logger.warning(
                 "recurring job %s: the queue is at its pending-jobs limit; the occurrence waits for room",
                 schedule.name,
@@ -151,17 +162,22 @@ class Scheduler:
                 schedule.job_name,
             )
             return None
-        max_retries = spec.max_retries if spec.max_retries is not None else self.settings.default_max_retries
-        job, created = self.store.create(
+        try:
+            # The one payload builder of every submit: what it refuses no store would keep.
+            payload = build_payload(self.settings, schedule.payload, (), {}, {}, None).payload
+        except InvalidPayload as exc:
+            logger.error("recurring job %s: %s The occurrence is dropped.", schedule.name, exc)
+            return None
+        job, created = store_job(
+            self.store,
+            self.settings,
+            spec,
             schedule.occurrence_id(at),
-            spec.name,
-            JobPayload(body=schedule.payload),
-            max_retries=max_retries,
-            queue=schedule.queue or spec.queue,
+            payload,
+            sender=self.app,
+            queue=schedule.queue,
             priority=schedule.priority,
             now=now,
         )
-        if not created:
-            return None
-        emit(JobEvent.SUBMITTED, self.app, job)
-        return job
+        self.health.answered()
+        return job if created else None

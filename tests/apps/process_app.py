@@ -1,7 +1,9 @@
 """The app that ``tests/test_processes.py`` runs in real processes (``flask … worker``, ``gunicorn``).
 
-Configured by the environment: every ``ASYNCENDPOINTS_*`` key from ``FLASK_ASYNCENDPOINTS_…``, and
-``FLASK_PROCESS_APP_HOLD=false`` to make ``Hold`` jobs run straight through in this process.
+Configured by the environment: every ``ASYNCENDPOINTS_*`` key from ``FLASK_ASYNCENDPOINTS_…``,
+``FLASK_PROCESS_APP_HOLD=false`` to make ``Hold`` jobs run straight through in this process, and
+``FLASK_PROCESS_APP_CRASH_IN_CHILD=true`` to make the app fail to load in every worker process a
+supervisor starts (``worker --processes``), but not in the supervisor.
 
 Handlers record what they do in the store's Redis, under ``<prefix>-test:`` (outside the library's
 ``<prefix>:`` keys), with writes that are safe to retry, so a test can count executions exactly:
@@ -32,6 +34,7 @@ from redis.retry import Retry
 
 from flask_asyncendpoints import AsyncEndpoints, Job, JobContext, JobStatus
 from flask_asyncendpoints.signals import job_finished
+from flask_asyncendpoints.supervisor import CHILD_ENV
 
 ae = AsyncEndpoints()
 
@@ -96,6 +99,15 @@ def hold(ctx: JobContext) -> dict[str, Any]:
     return {"pid": os.getpid(), "run": run}
 
 
+@ae.handler("Flaky", max_retries=3)
+def flaky(ctx: JobContext) -> dict[str, Any]:
+    """Fails the attempts listed in ``{"fail": [1, 2]}`` (chosen at random by the test), else succeeds."""
+    run = _record_run(ctx)
+    if ctx.attempt in (ctx.request or {}).get("fail", ()):
+        raise ValueError(f"attempt {ctx.attempt} fails, as the test chose")
+    return {"pid": os.getpid(), "run": run}
+
+
 ae.route("/work", "Work", body=True)
 ae.route("/hold", "Hold", body=True)
 
@@ -116,9 +128,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the app from the environment; ``config`` overrides it."""
     app = Flask(__name__)
     app.config["PROCESS_APP_HOLD"] = True
+    app.config["PROCESS_APP_CRASH_IN_CHILD"] = False
     app.config.from_prefixed_env()
     if config:
         app.config.update(config)
+    if app.config["PROCESS_APP_CRASH_IN_CHILD"] and CHILD_ENV in os.environ:
+        raise RuntimeError("this worker process fails at start, as FLASK_PROCESS_APP_CRASH_IN_CHILD asks")
     ae.init_app(app)
     store_url = app.config["ASYNCENDPOINTS_STORE"]
     if isinstance(store_url, str) and store_url.startswith("redis://"):

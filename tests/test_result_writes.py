@@ -1,0 +1,199 @@
+"""Writing results: one that cannot be stored fails its own attempt and no other job's.
+
+On Redis a pool thread's result joins a batch written by one script call. A result the store cannot
+encode once failed the whole batch: "could not write 9 result(s); they are discarded", the other
+jobs ran again after their leases and some ended ``Failed LEASEEXPIRED``. Now a result is checked
+where it is serialized, before it joins a batch, and a batch the store refuses for any reason but
+being unreachable is written one result at a time.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from flask_asyncendpoints import AsyncEndpoints, Job, JobContext, JobStatus
+from flask_asyncendpoints.jobs import ClaimedJob
+from flask_asyncendpoints.signals import job_finished
+from flask_asyncendpoints.stores import Store
+from flask_asyncendpoints.stores.redis import RedisStore
+
+from .conftest import _delete_prefix
+
+JOBS = 30
+BAD = 17
+
+
+class FinalJobs:
+    """Collects the final outcome of each job from ``job_finished``, to wait on without sleeping."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.jobs: dict[str, Job] = {}
+        self.discarded: list[str] = []
+        self._cond = threading.Condition()
+        job_finished.connect(self._receive, sender=app, weak=False)
+
+    def _receive(self, sender: Flask, job: Job | None, job_id: str, **extra: object) -> None:
+        with self._cond:
+            if job is None:
+                self.discarded.append(job_id)
+            elif job.status.is_final:
+                self.jobs[job_id] = job
+            self._cond.notify_all()
+
+    def wait_for(self, count: int, timeout: float = 30.0) -> dict[str, Job]:
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self.jobs) >= count, timeout):
+                raise AssertionError(f"{len(self.jobs)} of {count} jobs finished within {timeout} s")
+            return dict(self.jobs)
+
+    def close(self) -> None:
+        job_finished.disconnect(self._receive, sender=self.app)
+
+
+def make_app(ae: AsyncEndpoints, store: Store) -> Flask:
+    app = Flask("results")
+    app.config.update(
+        ASYNCENDPOINTS_WORKER=False,
+        ASYNCENDPOINTS_MAX_CONCURRENCY=4,
+        ASYNCENDPOINTS_BATCH_SIZE=5,
+        ASYNCENDPOINTS_POLL_INTERVAL=0.05,
+    )
+    ae.init_app(app, store=store)
+    return app
+
+
+def check_outcome(finals: dict[str, Job], ids: list[str], runs: Counter[str], bad_id: str) -> None:
+    """29 jobs Completed with their own result, each run once; the bad one Failed on its own."""
+    assert len(finals) == JOBS
+    for index, job_id in enumerate(ids):
+        job = finals[job_id]
+        if job_id == bad_id:
+            continue
+        assert job.status is JobStatus.COMPLETED, job
+        assert job.result == {"n": index}
+        assert runs[job_id] == 1
+    bad = finals[bad_id]
+    assert bad.status is JobStatus.FAILED
+    assert bad.error is not None
+    assert bad.error.code == "RESULTNOTSERIALIZABLE"
+    assert runs[bad_id] == 1
+    assert not any(job.error is not None and job.error.code == "LEASEEXPIRED" for job in finals.values())
+
+
+def test_a_result_with_a_lone_surrogate_fails_only_its_own_job(store: Store) -> None:
+    ae = AsyncEndpoints()
+    runs: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    @ae.handler("List", max_retries=0)
+    def list_files(ctx: JobContext) -> Any:
+        with lock:
+            runs[ctx.job_id] += 1
+        if ctx.request["n"] == BAD:
+            return {"n": BAD, "file": "report-\udcff.txt"}  # as os.listdir() names an undecodable file
+        return {"n": ctx.request["n"]}
+
+    app = make_app(ae, store)
+    finals = FinalJobs(app)
+    try:
+        ids = [ae.submit("List", {"n": n}, app=app).id for n in range(JOBS)]
+        ae.start_worker(app)
+        done = finals.wait_for(JOBS)
+    finally:
+        ae.shutdown(app, timeout=5)
+        finals.close()
+
+    check_outcome(done, ids, runs, ids[BAD])
+    message = done[ids[BAD]].error.message  # type: ignore[union-attr]
+    assert "result['file'] holds a lone UTF-16 surrogate ('\\udcff')" in message
+    assert not finals.discarded
+
+
+class RefusesPoison(RedisStore):
+    """A Redis store that cannot write one particular result (raising what no store error is), and
+    whose first write waits until the test has lined up the other results behind it."""
+
+    def __init__(self, client: Any, *, key_prefix: str) -> None:
+        super().__init__(client, key_prefix=key_prefix)
+        self.first_write = threading.Event()
+        self.go_on = threading.Event()
+        self.batch_sizes: list[int] = []
+
+    def complete_many(
+        self, completions: Sequence[tuple[ClaimedJob, str]], *, result_ttl: float | None, now: float | None = None
+    ) -> list[Job | None]:
+        if not self.first_write.is_set():
+            self.first_write.set()
+            assert self.go_on.wait(10)
+        self.batch_sizes.append(len(completions))
+        if any('"poison"' in result for _, result in completions):
+            raise TypeError("this store cannot write a poison result")
+        return super().complete_many(completions, result_ttl=result_ttl, now=now)
+
+
+@pytest.fixture(params=["fakeredis", "redis"])
+def poison_store(request: pytest.FixtureRequest, key_prefix: str) -> Iterator[RefusesPoison]:
+    client = request.getfixturevalue("fake_redis_client" if request.param == "fakeredis" else "real_redis_client")
+    yield RefusesPoison(client, key_prefix=key_prefix)
+    if request.param == "redis":
+        _delete_prefix(client, key_prefix)
+
+
+def test_a_batch_the_store_refuses_is_written_one_by_one(poison_store: RefusesPoison) -> None:
+    ae = AsyncEndpoints()
+    runs: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    @ae.handler("Compute", max_retries=0)
+    def compute(ctx: JobContext) -> Any:
+        with lock:
+            runs[ctx.job_id] += 1
+        return "poison" if ctx.request["n"] == BAD else {"n": ctx.request["n"]}
+
+    # One thread per job, all claimed at once: the first result's write holds up the other 29,
+    # which line up in the outbox and go to the store as one batch.
+    app = Flask("results-batch")
+    app.config.update(
+        ASYNCENDPOINTS_WORKER=False,
+        ASYNCENDPOINTS_MAX_CONCURRENCY=JOBS,
+        ASYNCENDPOINTS_BATCH_SIZE=JOBS,
+        ASYNCENDPOINTS_POLL_INTERVAL=0.05,
+    )
+    ae.init_app(app, store=poison_store)
+    worker = ae.get_worker(app)
+    results = worker._results  # the outbox is not public: count what joins it
+    lined_up = threading.Semaphore(0)
+    post = results.post
+
+    def counted_post(attempt: Any, result_json: str) -> None:
+        post(attempt, result_json)
+        lined_up.release()  # back from post(): the result is written or waits in the outbox
+
+    results.post = counted_post  # type: ignore[method-assign]
+    finals = FinalJobs(app)
+    try:
+        ids = [ae.submit("Compute", {"n": n}, app=app).id for n in range(JOBS)]
+        ae.start_worker(app)
+        assert poison_store.first_write.wait(10)
+        for _ in range(JOBS - 1):
+            assert lined_up.acquire(timeout=10)
+        poison_store.go_on.set()
+        done = finals.wait_for(JOBS)
+    finally:
+        poison_store.go_on.set()
+        ae.shutdown(app, timeout=5)
+        finals.close()
+
+    # The first result alone, then the other 29 together (refused), then each of them on its own.
+    assert poison_store.batch_sizes[:2] == [1, JOBS - 1]
+    assert poison_store.batch_sizes[2:] == [1] * (JOBS - 1)
+    check_outcome(done, ids, runs, ids[BAD])
+    assert "TypeError" in done[ids[BAD]].error.message  # type: ignore[union-attr]
+    assert not finals.discarded
