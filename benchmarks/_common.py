@@ -358,12 +358,15 @@ class RedisTarget:
         if self.owned:
             self.client.flushall()
             return
+        from flask_asyncendpoints.stores.redis.keys import scan_patterns
+
         batch: list[bytes] = []
-        for key in self.client.scan_iter(match=f"{prefix}:*", count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                self.client.unlink(*batch)
-                batch.clear()
+        for pattern in scan_patterns(prefix):
+            for key in self.client.scan_iter(match=pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    self.client.unlink(*batch)
+                    batch.clear()
         if batch:
             self.client.unlink(*batch)
 
@@ -414,44 +417,32 @@ def prefill_redis(
     chunk: int = 2000,
     atomic: bool = False,
 ) -> None:
-    """Create ``Queued`` jobs fast: the store's own ``create`` script, many calls per pipeline.
-
-    This follows the KEYS/ARGV layout documented at the top of ``stores/redis/lua/create.lua`` and the
-    store's private attributes; a check at the end fails loudly if either has changed.
+    """Create ``Queued`` jobs fast: the store's own ``create_many``, ``chunk`` jobs per call (one
+    pipeline of ``create`` scripts each).
 
     :param store: a :class:`~flask_asyncendpoints.stores.redis.RedisStore`.
     :param body_of: the request body of the job with this index.
-    :param atomic: create them all in one ``MULTI``/``EXEC``, so workers already waiting see every
-        job at once (and may have run some by the time this returns).
+    :param atomic: create them all with one ``create_many`` (one round trip), so workers already
+        waiting see the jobs arrive together (and may have run some by the time this returns).
     """
     from flask_asyncendpoints.jobs import JobPayload, JobStatus
-    from flask_asyncendpoints.stores.redis.codec import encode_payload
+    from flask_asyncendpoints.stores import NewJob
 
-    before = sum(store.counts().values()) if atomic else store.counts()[JobStatus.QUEUED]
-    script = store._scripts.registered["create"]
-    client = store._client
-    if atomic:
-        chunk = max(1, len(ids))
-    for start in range(0, len(ids), chunk):
-        pipe = client.pipeline(transaction=atomic)
-        for index in range(start, min(start + chunk, len(ids))):
-            job_id = ids[index]
-            payload = encode_payload(JobPayload(body=body_of(index)))
-            script(
-                keys=[store._job_key(job_id), store._queue, store._counts, store._wake],
-                args=["", job_id, name, 3, payload, ""],
-                client=pipe,
-            )
-        pipe.execute()
-    created = (sum(store.counts().values()) if atomic else store.counts()[JobStatus.QUEUED]) - before
-    sample = store.get(ids[-1]) if ids else None
-    # Atomic: waiting workers may have started or finished the sample already.
-    wrong_status = sample is not None and not atomic and sample.status is not JobStatus.QUEUED
-    if created != len(ids) or (ids and (sample is None or sample.name != name or wrong_status)):
-        raise RuntimeError(
-            "prefill_redis did not create the jobs it should have: the create script's KEYS/ARGV or the "
-            "store's internals changed; update benchmarks/_common.py:prefill_redis"
-        )
+    def pending() -> int:
+        counts = store.counts()
+        # Atomic: waiting workers may have started or finished some of the jobs already.
+        return sum(counts.values()) if atomic else counts[JobStatus.QUEUED]
+
+    before = pending()
+    size = max(1, len(ids)) if atomic else chunk
+    for start in range(0, len(ids), size):
+        batch = [
+            NewJob(ids[i], name, JobPayload(body=body_of(i)), 3) for i in range(start, min(start + size, len(ids)))
+        ]
+        store.create_many(batch)
+    created = pending() - before
+    if created != len(ids):
+        raise RuntimeError(f"prefill_redis created {created} jobs, not {len(ids)}")
 
 
 # -- worker processes ------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ With Redis the worker runs in a process of its own (``flask asyncendpoints worke
 ``--worker inprocess``; the memory store can only be drained in process. ``--processes N`` runs
 that command with ``--processes N``: N worker processes of 2 threads each under a supervisor. A
 worker in its own process is started first; once every worker process runs, the N jobs are created
-in one MULTI/EXEC, so all processes start on a full queue at the same moment.
+with one create_many call (one round trip), so all processes start on a full queue together.
 """
 
 from __future__ import annotations
@@ -144,13 +144,16 @@ def _rate(store: Store, ids: Sequence[str]) -> float:
 
 
 def _rate_redis(store: Store, prefix: str, ids: Sequence[str]) -> float:
-    """As :func:`_rate`, reading only ``sa``/``da`` of each job hash (see ``lua/common.lua``), pipelined."""
+    """As :func:`_rate`, reading only ``s``, ``sa``, ``da`` of each state hash (``lua/common.lua``), pipelined."""
+    from flask_asyncendpoints.stores.redis.keys import Layout
+
     client: Any = store._client  # type: ignore[attr-defined]
+    keys = Layout(prefix).default
     first, last = float("inf"), float("-inf")
     for start in range(0, len(ids), 2000):
         pipe = client.pipeline(transaction=False)
         for job_id in ids[start : start + 2000]:
-            pipe.hmget(f"{prefix}:job:{job_id}", "s", "sa", "da")
+            pipe.hmget(keys.state(job_id), "s", "sa", "da")
         for job_id, (status, started, done) in zip(ids[start : start + 2000], pipe.execute(), strict=True):
             if status != b"Completed" or started is None or done is None:
                 raise RuntimeError(f"job {job_id} did not complete (status {status!r})")

@@ -35,6 +35,7 @@ from benchmarks.bench_app import NOOP, ae, create_app, memory_store, small_body
 from flask_asyncendpoints.config import DEFAULTS
 from flask_asyncendpoints.jobs import JobPayload, JobStatus
 from flask_asyncendpoints.stores.redis import RedisStore
+from flask_asyncendpoints.stores.redis.keys import DONE, EXPIRING, Layout
 
 LEASE = 300.0
 RESULT_TTL = float(DEFAULTS["RESULT_TTL"])
@@ -138,16 +139,22 @@ def _redis_memory(target: common.RedisTarget, jobs: int, report: common.Report) 
         if store.counts()[JobStatus.COMPLETED] != jobs:
             raise RuntimeError("not every job completed")
         report.add("scale.redis.used_memory_per_finished_job", "bytes", [(after - before) / max(jobs - 1, 1)])
-        sample = f"{prefix}:job:{ids[len(ids) // 2]}"
-        hash_bytes = int(client.memory_usage(sample, samples=0) or 0)
-        expiring = f"{prefix}:jobs:expiring"
-        entry_bytes = int(client.memory_usage(expiring, samples=0) or 0) / max(int(client.zcard(expiring)), 1)
+        keys = Layout(prefix).default
+        sample_id = ids[len(ids) // 2]
+        sample = keys.state(sample_id)
+        hash_bytes = int(client.memory_usage(keys.record(sample_id), samples=0) or 0) + int(
+            client.memory_usage(sample, samples=0) or 0
+        )
+        # A finished job is in two sorted sets: its status's index and the expiring set.
+        entry_bytes = 0.0
+        for index in (keys.key(EXPIRING), keys.key(DONE["Completed"])):
+            entry_bytes += int(client.memory_usage(index, samples=0) or 0) / max(int(client.zcard(index)), 1)
         report.add("scale.redis.job_hash_memory_usage", "bytes", [hash_bytes])
         report.add("scale.redis.expiring_entry_memory_usage", "bytes", [entry_bytes])
         report.add("scale.redis.job_memory_usage_total", "bytes", [hash_bytes + entry_bytes])
         encoding = client.object("encoding", sample)
         fields = client.hlen(sample)
-        report.note(f"a finished job hash: {fields} fields, encoding {encoding!r}")
+        report.note(f"a finished job: its record and a state hash of {fields} fields, encoding {encoding!r}")
     finally:
         store.close()
         target.clean(prefix)

@@ -44,7 +44,8 @@ def _store_errors_reported() -> Iterator[None]:
     try:
         yield
     except AsyncEndpointsError as exc:
-        raise click.ClickException(str(exc)) from exc
+        # One line, as click prints it ("Error: …"): a store's message may span several.
+        raise click.ClickException(" ".join(str(exc).split()) or type(exc).__name__) from exc
 
 
 @click.group("asyncendpoints")
@@ -101,6 +102,28 @@ def purge(older_than: float) -> None:
     click.echo(f"deleted {deleted} finished job(s)")
 
 
+@cli.command("init-db")
+@click.option("--sql", "print_sql", is_flag=True, help="Print the DDL for this database instead of running it.")
+@with_appcontext
+def init_db(print_sql: bool) -> None:
+    """Create the SQL store's tables (they are also created on first use), or print their DDL.
+
+    Stores that keep no tables (memory, Redis) have nothing to create.
+    """
+    store = _state().store
+    init = getattr(store, "init_db", None)
+    ddl = getattr(store, "ddl", None)
+    if init is None or ddl is None:
+        click.echo(f"{store!r} keeps no tables: there is nothing to create.")
+        return
+    if print_sql:
+        click.echo(ddl(), nl=False)
+        return
+    with _store_errors_reported():
+        version = init()
+    click.echo(f"the tables of {store!r} are ready (schema version {version})")
+
+
 @cli.command("worker", cls=WorkerCommand)
 @click.option(
     "--processes",
@@ -120,7 +143,13 @@ def purge(older_than: float) -> None:
     type=click.Path(dir_okay=False, writable=True),
     help="Touch this file every few seconds while the worker is alive (for a container health check).",
 )
-@click.option("--log-level", default="INFO", show_default=True, help="Level of the job start/finish log lines.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+    help="Level of the worker's log lines: INFO logs each attempt's start and outcome, WARNING only problems.",
+)
 @with_appcontext
 def worker(
     processes: int, concurrency: int | None, queues: str | None, burst: bool, health_file: str | None, log_level: str
@@ -132,6 +161,13 @@ def worker(
     running jobs at once. With --processes N, this process supervises N worker processes instead.
     """
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with _store_errors_reported():
+        _run_worker(processes, concurrency, queues, burst, health_file)
+
+
+def _run_worker(
+    processes: int, concurrency: int | None, queues: str | None, burst: bool, health_file: str | None
+) -> None:
     app: Any = current_app._get_current_object()  # type: ignore[attr-defined]
     state = _state()
     plan: QueuePlan | None = None
@@ -204,6 +240,23 @@ def schedules() -> None:
 def _handler_queue(state: AppState, job_name: str) -> str:
     spec = state.registry.find_handler(job_name)
     return spec.queue if spec is not None else "(no handler)"
+
+
+@cli.command("openapi")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="Write it to this file.")
+@with_appcontext
+def openapi(output: str | None) -> None:
+    """Print the app's OpenAPI document (JSON): its async endpoints and job routes."""
+    from .views.openapi import openapi_spec
+
+    app: Any = current_app._get_current_object()  # type: ignore[attr-defined]
+    with _store_errors_reported():
+        document = openapi_spec(app, _state()).to_dict()
+    text = json.dumps(document, indent=2, ensure_ascii=False)
+    if output is None:
+        click.echo(text)
+    else:
+        Path(output).write_text(text + "\n", encoding="utf-8")
 
 
 @cli.command("health")

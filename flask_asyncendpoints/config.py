@@ -57,6 +57,9 @@ DEFAULTS: dict[str, Any] = {
     "EXECUTION_LOG_MAX_BYTES": 64 * 1024,
     "SCHEDULES": None,
     "SCHEDULE_MISSED_WINDOW": 3600.0,
+    "OPENAPI_TITLE": None,  # None: app.name
+    "OPENAPI_VERSION": "1.0.0",
+    "IMMEDIATE": False,
 }
 
 
@@ -156,6 +159,9 @@ class Settings:
     job_details_url: str
     long_poll_max: float
     openapi_url: str | None
+    openapi_title: str | None
+    openapi_version: str
+    immediate: bool = False
     queues: QueuePlan | None = None
     history_limit: int = 10
     worker_heartbeat: float = 10.0
@@ -219,6 +225,9 @@ class Settings:
             execution_log_max_bytes=reader.integer("EXECUTION_LOG_MAX_BYTES", minimum=1),
             schedules=reader.dicts("SCHEDULES"),
             schedule_missed_window=reader.number("SCHEDULE_MISSED_WINDOW", minimum=0),
+            openapi_title=reader.text("OPENAPI_TITLE") if config.get(PREFIX + "OPENAPI_TITLE") is not None else None,
+            openapi_version=reader.text("OPENAPI_VERSION"),
+            immediate=reader.flag("IMMEDIATE"),
         )
 
 

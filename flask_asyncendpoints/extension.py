@@ -12,9 +12,9 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, tzinfo
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from flask import Flask, current_app
+from flask import Blueprint, Flask, current_app
 from marshmallow import Schema
 
 from .config import Settings, set_defaults
@@ -23,13 +23,17 @@ from .errors import ConfigurationError, JobIdConflict
 from .handlers import Handler, HandlerSpec
 from .hooks import HookRegistration
 from .jobs import DEFAULT_QUEUE, Job, parse_job_id
-from .registry import Registry, RouteSpec, Validator
+from .registry import Registry, RouteSpec, Validator, ViewDecorator
 from .schedules import Schedule
 from .state import EXTENSION_KEY, NOT_INITIALIZED, AppState, app_state
 from .stores import CancelResult, Store, create_store
 from .submitting import check_delay, check_priority, due_at, route_option, store_jobs
 from .views import add_route, job_rule, register
+from .views.openapi import import_apispec, openapi_spec
 from .worker import Worker
+
+if TYPE_CHECKING:
+    from apispec import APISpec
 
 H = TypeVar("H", bound=Handler)
 
@@ -49,22 +53,43 @@ class AsyncEndpoints(HookRegistration):
         returning one.
     """
 
-    def __init__(self, app: Flask | None = None, *, store: Any = None) -> None:
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        store: Any = None,
+        blueprint: Blueprint | None = None,
+        url_prefix: str | None = None,
+    ) -> None:
         self._registry = Registry()
         self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
         if app is not None:
-            self.init_app(app, store=store)
+            self.init_app(app, store=store, blueprint=blueprint, url_prefix=url_prefix)
 
     # -- binding to apps --------------------------------------------------------------------------
 
-    def init_app(self, app: Flask, *, store: Any = None) -> None:
+    def init_app(
+        self,
+        app: Flask,
+        *,
+        store: Any = None,
+        blueprint: Blueprint | None = None,
+        url_prefix: str | None = None,
+    ) -> None:
         """Bind the extension to ``app``: read its config, open its store, add the routes.
+
+        The job routes and every async endpoint mapped without a blueprint of its own go on a
+        blueprint: the extension's own, named ``asyncendpoints``, or ``blueprint``. It is
+        registered on ``app`` here.
 
         The worker starts lazily, with the first request the app serves (so it runs in the process
         that serves, after any fork), unless ``ASYNCENDPOINTS_WORKER`` is false.
 
         :param app: the Flask app.
         :param store: overrides ``ASYNCENDPOINTS_STORE`` (see the class).
+        :param blueprint: a blueprint of the app's own (not registered yet) to put the routes on
+            instead, so its ``before_request`` hooks and error handlers apply to them.
+        :param url_prefix: the URL prefix of that blueprint (default: the blueprint's own, if any).
         :raises ConfigurationError: when the app is already bound or a config value is wrong.
         """
         if EXTENSION_KEY in app.extensions:
@@ -75,6 +100,8 @@ class AsyncEndpoints(HookRegistration):
         set_defaults(app.config)
         settings = Settings.from_config(app.config, debug=app.debug)
         job_rule(settings.job_details_url)  # a bad URL fails before the store is opened
+        if settings.openapi_url is not None:
+            import_apispec()  # a missing optional dependency fails here, not at the first request
         state = AppState(
             self._registry,
             settings,
@@ -87,10 +114,14 @@ class AsyncEndpoints(HookRegistration):
         for schedule in state.config_schedules.values():
             self._registry.check_schedule(schedule)
         app.extensions[EXTENSION_KEY] = state
-        register(app, state)
+        register(app, state, blueprint=blueprint, url_prefix=url_prefix)
         if settings.worker:
             app.before_request(state.before_request)
         self._apps.add(app)
+
+    @staticmethod
+    def _app(app: Flask | None) -> Flask:
+        return app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]
 
     def _state(self, app: Flask | None = None) -> AppState:
         app = app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]
@@ -172,10 +203,18 @@ class AsyncEndpoints(HookRegistration):
         endpoint: str | None = None,
         priority: int | Callable[[Any], int] | None = None,
         delay: float | Callable[[Any], float | None] | None = None,
+        blueprint: Blueprint | None = None,
+        decorators: Iterable[ViewDecorator] = (),
+        responses: Mapping[int, str] | None = None,
     ) -> None:
         """Map a URL to a handler: a request to ``rule`` submits a job and answers ``202``.
 
         The job goes to the handler's queue.
+
+        .. code-block:: python
+
+            ae.route("/api/reports", "GenerateReport", decorators=[login_required])
+            ae.route("/reports", "GenerateReport", blueprint=admin, responses={403: "Not an admin."})
 
         :param rule: a Flask URL rule; its variables reach the handler as ``ctx.route_params``.
         :param job_name: the name the handler was registered under (register it first).
@@ -184,12 +223,20 @@ class AsyncEndpoints(HookRegistration):
             handler has a request schema. ``True`` without a schema accepts any JSON value.
         :param validator: called with the loaded body before the job is queued; return ``None`` to
             accept, or a response (anything a view may return) to answer with instead.
-        :param endpoint: the Flask endpoint name (default ``asyncendpoints.<job_name>``).
+        :param endpoint: the endpoint's name within its blueprint (default: ``<job_name>``, so
+            ``url_for("asyncendpoints.<job_name>")``).
         :param priority: each job's priority (higher runs first among the due jobs of its queue;
             default 0): a whole number, or a function that gets the loaded body (as the validator
             does) and returns one.
         :param delay: seconds before each job is due (it is ``Scheduled`` until then): a number, or
             a function of the loaded body that returns one (or ``None`` for at once).
+        :param blueprint: put the route on this blueprint of the app's own (before it is
+            registered) rather than on the extension's: its URL prefix, ``before_request`` hooks
+            and error handlers apply.
+        :param decorators: view decorators such as ``login_required``, applied in order (the last
+            one outermost), as Flask's ``View.decorators``. They run before anything is read.
+        :param responses: more statuses the route can answer, with a description each (such as
+            ``{401: "Not logged in."}``), for the OpenAPI document.
         :raises ConfigurationError: for an unknown job name, an unsupported method, or a priority or
             delay that is neither a number nor a function.
         """
@@ -209,28 +256,38 @@ class AsyncEndpoints(HookRegistration):
             rule=rule,
             job_name=job_name,
             methods=methods,
-            endpoint=endpoint or self._endpoint_name(job_name),
+            endpoint=endpoint or self._endpoint_name(job_name, blueprint),
             body=body,
             validator=validator,
             priority=priority if callable(priority) or priority is None else route_option(check_priority, priority),
             delay=delay if callable(delay) or delay is None else route_option(check_delay, delay),
+            blueprint=blueprint,
+            decorators=tuple(decorators),
+            responses=dict(responses or {}),
         )
+        if blueprint is not None:
+            # The app registers the user's blueprint when it is ready; Flask refuses rules added later.
+            add_route(blueprint, spec)
         self._registry.routes.append(spec)
-        for app in list(self._apps):
-            add_route(app, self._state(app), spec)
+        if blueprint is None:
+            for app in list(self._apps):
+                # The extension's blueprint is registered already: the rule goes straight to the app,
+                # under the blueprint's prefix and name (so its hooks apply).
+                state = self._state(app)
+                add_route(app, spec, rule_prefix=state.url_prefix, endpoint_prefix=state.blueprint_name + ".")
 
     @property
     def routes(self) -> tuple[RouteSpec, ...]:
         """The async endpoints mapped so far."""
         return tuple(self._registry.routes)
 
-    def _endpoint_name(self, job_name: str) -> str:
-        """``asyncendpoints.<job_name>``, numbered from the second route of the same handler on."""
-        taken = {route.endpoint for route in self._registry.routes}
-        name = f"asyncendpoints.{job_name}"
+    def _endpoint_name(self, job_name: str, blueprint: Blueprint | None) -> str:
+        """``<job_name>``, numbered from the second route of the same handler on the same blueprint on."""
+        taken = {route.endpoint for route in self._registry.routes if route.blueprint is blueprint}
+        name = job_name
         number = 2
         while name in taken:
-            name = f"asyncendpoints.{job_name}_{number}"
+            name = f"{job_name}_{number}"
             number += 1
         return name
 
@@ -287,7 +344,7 @@ class AsyncEndpoints(HookRegistration):
         :raises ~flask_asyncendpoints.errors.InvalidPayload: when the body, a header or a parameter
             cannot be stored as UTF-8 JSON (a lone surrogate, NaN, a value that is not JSON); a
             subclass of ``ValueError``.
-        :raises marshmallow.ValidationError: when the body fails the request schema.
+        :raises ~marshmallow.exceptions.ValidationError: when the body fails the request schema.
         :raises ~flask_asyncendpoints.stores.PendingLimitReached: at ``ASYNCENDPOINTS_MAX_PENDING_JOBS``.
         :raises ~flask_asyncendpoints.errors.JobIdConflict: when ``job_id`` names a job of another handler.
         :raises ~flask_asyncendpoints.errors.StoreError: when the store cannot be reached.
@@ -315,6 +372,9 @@ class AsyncEndpoints(HookRegistration):
         )
         if job.name != job_name:
             raise JobIdConflict(f"The job id {job.id} already names a {job.name!r} job; use a new id.")
+        if state.settings.immediate:
+            state.run_immediately(self._app(app))
+            job = state.store.get(job.id) or job
         return job
 
     def submit_many(
@@ -344,7 +404,7 @@ class AsyncEndpoints(HookRegistration):
             ``ASYNCENDPOINTS_MAX_PENDING_JOBS`` (nothing is stored for it).
         :raises ValueError: as :meth:`submit` does.
         :raises ~flask_asyncendpoints.errors.InvalidPayload: when a body cannot be stored as UTF-8 JSON.
-        :raises marshmallow.ValidationError: when a body fails the request schema.
+        :raises ~marshmallow.exceptions.ValidationError: when a body fails the request schema.
         :raises ~flask_asyncendpoints.errors.StoreError: when the store cannot be reached.
         """
         state = self._state(app)
@@ -364,7 +424,11 @@ class AsyncEndpoints(HookRegistration):
             priority=priority,
             due=due,
         )
-        return [outcome[0] if outcome is not None else None for outcome in created]
+        jobs = [outcome[0] if outcome is not None else None for outcome in created]
+        if state.settings.immediate:
+            state.run_immediately(self._app(app))
+            jobs = [(state.store.get(job.id) or job) if job is not None else None for job in jobs]
+        return jobs
 
     def schedule(
         self,
@@ -421,10 +485,6 @@ class AsyncEndpoints(HookRegistration):
         self._registry.schedules[name] = schedule
         return schedule
 
-    @staticmethod
-    def _app(app: Flask | None) -> Flask:
-        return app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]
-
     def get_job(self, job_id: str | uuid.UUID, *, app: Flask | None = None) -> Job | None:
         """The job with this id (any spelling of the UUID), or ``None``."""
         state = self._state(app)
@@ -438,6 +498,26 @@ class AsyncEndpoints(HookRegistration):
         if normalized is None:
             return CancelResult.NOT_FOUND, None
         return state.cancel(normalized, sender=self._app(app))
+
+    def openapi_spec(self, app: Flask | None = None, *, spec: APISpec | None = None) -> APISpec:
+        """The app's OpenAPI document (async endpoints and job routes) as an ``apispec.APISpec``.
+
+        Needs the ``openapi`` extra (apispec). ``.to_dict()`` gives the document; it is also served
+        at ``ASYNCENDPOINTS_OPENAPI_URL`` and printed by ``flask asyncendpoints openapi``.
+
+        .. code-block:: python
+
+            api = flask_smorest.Api(app)
+            ae.openapi_spec(app, spec=api.spec)  # the async endpoints in flask-smorest's document
+
+        :param app: the app (default: the current app).
+        :param spec: add the paths and components to this document (flask-smorest's ``api.spec``,
+            or any apispec document) instead of a new one; it keeps its own title and version.
+        :raises ConfigurationError: when apispec is not installed, or ``spec`` has this library's
+            components already.
+        """
+        app = app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]
+        return openapi_spec(app, self._state(app), spec)
 
     def get_store(self, app: Flask | None = None) -> Store:
         """The app's job store."""
@@ -454,7 +534,7 @@ class AsyncEndpoints(HookRegistration):
         return self._state(app).start_worker(app)
 
     def shutdown(self, app: Flask | None = None, *, timeout: float | None = None) -> None:
-        """Stop the app's worker in this process (see :meth:`Worker.shutdown`)."""
+        """Stop the app's worker in this process (see :meth:`~flask_asyncendpoints.worker.Worker.shutdown`)."""
         state = self._state(app)
         worker = state.worker
         if worker is not None and worker.pid == os.getpid():

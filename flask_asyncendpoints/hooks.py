@@ -39,10 +39,25 @@ class HookRegistration:
     def authorize(self, func: F) -> F:
         """Register ``func(job, action) -> bool`` to decide who may ``"read"`` or ``"cancel"`` a job.
 
-        It runs in the request, so it can look at :data:`flask.request` and :data:`flask.g`; it
+        It runs in the request, so it can look at :obj:`flask.request` and :data:`flask.g`; it
         replaces the owner check of :meth:`owner`. A ``False`` answers ``404``.
         """
         self._registry.authorize_func = func
+        return func
+
+    def before_submit(self, func: F) -> F:
+        """Register ``func(job_name)``, run first on every submit, before the request id or the
+        body is read: return ``None`` to go on, or a response to send instead (nothing is read or
+        stored then). An HTTP error it raises (``abort(401)``) is answered as problem JSON.
+
+        .. code-block:: python
+
+            @ae.before_submit
+            def must_be_logged_in(job_name):
+                if g.get("user") is None:
+                    abort(401)
+        """
+        self._registry.before_submit = func
         return func
 
     def submitted_response(self, func: F) -> F:

@@ -371,8 +371,8 @@ class AttemptOutcome(str, enum.Enum):
 class AttemptRecord:
     """One finished attempt of a job, as its history (the audit trail) keeps it.
 
-    :ivar number: the attempt's number as its handler saw it (:attr:`JobContext.attempt
-        <flask_asyncendpoints.JobContext.attempt>`): 1 for the first run, 2 for the first retry.
+    :ivar number: the attempt's number as its handler saw it (``ctx.attempt`` of
+        :class:`~flask_asyncendpoints.JobContext`): 1 for the first run, 2 for the first retry.
         A run after a release, or after a requeue, repeats a number; the history is in time order.
     :ivar started_at: when the attempt was claimed.
     :ivar finished_at: when it ended.
@@ -432,7 +432,7 @@ class AttemptRecord:
 class LogRecord:
     """One line of a job's execution log.
 
-    :ivar attempt: the number of the attempt that logged it (as :attr:`AttemptRecord.number`).
+    :ivar attempt: the number of the attempt that logged it (as the ``number`` of its :class:`AttemptRecord`).
     :ivar at: when it was logged.
     :ivar level: the level name, such as ``"INFO"``.
     :ivar logger: the name of the logger it was logged on.

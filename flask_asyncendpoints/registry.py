@@ -7,11 +7,11 @@ without importing the extension.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Response
+from flask import Blueprint, Response
 from flask.typing import ResponseReturnValue
 
 from .encoding import NotJSONError, json_text
@@ -29,6 +29,11 @@ OwnerFunc = Callable[[], "str | None"]
 AuthorizeFunc = Callable[[Job, str], bool]
 #: Shapes a built response: gets the job (or the error) and the response, returns what to send.
 ResponseHook = Callable[[Any, Response], ResponseReturnValue]
+#: Runs first on every submit, before the body is read: gets the job name; returns ``None`` to go on,
+#: or a response to send instead (or raises an HTTP error, e.g. ``abort(401)``).
+BeforeSubmit = Callable[[str], "ResponseReturnValue | None"]
+#: A view decorator, as in ``decorators=[login_required]``.
+ViewDecorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,7 @@ class RouteSpec:
     rule: str
     job_name: str
     methods: tuple[str, ...]
+    #: The endpoint's name within its blueprint (``url_for("<blueprint>.<endpoint>")``).
     endpoint: str
     #: ``None``: a JSON body exactly when the handler has a request schema.
     body: bool | None = None
@@ -46,6 +52,12 @@ class RouteSpec:
     priority: int | Callable[[Any], int] | None = None
     #: Seconds before each job is due: a number, or a function of the loaded body (``None``: at once).
     delay: float | Callable[[Any], float | None] | None = None
+    #: The user's blueprint the route is on; ``None``: the extension's own.
+    blueprint: Blueprint | None = None
+    #: View decorators, applied in order (the last one outermost), as Flask's ``View.decorators``.
+    decorators: tuple[ViewDecorator, ...] = ()
+    #: More answers the route can give (e.g. ``{401: "Not logged in"}``), for the OpenAPI document.
+    responses: Mapping[int, str] = field(default_factory=dict)
 
     def takes_body(self, spec: HandlerSpec) -> bool:
         return self.body if self.body is not None else spec.request_schema is not None
@@ -61,6 +73,7 @@ class Registry:
     response_hooks: dict[str, ResponseHook] = field(default_factory=dict)
     owner_func: OwnerFunc | None = None
     authorize_func: AuthorizeFunc | None = None
+    before_submit: BeforeSubmit | None = None
     #: Recurring jobs registered with ``ae.schedule()``, by name.
     schedules: dict[str, Schedule] = field(default_factory=dict)
 

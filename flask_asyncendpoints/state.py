@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import math
 import os
+import signal
 import threading
 import weakref
 from collections.abc import Iterable
@@ -27,13 +28,17 @@ from .registry import Registry
 from .schedules import Schedule
 from .stores import CancelResult, MemoryStore, Store
 from .submitting import CheckedPayload
-from .worker import Worker
+from .worker import Worker, logger
 
 #: Where the state lives in ``app.extensions``.
 EXTENSION_KEY = "asyncendpoints"
 
 #: The error for an app without the extension, wherever it is noticed.
 NOT_INITIALIZED = "flask-asyncendpoints is not initialized on this app. Did you forget to call init_app()?"
+
+
+#: Batches one immediate-mode submit runs at most (a handler that submits a job each run would never end).
+IMMEDIATE_MAX_BATCHES = 1000
 
 
 def app_state(app: Flask) -> AppState | None:
@@ -60,6 +65,10 @@ class AppState:
         self.retry_after = max(1, math.ceil(settings.poll_interval))
         #: ``url_for`` the job route, with a placeholder id, by script root (see ``views.jobs.job_location``).
         self.location_templates: dict[str, str] = {}
+        #: The blueprint of the job routes, its URL prefix, and the job details endpoint (set by ``views.register``).
+        self.blueprint_name = "asyncendpoints"
+        self.url_prefix = ""
+        self.job_endpoint = "asyncendpoints.job"
         #: Recurring jobs from ``ASYNCENDPOINTS_SCHEDULES``, by name.
         self.config_schedules: dict[str, Schedule] = {}
         for entry in settings.schedules:
@@ -167,6 +176,14 @@ class AppState:
             emit(JobEvent.CANCELED, sender, job)
         return outcome, job
 
+    def run_immediately(self, app: Flask) -> None:
+        """``ASYNCENDPOINTS_IMMEDIATE``: run every due job now, in the calling thread (tests)."""
+        worker = self.get_worker(app)
+        for _ in range(IMMEDIATE_MAX_BATCHES):
+            if worker.run_once() == 0:
+                return
+        current_app.logger.warning("ASYNCENDPOINTS_IMMEDIATE: jobs keep coming; the rest is left queued")
+
     def get_worker(self, app: Flask) -> Worker:
         """This process's worker for the app (a new one after a fork)."""
         with self.lock:
@@ -202,12 +219,39 @@ class AppState:
             current_app.logger.warning(
                 "flask-asyncendpoints uses the memory store under a server with several processes: "
                 "each process has its own jobs, so a poll that reaches another process answers 404. "
-                "Set ASYNCENDPOINTS_STORE to a Redis URL."
+                "Set ASYNCENDPOINTS_STORE to a shared store: sqlite:///jobs.db on one machine, or a "
+                "PostgreSQL, MySQL or Redis URL."
             )
         self.start_worker(current_app._get_current_object())  # type: ignore[attr-defined]
 
 
 def _shutdown_at_exit(ref: weakref.ReferenceType[Worker]) -> None:
+    """Shut the worker down as the interpreter exits (``flask run`` stopped by Ctrl+C, a script ending).
+
+    Under Werkzeug's reloader (``flask run --debug``) the serving process is restarted on every code
+    change, so it gives its jobs back at once instead of waiting for them. Elsewhere it says what
+    it waits for, and a second Ctrl+C gives every job back at once.
+    """
     worker = ref()
-    if worker is not None and worker.pid == os.getpid():
+    if worker is None or worker.pid != os.getpid():
+        return
+    if os.environ.get("WERKZEUG_RUN_MAIN") == "true":
+        worker.shutdown(timeout=0)
+        return
+    try:
+        # In the try: a Ctrl+C pressed as soon as the message shows may land while it is still written.
+        running = worker.running_jobs
+        if running:
+            logger.warning(
+                "flask-asyncendpoints: waiting up to %g s for %d running job(s) to finish "
+                "(ASYNCENDPOINTS_SHUTDOWN_TIMEOUT); press Ctrl+C again to stop now and give them back to the queue",
+                worker.settings.shutdown_timeout,
+                running,
+            )
         worker.shutdown()
+    except KeyboardInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            # The process is going: a third Ctrl+C must not cut the release short with a traceback.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        released = worker.release_now()
+        logger.warning("flask-asyncendpoints: stopped at once; %d unfinished job(s) given back to the queue", released)

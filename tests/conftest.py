@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import uuid
 from collections.abc import Iterator
@@ -12,31 +13,34 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from flask_asyncendpoints import AsyncEndpoints, Job
+from flask_asyncendpoints.errors import StoreError
 from flask_asyncendpoints.signals import job_finished
 from flask_asyncendpoints.stores import MemoryStore, Store
+from flask_asyncendpoints.testing.helpers import FrozenClock
 from flask_asyncendpoints.worker import Worker
+
+from .redis_cluster import LocalCluster
 
 #: Set to a Redis URL (e.g. ``redis://127.0.0.1:6379/15``) to run the real-Redis tests.
 REDIS_URL_ENV = "ASYNCENDPOINTS_TEST_REDIS_URL"
 #: Set (CI does) to make a missing real Redis fail the real-Redis tests instead of skipping them.
 REQUIRE_REDIS_ENV = "ASYNCENDPOINTS_REQUIRE_REDIS"
+#: Database URLs of the real-server SQL tests, e.g. ``postgresql://postgres@127.0.0.1:5432/test`` and
+#: ``mysql://root@127.0.0.1:3306/test``. SQLite needs no server: its tests always run.
+SQL_URL_ENVS = {"postgresql": "ASYNCENDPOINTS_TEST_POSTGRESQL_URL", "mysql": "ASYNCENDPOINTS_TEST_MYSQL_URL"}
+#: Set (CI does) to make a missing or unreachable database fail the real-server SQL tests instead of
+#: skipping them.
+REQUIRE_SQL_ENV = "ASYNCENDPOINTS_REQUIRE_SQL"
 
 #: A fixed starting time for the fake clock: 2026-01-01T00:00:00Z.
 T0 = 1_767_225_600.0
 
 
-class FakeClock:
-    """A clock that only moves when told to."""
+#: The library's own test clock (a clock that only moves when told to), as users get it.
+FakeClock = FrozenClock
 
-    def __init__(self, start: float = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> float:
-        self.now += seconds
-        return self.now
+#: Users' tests run the documented examples through pytester (tests/test_testing_helpers.py).
+pytest_plugins = ["pytester"]
 
 
 @pytest.fixture
@@ -60,9 +64,43 @@ def redis_url() -> str:
 
 
 def _delete_prefix(client: object, prefix: str) -> None:
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))  # type: ignore[attr-defined]
-    if keys:
-        client.delete(*keys)  # type: ignore[attr-defined]
+    """Delete every key of the Redis store with this prefix (on a cluster, node by node, key by key)."""
+    from flask_asyncendpoints.stores.redis.keys import scan_patterns
+
+    for pattern in [f"{prefix}:*", *scan_patterns(prefix)]:
+        keys = list(client.scan_iter(match=pattern, count=1000))  # type: ignore[attr-defined]
+        for key in keys:
+            client.delete(key)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalCluster]:
+    """A real Redis Cluster (3 masters, 3 replicas) on loopback ports for the whole session.
+
+    Skipped without ``redis-server`` and ``redis-cli`` on PATH, unless ``ASYNCENDPOINTS_REQUIRE_REDIS``
+    is set, which makes that a failure.
+    """
+    if not (shutil.which("redis-server") and shutil.which("redis-cli")):
+        if os.environ.get(REQUIRE_REDIS_ENV):
+            pytest.fail(f"{REQUIRE_REDIS_ENV} is set but redis-server or redis-cli is not on PATH")
+        pytest.skip("needs redis-server and redis-cli on PATH for a Redis Cluster")
+    cluster = LocalCluster()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster_client(redis_cluster: LocalCluster) -> Iterator[object]:
+    """A ``redis.cluster.RedisCluster`` client of the session's cluster."""
+    from flask_asyncendpoints.stores.redis.urls import connect
+
+    client, closers = connect(redis_cluster.url)
+    yield client
+    for close in closers:
+        close()
 
 
 @pytest.fixture
@@ -87,18 +125,64 @@ def key_prefix() -> Iterator[str]:
     return f"test-{uuid.uuid4().hex[:12]}"
 
 
+def sql_url(family: str) -> str:
+    """The URL of the real ``postgresql`` or ``mysql`` server to test on; the test is skipped (or, with
+    ``ASYNCENDPOINTS_REQUIRE_SQL`` set, fails) when none is given."""
+    env = SQL_URL_ENVS[family]
+    url = os.environ.get(env)
+    if not url:
+        if os.environ.get(REQUIRE_SQL_ENV):
+            pytest.fail(f"{REQUIRE_SQL_ENV} is set but {env} is not")
+        pytest.skip(f"real {family} not configured (set {env})")
+    return url
+
+
+@pytest.fixture
+def table_prefix() -> str:
+    """A table prefix no other test uses (SQL identifiers take no hyphen)."""
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+def make_sql_store(kind: str, request: pytest.FixtureRequest, table_prefix: str, **options: object) -> Store:
+    """A SQL store on a fresh table prefix, its tables dropped when the test ends."""
+    pytest.importorskip("sqlalchemy")
+    from flask_asyncendpoints.stores.sql import SQLStore
+
+    url = f"sqlite:///{request.getfixturevalue('tmp_path') / 'jobs.db'}" if kind == "sqlite" else sql_url(kind)
+    store = SQLStore.from_url(url, key_prefix=table_prefix, **options)  # type: ignore[arg-type]
+    try:
+        store.ping()
+    except StoreError as exc:
+        store.close()
+        if os.environ.get(REQUIRE_SQL_ENV):
+            pytest.fail(f"{kind} at {url} does not answer: {exc}")
+        pytest.skip(f"{kind} at {url} does not answer: {exc}")
+
+    def drop() -> None:
+        store.tables.metadata.drop_all(store.engine)
+        store.close()
+
+    request.addfinalizer(drop)
+    return store
+
+
 def make_store(kind: str, request: pytest.FixtureRequest, clock: FakeClock, key_prefix: str) -> Store:
     if kind == "memory":
         return MemoryStore(clock=clock)
+    if kind in ("sqlite", "postgresql", "mysql"):
+        return make_sql_store(kind, request, request.getfixturevalue("table_prefix"))
     from flask_asyncendpoints.stores.redis import RedisStore
 
-    client = request.getfixturevalue("fake_redis_client" if kind == "fakeredis" else "real_redis_client")
-    if kind == "redis":
+    fixture = {"fakeredis": "fake_redis_client", "redis": "real_redis_client", "cluster": "cluster_client"}[kind]
+    client = request.getfixturevalue(fixture)
+    if kind in ("redis", "cluster"):
         request.addfinalizer(lambda: _delete_prefix(client, key_prefix))
-    return RedisStore(client, key_prefix=key_prefix)
+    store = RedisStore(client, key_prefix=key_prefix)
+    request.addfinalizer(store.close)  # its subscriber thread, if it started one
+    return store
 
 
-STORE_KINDS = ["memory", "fakeredis", "redis"]
+STORE_KINDS = ["memory", "fakeredis", "redis", "cluster", "sqlite", "postgresql", "mysql"]
 
 
 @pytest.fixture(params=STORE_KINDS)
@@ -124,12 +208,27 @@ def memory_store(clock: FakeClock) -> MemoryStore:
 
 
 @pytest.fixture
-def app(ae: AsyncEndpoints, memory_store: MemoryStore, app_config: dict[str, object]) -> Iterator[Flask]:
-    """An app on the memory store with the fake clock; no worker threads unless a test starts them."""
+def app_store(memory_store: MemoryStore) -> Store:
+    """The ``app`` fixture's store: the memory store with the fake clock.
+
+    A test class whose tests every store must pass overrides it with the parametrized ``store``
+    fixture, so they run once per kind of store::
+
+        @pytest.fixture
+        def app_store(self, store: Store) -> Store:
+            return store
+    """
+    return memory_store
+
+
+@pytest.fixture
+def app(ae: AsyncEndpoints, app_store: Store, app_config: dict[str, object]) -> Iterator[Flask]:
+    """An app on ``app_store`` (the memory store with the fake clock unless a test class says every
+    store); no worker threads unless a test starts them."""
     app = Flask("testapp")
     app.config.update(TESTING=True, ASYNCENDPOINTS_WORKER=False, ASYNCENDPOINTS_MAX_CONCURRENCY=2)
     app.config.update(app_config)
-    ae.init_app(app, store=memory_store)
+    ae.init_app(app, store=app_store)
     yield app
     ae.shutdown(app, timeout=5)
 

@@ -64,7 +64,7 @@ def bad_ae() -> AsyncEndpoints:
 
 @pytest.fixture
 def bad_app(bad_ae: AsyncEndpoints, store: Store) -> Iterator[Flask]:
-    """An app on every kind of store (memory, fakeredis, real Redis), no worker threads."""
+    """An app on every kind of store (memory, fakeredis, real Redis and Cluster, SQL), no worker threads."""
     app = Flask("bad-input")
     app.url_map.converters["raw"] = RawName
     app.config.update(TESTING=True, ASYNCENDPOINTS_WORKER=False)
@@ -204,10 +204,8 @@ class TestPythonSubmit:
 
 
 class TestOneBuilderWithQueuesAndPriorities:
-    """Every submit goes through the one payload builder, whatever queue, priority or delay it has.
-
-    On the memory store: it implements queues, priorities and delays on every branch.
-    """
+    """Every submit goes through the one payload builder, whatever queue, priority or delay it has,
+    on every kind of store."""
 
     @pytest.fixture
     def queued_ae(self) -> AsyncEndpoints:
@@ -217,38 +215,38 @@ class TestOneBuilderWithQueuesAndPriorities:
         return ae
 
     @pytest.fixture
-    def queued_app(self, queued_ae: AsyncEndpoints, memory_store: Store) -> Iterator[Flask]:
+    def queued_app(self, queued_ae: AsyncEndpoints, store: Store) -> Iterator[Flask]:
         app = Flask("queued")
         app.config.update(TESTING=True, ASYNCENDPOINTS_WORKER=False, ASYNCENDPOINTS_MAX_CONTEXT_BYTES=200)
-        queued_ae.init_app(app, store=memory_store)
+        queued_ae.init_app(app, store=store)
         yield app
         queued_ae.shutdown(app, timeout=5)
 
     def test_http_checks_come_before_the_priority_and_delay_and_the_job_gets_both(
-        self, queued_app: Flask, memory_store: Store
+        self, queued_app: Flask, store: Store
     ) -> None:
         client = queued_app.test_client()
         assert_refused(client.post("/echo", data=b'"\\ud800"', content_type="application/json"), where="body")
         too_big = client.post("/echo", json="ok", headers={"X-Pad": "x" * 300})
         assert too_big.status_code == 413
-        assert total(memory_store) == 0
+        assert total(store) == 0
 
         answer = client.post("/echo", json="ok", headers={"Authorization": "Bearer secret"})
         assert answer.status_code == 202
         assert answer.get_json()["status"] == "Scheduled"
-        job = memory_store.get(answer.get_json()["id"])
+        job = store.get(answer.get_json()["id"])
         assert job is not None
         assert (job.queue, job.priority) == ("urgent", 7)
         assert "authorization" not in {name.lower() for name, _ in job.payload.headers}
 
     def test_the_python_api_checks_the_payload_and_keeps_queue_priority_and_delay(
-        self, queued_ae: AsyncEndpoints, queued_app: Flask, memory_store: Store
+        self, queued_ae: AsyncEndpoints, queued_app: Flask, store: Store
     ) -> None:
         with pytest.raises(InvalidPayload, match="the header 'X-Name'"):
             queued_ae.submit("Echo", "ok", headers={"X-Name": "\udcff"}, priority=3, delay=60, app=queued_app)
         with pytest.raises(InvalidPayload, match=re.escape("body['n'] is nan")):
             queued_ae.submit_many("Echo", [{"n": 1}, {"n": math.nan}], priority=3, app=queued_app)
-        assert total(memory_store) == 0
+        assert total(store) == 0
 
         job = queued_ae.submit(
             "Echo", "ok", headers={"Authorization": "Bearer secret"}, priority=3, delay=60, app=queued_app

@@ -19,6 +19,7 @@ import pytest
 
 from benchmarks import _common, compare, drain, enqueue, latency, scale
 from benchmarks import http as http_benchmark
+from benchmarks import sql as sql_benchmark
 
 from .conftest import REDIS_URL_ENV, REQUIRE_REDIS_ENV
 
@@ -116,6 +117,24 @@ def test_scale(redis_args: list[str], capsys: pytest.CaptureFixture[str]) -> Non
     assert values["scale.redis.claim_complete.slowdown_200_vs_20"] > 0
     assert values["scale.redis.job_hash_memory_usage"] > 0
     assert values["scale.memory_store.bytes_per_finished_job"] > 0
+
+
+def test_sql_on_a_sqlite_file(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--jobs", "40", "--submits", "20", "--samples", "3", "--gap", "0.01", "--sizes", "30,60", "--measure", "10"]
+    argv += [f"--part={part}" for part in sql_benchmark.PARTS]
+    report = run(sql_benchmark.main, argv, capsys)
+    values = figures(report)
+    assert {name.split(".", 2)[2] for name in values} == {
+        "drain",
+        "submit",
+        "pickup.p50",
+        "pickup.p99",
+        "claim_complete.queued_30",
+        "claim_complete.queued_60",
+        "claim_complete.slowdown",
+    }
+    assert min(values.values()) > 0
+    assert any("_jobs_ready" in note for note in report["notes"]), "the claim's EXPLAIN names the ready index"
 
 
 def test_plain_output_is_one_line_per_figure(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,7 +1,8 @@
 """A cancel reaches the running handler within milliseconds, and the job ends Canceled whatever it does.
 
 Lease renewals are made rare here (``POLL_INTERVAL`` 30 s), so only the store's cancel
-announcement can tell the handler in time; the test waits on events, never on a sleep.
+announcement can tell the handler in time; the test waits on events, never on a sleep. Every store
+announces a cancel made through it in this process, so these run on every kind of store.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pytest
 from flask import Flask
 
 from flask_asyncendpoints import AsyncEndpoints, CancelResult, JobContext, JobStatus
-from flask_asyncendpoints.stores import MemoryStore
+from flask_asyncendpoints.stores import Store
 
 from .conftest import Finished
 
@@ -21,6 +22,11 @@ from .conftest import Finished
 @pytest.fixture
 def app_config() -> dict[str, object]:
     return {"ASYNCENDPOINTS_POLL_INTERVAL": 30.0, "ASYNCENDPOINTS_CLAIM_TIMEOUT": 300.0}
+
+
+@pytest.fixture
+def app_store(store: Store) -> Store:
+    return store
 
 
 class Long:
@@ -46,7 +52,7 @@ class Long:
 
 @pytest.mark.parametrize("raises", [False, True])
 def test_cancel_reaches_the_running_handler_within_milliseconds(
-    ae: AsyncEndpoints, app: Flask, memory_store: MemoryStore, finished: Finished, raises: bool
+    ae: AsyncEndpoints, app: Flask, finished: Finished, raises: bool
 ) -> None:
     long = Long(ae, raises=raises)
     ae.start_worker(app)
@@ -72,9 +78,9 @@ def test_cancel_reaches_the_running_handler_within_milliseconds(
     assert done.retry_count == 0  # a failure after the request is no retry
 
 
-def test_the_worker_stops_listening_at_shutdown(ae: AsyncEndpoints, app: Flask, memory_store: MemoryStore) -> None:
+def test_the_worker_stops_listening_at_shutdown(ae: AsyncEndpoints, app: Flask, app_store: Store) -> None:
     calls: list[str] = []
-    original = memory_store.watch_cancels
+    original = app_store.watch_cancels
 
     def counting(callback):  # type: ignore[no-untyped-def]
         stop = original(callback)
@@ -86,7 +92,7 @@ def test_the_worker_stops_listening_at_shutdown(ae: AsyncEndpoints, app: Flask, 
         calls.append("watched")
         return unwatch
 
-    memory_store.watch_cancels = counting  # type: ignore[method-assign]
+    app_store.watch_cancels = counting  # type: ignore[method-assign]
     ae.start_worker(app)
     assert calls == ["watched"]
     ae.shutdown(app, timeout=5)

@@ -104,3 +104,45 @@ def test_purge_finished_jobs_older_than(
     assert "deleted 0 finished job(s)" in runner.invoke(cli, ["purge", "--older-than", "7200"]).output
     assert "deleted 4 finished job(s)" in runner.invoke(cli, ["purge", "--older-than", "60"]).output
     assert all(memory_store.get(job_id) is None for job_id in ids)
+
+
+def _one_error_line(output: str) -> str:
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1, output
+    assert lines[0].startswith("Error: "), output
+    assert "Traceback" not in output
+    return lines[0]
+
+
+def test_an_unreachable_store_is_one_error_line() -> None:
+    from flask_asyncendpoints.stores.redis import RedisStore
+
+    ae = AsyncEndpoints()
+    app = Flask("down")
+    app.config.update(ASYNCENDPOINTS_WORKER=False)
+    # Nothing listens on port 1: every command's store call fails at once.
+    ae.init_app(app, store=RedisStore.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1))
+    runner = app.test_cli_runner()
+    for args in (["status"], ["show", "3f1c9a2e-0000-4000-8000-000000000000"], ["purge", "--older-than", "1"]):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 1, (args, result.output)
+        _one_error_line(result.output)
+
+
+def test_a_bad_job_id_is_one_error_line(app: Flask) -> None:
+    result = app.test_cli_runner().invoke(cli, ["show", "nope"])
+    assert result.exit_code == 1
+    assert _one_error_line(result.output) == "Error: 'nope' is not a job id (a UUID)."
+
+
+def test_an_app_without_the_extension_is_one_error_line() -> None:
+    result = Flask("bare").test_cli_runner().invoke(cli, ["status"])
+    assert result.exit_code == 1
+    assert "Did you forget to call init_app()?" in _one_error_line(result.output)
+
+
+def test_log_level_is_a_choice(app: Flask) -> None:
+    result = app.test_cli_runner().invoke(cli, ["worker", "--burst", "--log-level", "LOUD"])
+    assert result.exit_code == 2
+    assert "'LOUD' is not one of" in result.output
+    assert app.test_cli_runner().invoke(cli, ["worker", "--burst", "--log-level", "warning"]).exit_code == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,10 +13,8 @@ from flask.testing import FlaskClient
 
 from flask_asyncendpoints import AsyncEndpoints, JobContext, JobFailure, JobStatus
 from flask_asyncendpoints import signals as sig
-from flask_asyncendpoints.stores import MemoryStore
+from flask_asyncendpoints.stores import MemoryStore, Store
 from flask_asyncendpoints.worker import Worker
-
-from .conftest import T0, FakeClock
 
 SIGNALS = {
     "submitted": sig.job_submitted,
@@ -67,36 +66,108 @@ def events(app: Flask, caplog: pytest.LogCaptureFixture) -> Iterator[Events]:
     recorder.close()
 
 
-def test_a_job_that_fails_then_succeeds(
-    ae: AsyncEndpoints, app: Flask, worker: Worker, clock: FakeClock, events: Events
-) -> None:
-    calls: list[int] = []
+class TestOnEveryStore:
+    """Where an event comes from what the store answers: the same events on every store."""
 
-    @ae.handler("Flaky", queue="default")
-    def flaky(ctx: JobContext) -> str:
-        calls.append(ctx.attempt)
-        if len(calls) == 1:
-            raise ValueError("first attempt fails")
-        return "ok"
+    @pytest.fixture
+    def app_store(self, store: Store) -> Store:
+        return store
 
-    with app.app_context():
-        job_id = ae.submit("Flaky").id
-    worker.run_once()
-    clock.advance(60)
-    worker.run_once()
+    def test_a_job_that_fails_then_succeeds(
+        self, ae: AsyncEndpoints, app: Flask, worker: Worker, events: Events
+    ) -> None:
+        calls: list[int] = []
 
-    expected = [
-        ("submitted", job_id, "Queued", 0),
-        ("started", job_id, "InProgress", 1),
-        ("retried", job_id, "Scheduled", 1),
-        ("started", job_id, "InProgress", 2),
-        ("completed", job_id, "Completed", 2),
-    ]
-    assert events.logged() == expected
-    assert events.sent() == expected
-    durations = {s[0]: s[4] for s in events.signals}
-    assert durations["submitted"] is None
-    assert durations["completed"] is not None and durations["completed"] >= 0
+        @ae.handler("Flaky", queue="default")
+        def flaky(ctx: JobContext) -> str:
+            calls.append(ctx.attempt)
+            if len(calls) == 1:
+                raise ValueError("first attempt fails")
+            return "ok"
+
+        with app.app_context():
+            job_id = ae.submit("Flaky").id
+        worker.run_once()
+        # An hour on, the retry is due on every store (the memory store's fake clock is behind).
+        worker.run_once(now=time.time() + 3600)
+
+        expected = [
+            ("submitted", job_id, "Queued", 0),
+            ("started", job_id, "InProgress", 1),
+            ("retried", job_id, "Scheduled", 1),
+            ("started", job_id, "InProgress", 2),
+            ("completed", job_id, "Completed", 2),
+        ]
+        assert events.logged() == expected
+        assert events.sent() == expected
+        durations = {s[0]: s[4] for s in events.signals}
+        assert durations["submitted"] is None
+        assert durations["completed"] is not None and durations["completed"] >= 0
+
+    def test_canceling_a_waiting_job_is_canceled_where_it_was_asked(
+        self, ae: AsyncEndpoints, app: Flask, client: FlaskClient, events: Events
+    ) -> None:
+        ae.handler("Echo")(lambda ctx: None)
+        with app.app_context():
+            queued = ae.submit("Echo").id
+            scheduled = ae.submit("Echo", delay=10**6).id
+        assert client.delete(f"/jobs/{queued}").status_code == 200
+        with app.app_context():
+            ae.cancel(scheduled)
+            ae.cancel(scheduled)  # finished already: no second event
+        assert [e for e in events.sent() if e[0] == "canceled"] == [
+            ("canceled", queued, "Canceled", 0),
+            ("canceled", scheduled, "Canceled", 0),
+        ]
+
+    @pytest.mark.parametrize("ending", ["returns", "raises", "raises-for-good", "stops"])
+    def test_a_running_job_asked_to_cancel_is_canceled_by_the_worker(
+        self, ae: AsyncEndpoints, app: Flask, worker: Worker, events: Events, app_store: Store, ending: str
+    ) -> None:
+        from flask_asyncendpoints import JobCanceled
+
+        @ae.handler("Long")
+        def long(ctx: JobContext) -> str:
+            ae.cancel(ctx.job_id)  # the client's DELETE, while the attempt runs
+            if ending == "raises":
+                raise ValueError("failed after the cancel request")
+            if ending == "raises-for-good":
+                raise JobFailure("no point retrying", retry=False)
+            if ending == "stops":
+                raise JobCanceled()
+            return "a result nobody wants now"
+
+        with app.app_context():
+            job_id = ae.submit("Long").id
+        worker.run_once()
+        job = app_store.get(job_id)
+        assert job is not None
+        assert job.status is JobStatus.CANCELED
+        assert job.result is None
+        assert job.completed_at is not None
+        assert [e for e in events.sent() if e[0] in ("canceled", "retried", "failed", "completed")] == [
+            ("canceled", job_id, "Canceled", 1)
+        ]
+
+    def test_a_recovered_job_is_recovered_where_it_was_recovered(
+        self, ae: AsyncEndpoints, app: Flask, worker: Worker, app_store: Store, events: Events
+    ) -> None:
+        ae.handler("Again", max_retries=1)(lambda ctx: None)
+        ae.handler("Once", max_retries=0)(lambda ctx: None)
+        with app.app_context():
+            again = ae.submit("Again").id
+            once = ae.submit("Once").id
+        claimed_at = time.time()
+        assert len(app_store.claim(2, 10, now=claimed_at)) == 2  # a worker that dies with both
+        worker.recover_once(now=claimed_at + 11)
+        recovered = [e for e in events.sent() if e[0] in ("recovered", "failed")]
+        assert sorted(recovered) == sorted(
+            [
+                ("recovered", again, "Queued", 1),
+                ("recovered", once, "Failed", 1),
+                ("failed", once, "Failed", 1),
+            ]
+        )
 
 
 def test_the_record_carries_the_job_as_attributes(
@@ -140,80 +211,6 @@ def test_submit_many_is_one_event_per_job(ae: AsyncEndpoints, app: Flask, events
     with app.app_context():
         jobs = ae.submit_many("Echo", [1, 2, 3])
     assert events.sent() == [("submitted", job.id, "Queued", 0) for job in jobs if job is not None]
-
-
-def test_canceling_a_waiting_job_is_canceled_where_it_was_asked(
-    ae: AsyncEndpoints, app: Flask, client: FlaskClient, events: Events
-) -> None:
-    ae.handler("Echo")(lambda ctx: None)
-    with app.app_context():
-        queued = ae.submit("Echo").id
-        scheduled = ae.submit("Echo", eta=_later()).id
-    assert client.delete(f"/jobs/{queued}").status_code == 200
-    with app.app_context():
-        ae.cancel(scheduled)
-        ae.cancel(scheduled)  # finished already: no second event
-    assert [e for e in events.sent() if e[0] == "canceled"] == [
-        ("canceled", queued, "Canceled", 0),
-        ("canceled", scheduled, "Canceled", 0),
-    ]
-
-
-def _later() -> Any:
-    from datetime import datetime, timezone
-
-    return datetime.fromtimestamp(T0 + 10**8, timezone.utc)
-
-
-@pytest.mark.parametrize("ending", ["returns", "raises", "raises-for-good", "stops"])
-def test_a_running_job_asked_to_cancel_is_canceled_by_the_worker(
-    ae: AsyncEndpoints, app: Flask, worker: Worker, events: Events, memory_store: MemoryStore, ending: str
-) -> None:
-    from flask_asyncendpoints import JobCanceled
-
-    @ae.handler("Long")
-    def long(ctx: JobContext) -> str:
-        ae.cancel(ctx.job_id)  # the client's DELETE, while the attempt runs
-        if ending == "raises":
-            raise ValueError("failed after the cancel request")
-        if ending == "raises-for-good":
-            raise JobFailure("no point retrying", retry=False)
-        if ending == "stops":
-            raise JobCanceled()
-        return "a result nobody wants now"
-
-    with app.app_context():
-        job_id = ae.submit("Long").id
-    worker.run_once()
-    job = memory_store.get(job_id)
-    assert job is not None
-    assert job.status is JobStatus.CANCELED
-    assert job.result is None
-    assert job.completed_at is not None
-    assert [e for e in events.sent() if e[0] in ("canceled", "retried", "failed", "completed")] == [
-        ("canceled", job_id, "Canceled", 1)
-    ]
-
-
-def test_a_recovered_job_is_recovered_where_it_was_recovered(
-    ae: AsyncEndpoints, app: Flask, worker: Worker, clock: FakeClock, memory_store: MemoryStore, events: Events
-) -> None:
-    ae.handler("Again", max_retries=1)(lambda ctx: None)
-    ae.handler("Once", max_retries=0)(lambda ctx: None)
-    with app.app_context():
-        again = ae.submit("Again").id
-        once = ae.submit("Once").id
-    memory_store.claim(2, 10)  # a worker that dies with both
-    clock.advance(11)
-    worker.recover_once()
-    recovered = [e for e in events.sent() if e[0] in ("recovered", "failed")]
-    assert sorted(recovered) == sorted(
-        [
-            ("recovered", again, "Queued", 1),
-            ("recovered", once, "Failed", 1),
-            ("failed", once, "Failed", 1),
-        ]
-    )
 
 
 def test_a_receiver_that_raises_does_not_affect_the_job(

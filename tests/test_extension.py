@@ -234,7 +234,7 @@ class TestConfiguration:
             ("RETRY_DELAY_BASE", float("nan"), "RETRY_DELAY_BASE must be a finite number"),
             ("WORKER", "maybe", "WORKER must be true or false"),
             ("REDACT_HEADERS", 5, "REDACT_HEADERS must be a list"),
-            ("STORE", "postgres://x", "names no known store"),
+            ("STORE", "mongodb://x", "names no known store"),
             ("JOB_DETAILS_URL", "/jobs/<id>", "must contain '<uuid:job_id>'"),
         ],
     )
@@ -257,7 +257,8 @@ class TestRegistrationDetails:
         ae.route("/b", "Echo", methods=["PUT"])
         app = make_app()
         ae.init_app(app)
-        assert [r.endpoint for r in ae.routes] == ["asyncendpoints.Echo", "asyncendpoints.Echo_2"]
+        assert [r.endpoint for r in ae.routes] == ["Echo", "Echo_2"]
+        assert {"asyncendpoints.Echo", "asyncendpoints.Echo_2"} <= set(app.view_functions)
         assert app.test_client().post("/a").status_code == 202
         assert app.test_client().put("/b").status_code == 202
 

@@ -38,6 +38,7 @@ from flask import Flask
 
 from flask_asyncendpoints import AsyncEndpoints, JobStatus, StoreError
 from flask_asyncendpoints.jobs import Job
+from flask_asyncendpoints.stores.redis.keys import NAMES, WAKE, Layout, scan_patterns
 
 from .apps import process_app
 from .conftest import REQUIRE_REDIS_ENV
@@ -486,7 +487,7 @@ def test_two_worker_processes_run_10000_jobs_each_exactly_once(
     store = ae.get_store(app)
     pipe = redis_server.client.pipeline(transaction=False)
     for job_id in ids:
-        pipe.hget(f"{prefix}:job:{job_id}", "s")
+        pipe.hget(Layout(prefix).default.state(job_id), "s")
     assert set(pipe.execute()) == {b"Completed"}
     # Each stored result is the one of the job's only run.
     sample = [store.get(job_id) for job_id in ids[:: total // 50]]
@@ -637,7 +638,7 @@ def test_redis_stopped_and_started_mid_run_loses_no_job_and_workers_resume(
     wait_until(lambda: statuses(ae, app) == {JobStatus.COMPLETED: total}, 60, f"all {total} jobs to complete")
     pipe = server.client.pipeline(transaction=False)
     for job_id in accepted:
-        pipe.hget(f"{prefix}:job:{job_id}", "s")
+        pipe.hget(Layout(prefix).default.state(job_id), "s")
     assert set(pipe.execute()) == {b"Completed"}
     runs = records.runs()
     assert set(runs) == set(accepted)
@@ -897,10 +898,21 @@ def test_gunicorn_and_a_killed_worker_process_complete_every_job_and_leave_no_ke
         assert all(r.pid == victim.pid for r in runs[job_id][:-1]), runs[job_id]
 
     # Once RESULT_TTL has passed, every finished job is gone with all its index entries.
-    kept = {f"{prefix}:jobs:counts", f"{prefix}:jobs:wake"}
+    # What stays: the per-name counts (at zero), the wake list, the throughput of the hour (it
+    # expires), the names of the queues and the worker registry (the live workers, and the killed
+    # one's entry until it expires).
+    queue = Layout(prefix).default
+    kept = {queue.key(NAMES), queue.key(WAKE), Layout(prefix).queues, Layout(prefix).workers}
+    expiring = (queue.throughput(0).rpartition(":")[0] + ":", Layout(prefix).worker(""))
 
     def nothing_left() -> bool:
-        return {key.decode() for key in redis_server.client.scan_iter(match=f"{prefix}:*")} <= kept
+        keys = {
+            key.decode() for pattern in scan_patterns(prefix) for key in redis_server.client.scan_iter(match=pattern)
+        }
+        return {key for key in keys if not key.startswith(expiring)} <= kept
 
     wait_until(nothing_left, 30, "finished jobs to be purged")
+    # Each registration of the worker registry expires by itself: the killed process's too.
+    registrations = list(redis_server.client.scan_iter(match=Layout(prefix).worker("*")))
+    assert registrations and all(redis_server.client.ttl(key) > 0 for key in registrations)
     assert statuses(ae, app) == {}

@@ -1,6 +1,7 @@
 """Named queues and priorities: which queues a worker serves, in what order, and which job runs first.
 
-Driven with ``run_once()`` on the memory store; the weighted order with a seeded random source.
+Driven with ``run_once()``, on every kind of store where the store decides (the order of claims,
+the pending limit); the weighted order with a seeded random source.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from flask.testing import FlaskClient
 from flask_asyncendpoints import AsyncEndpoints, ConfigurationError, JobContext, JobStatus
 from flask_asyncendpoints.cli import cli
 from flask_asyncendpoints.config import QueuePlan, Settings, parse_queues, set_defaults
-from flask_asyncendpoints.stores import MemoryStore
+from flask_asyncendpoints.stores import Store
 from flask_asyncendpoints.worker import Worker
 from flask_asyncendpoints.worker.queues import QueueOrder
 
@@ -105,9 +106,17 @@ class TestWorkerQueues:
         assert state.worker_queues() == QueuePlan(("default", "high", "low"), (1.0, 1.0, 1.0))
         assert ae.get_worker(app).queues.names == ("default", "high", "low")
 
-    def test_a_strict_worker_drains_the_first_queue_first(
-        self, ae: AsyncEndpoints, app: Flask, memory_store: MemoryStore
-    ) -> None:
+    def test_a_handler_needs_a_queue_name(self, ae: AsyncEndpoints) -> None:
+        with pytest.raises(ConfigurationError, match="queue must be a non-empty queue name"):
+            ae.handler("Nowhere", queue="")
+
+
+class TestWorkerQueuesOnEveryStore:
+    @pytest.fixture
+    def app_store(self, store: Store) -> Store:
+        return store
+
+    def test_a_strict_worker_drains_the_first_queue_first(self, ae: AsyncEndpoints, app: Flask) -> None:
         recorder = Recorder(ae, "high", "low")
         with app.app_context():
             for n in range(3):
@@ -120,7 +129,7 @@ class TestWorkerQueues:
         assert [r["n"] for r in recorder.ran] == ["high0", "high1", "high2", "low0", "low1", "low2"]
 
     def test_a_worker_leaves_the_queues_it_does_not_serve(
-        self, ae: AsyncEndpoints, app: Flask, memory_store: MemoryStore
+        self, ae: AsyncEndpoints, app: Flask, app_store: Store
     ) -> None:
         recorder = Recorder(ae, "high", "low")
         with app.app_context():
@@ -130,7 +139,7 @@ class TestWorkerQueues:
         assert worker.run_once() == 1
         assert worker.run_once() == 0
         assert [r["n"] for r in recorder.ran] == ["high"]
-        assert memory_store.get(low.id).status is JobStatus.QUEUED  # type: ignore[union-attr]
+        assert app_store.get(low.id).status is JobStatus.QUEUED  # type: ignore[union-attr]
 
     def test_the_pending_limit_counts_the_jobs_of_the_queue(self, ae: AsyncEndpoints, app: Flask) -> None:
         Recorder(ae, "high", "low")
@@ -147,7 +156,7 @@ class TestWorkerQueues:
                 ae.submit("InLow", {"n": 3})
             assert ae.submit("InHigh", {"n": 4}).status is JobStatus.QUEUED
 
-    def test_worker_queues_option_of_the_cli(self, ae: AsyncEndpoints, app: Flask, memory_store: MemoryStore) -> None:
+    def test_worker_queues_option_of_the_cli(self, ae: AsyncEndpoints, app: Flask, app_store: Store) -> None:
         recorder = Recorder(ae, "high", "low")
         with app.app_context():
             low = ae.submit("InLow", {"n": "low"})
@@ -157,18 +166,28 @@ class TestWorkerQueues:
         assert result.exit_code == 0, result.output
         assert "ran 1 job(s)" in result.output
         assert [r["n"] for r in recorder.ran] == ["high"]
-        assert memory_store.get(low.id).status is JobStatus.QUEUED  # type: ignore[union-attr]
+        assert app_store.get(low.id).status is JobStatus.QUEUED  # type: ignore[union-attr]
 
         bad = runner.invoke(cli, ["worker", "--burst", "--queues", "high,high"])
         assert bad.exit_code == 2
         assert "--queues names the queue 'high' twice" in bad.output
 
-    def test_a_handler_needs_a_queue_name(self, ae: AsyncEndpoints) -> None:
-        with pytest.raises(ConfigurationError, match="queue must be a non-empty queue name"):
-            ae.handler("Nowhere", queue="")
+
+class TestPriorityChecks:
+    @pytest.mark.parametrize("priority", [1.5, True, "5", 10**7])
+    def test_a_priority_must_be_a_whole_number_in_range(self, ae: AsyncEndpoints, app: Flask, priority: Any) -> None:
+        Recorder(ae, "default")
+        with app.app_context(), pytest.raises(ValueError, match="priority must be a whole number"):
+            ae.submit("InDefault", {"n": 0}, priority=priority)
+        with pytest.raises(ConfigurationError, match="priority must be a whole number"):
+            ae.route("/p", "InDefault", body=True, priority=priority)
 
 
 class TestPriorities:
+    @pytest.fixture
+    def app_store(self, store: Store) -> Store:
+        return store
+
     def test_higher_priority_runs_first_and_fifo_within_a_priority(
         self, ae: AsyncEndpoints, app: Flask, worker: Worker, clock: FakeClock
     ) -> None:
@@ -180,14 +199,6 @@ class TestPriorities:
         while worker.run_once():
             pass
         assert [r["n"] for r in recorder.ran] == [1, 3, 2, 0, 4]
-
-    @pytest.mark.parametrize("priority", [1.5, True, "5", 10**7])
-    def test_a_priority_must_be_a_whole_number_in_range(self, ae: AsyncEndpoints, app: Flask, priority: Any) -> None:
-        Recorder(ae, "default")
-        with app.app_context(), pytest.raises(ValueError, match="priority must be a whole number"):
-            ae.submit("InDefault", {"n": 0}, priority=priority)
-        with pytest.raises(ConfigurationError, match="priority must be a whole number"):
-            ae.route("/p", "InDefault", body=True, priority=priority)
 
     def test_a_route_takes_its_priority_from_the_body(
         self, ae: AsyncEndpoints, app: Flask, client: FlaskClient, worker: Worker

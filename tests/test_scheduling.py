@@ -1,7 +1,8 @@
 """Delayed jobs and recurring jobs.
 
-Delays are computed from this machine's clock, so those tests freeze it (freezegun) at the fake
-clock's time; recurring jobs are driven with ``run_schedules(now=…)``, several workers at once
+Delays are computed from this machine's clock, so the memory-store tests freeze it (freezegun) at
+the fake clock's time, and those on every store drive the worker with ``run_once(now=…)`` from the
+job's due time; recurring jobs are driven with ``run_schedules(now=…)``, several workers at once
 where it matters, never with a sleep.
 """
 
@@ -11,6 +12,7 @@ import logging
 import math
 import re
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -24,7 +26,7 @@ from flask_asyncendpoints import AsyncEndpoints, ConfigurationError, Job, JobCon
 from flask_asyncendpoints.cli import cli
 from flask_asyncendpoints.jobs import isoformat
 from flask_asyncendpoints.schedules import Schedule
-from flask_asyncendpoints.stores import MemoryStore
+from flask_asyncendpoints.stores import MemoryStore, Store
 from flask_asyncendpoints.worker import Worker
 
 from .conftest import T0, FakeClock
@@ -117,6 +119,36 @@ class TestDelayedJobs:
         assert answer.get_json()["retryDelayUntil"] is None
 
 
+class TestDelayedJobsOnEveryStore:
+    @pytest.fixture
+    def app_store(self, store: Store) -> Store:
+        return store
+
+    def test_a_delayed_job_waits_until_due_then_runs(
+        self, ae: AsyncEndpoints, app: Flask, client: FlaskClient, worker: Worker
+    ) -> None:
+        ran: list[Any] = []
+        ae.handler("Remind")(lambda ctx: ran.append(ctx.request))
+        submitted_at = time.time()
+        with app.app_context():
+            later = ae.submit("Remind", {"n": "later"}, delay=600, priority=5)
+            ae.submit("Remind", {"n": "now"})
+        assert later.status is JobStatus.SCHEDULED
+        assert later.retry_delay_until is not None
+        due = later.retry_delay_until.timestamp()
+        assert submitted_at + 600 <= due <= time.time() + 600
+        body = client.get(f"/jobs/{later.id}").get_json()
+        assert (body["status"], body["retryCount"], body["startedAt"]) == ("Scheduled", 0, None)
+        assert body["retryDelayUntil"] == isoformat(later.retry_delay_until)
+
+        # A second before it is due only the other job runs, whatever the delayed one's priority.
+        assert worker.run_once(now=due - 1) == 1
+        assert ran == [{"n": "now"}]
+        assert worker.run_once(now=due + 0.001) == 1  # the record gives the due time to the microsecond
+        assert ran == [{"n": "now"}, {"n": "later"}]
+        assert client.get(f"/jobs/{later.id}").get_json()["status"] == "Completed"
+
+
 class TestSchedule:
     def test_occurrences_in_utc_and_in_a_time_zone(self) -> None:
         utc = Schedule.create("nightly", cron="0 3 * * *")
@@ -149,10 +181,12 @@ class TestSchedule:
             Schedule.create("bad", **options)
 
 
-class TestRecurringJobs:
-    def test_an_occurrence_is_enqueued_when_due(
-        self, ae: AsyncEndpoints, app: Flask, worker: Worker, memory_store: MemoryStore
-    ) -> None:
+class TestRecurringJobsOnEveryStore:
+    @pytest.fixture
+    def app_store(self, store: Store) -> Store:
+        return store
+
+    def test_an_occurrence_is_enqueued_when_due(self, ae: AsyncEndpoints, app: Flask, app_store: Store) -> None:
         ae.handler("Report", queue="reports")(lambda ctx: ctx.request)
         ae.schedule("nightly", cron="0 3 * * *", job_name="Report", payload={"kind": "daily"}, priority=2)
         worker = ae.get_worker(app)
@@ -163,12 +197,12 @@ class TestRecurringJobs:
         assert job.id == Schedule.create("nightly", cron="0 3 * * *").occurrence_id(THREE_AM)
         assert (job.name, job.payload.body, job.queue, job.priority) == ("Report", {"kind": "daily"}, "reports", 2)
         assert worker.run_schedules(now=THREE_AM + 60) == []
-        assert memory_store.occurrences() == {"nightly": THREE_AM}
+        assert app_store.occurrences() == {"nightly": THREE_AM}
         [tomorrow] = worker.run_schedules(now=THREE_AM + 86400)
         assert tomorrow.id != job.id
 
     def test_each_occurrence_is_enqueued_once_across_workers(
-        self, ae: AsyncEndpoints, app: Flask, memory_store: MemoryStore
+        self, ae: AsyncEndpoints, app: Flask, app_store: Store
     ) -> None:
         ae.handler("Tick")(lambda ctx: None)
         # No catching up at the first look: only the occurrence at T0 is at stake.
@@ -192,10 +226,10 @@ class TestRecurringJobs:
         for thread in threads:
             thread.join(10)
         assert len(created) == 1
-        assert memory_store.counts()[JobStatus.QUEUED] == 1
+        assert app_store.counts()[JobStatus.QUEUED] == 1
 
     def test_even_past_the_claim_an_occurrence_makes_one_job(
-        self, ae: AsyncEndpoints, app: Flask, memory_store: MemoryStore
+        self, ae: AsyncEndpoints, app: Flask, app_store: Store
     ) -> None:
         ae.handler("Tick")(lambda ctx: None)
         schedule = ae.schedule("every-minute", cron="* * * * *", job_name="Tick", missed_window=0)
@@ -204,13 +238,13 @@ class TestRecurringJobs:
         [job] = first.run_schedules(now=T0 + 1)
         # Another process whose claim somehow succeeded too (say, a store that lost the claim)
         # creates the same id: the job exists, nothing new is made.
-        again, created = memory_store.create(schedule.occurrence_id(T0), "Tick", job.payload, max_retries=3)
+        again, created = app_store.create(schedule.occurrence_id(T0), "Tick", job.payload, max_retries=3)
         assert (again.id, created) == (job.id, False)
         assert second.run_schedules(now=T0 + 2) == []  # the occurrence is claimed
-        assert memory_store.counts()[JobStatus.QUEUED] == 1
+        assert app_store.counts()[JobStatus.QUEUED] == 1
 
     def test_missed_occurrences_within_the_window_run_once(
-        self, ae: AsyncEndpoints, app: Flask, memory_store: MemoryStore
+        self, ae: AsyncEndpoints, app: Flask, app_store: Store
     ) -> None:
         ae.handler("Report")(lambda ctx: None)
         ae.schedule("nightly", cron="0 3 * * *", job_name="Report")
@@ -221,8 +255,44 @@ class TestRecurringJobs:
         assert extra_worker(app).run_schedules(now=THREE_AM + 50 * 60) == []
         # After three days down, a worker starting at 05:00 runs none of the missed nights.
         assert extra_worker(app).run_schedules(now=THREE_AM + 3 * 86400 + 2 * 3600) == []
-        assert memory_store.counts()[JobStatus.QUEUED] == 1
+        assert app_store.counts()[JobStatus.QUEUED] == 1
 
+    def test_an_occurrence_is_built_with_the_checks_of_every_submit(
+        self, ae: AsyncEndpoints, app: Flask, app_store: Store, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # A schedule handed to a worker directly skips the registration's check: the job's payload
+        # is still built by the one payload builder, which refuses it, and nothing is stored.
+        ae.handler("Report")(lambda ctx: None)
+        state = app.extensions["asyncendpoints"]
+        bad = Schedule.create("nightly", cron="0 3 * * *", job_name="Report", payload={"file": "a\udcff"})
+        worker = Worker(app, state.settings, app_store, state.registry.find_handler, schedules=[bad])
+        worker.run_schedules(now=T0)
+        with caplog.at_level(logging.ERROR, logger="flask_asyncendpoints"):
+            assert worker.run_schedules(now=THREE_AM + 0.5) == []
+
+        assert sum(app_store.counts().values()) == 0
+        assert app_store.occurrences() == {"nightly": THREE_AM}  # claimed, so no other process tries
+        (record,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert "recurring job nightly: The request cannot be stored as UTF-8 JSON" in record.getMessage()
+        assert "The occurrence is dropped." in record.getMessage()
+
+    def test_the_jobs_run_like_any_other(self, ae: AsyncEndpoints, app: Flask) -> None:
+        seen: list[Any] = []
+
+        @ae.handler("Report")
+        def report(ctx: JobContext) -> str:
+            seen.append(ctx.request)
+            return "done"
+
+        ae.schedule("nightly", cron="0 3 * * *", job_name="Report", payload=[1, 2])
+        worker = ae.get_worker(app)
+        worker.run_schedules(now=T0)
+        worker.run_schedules(now=THREE_AM)
+        assert worker.run_once() == 1
+        assert seen == [[1, 2]]
+
+
+class TestRecurringJobs:
     def test_an_occurrence_that_finds_its_queue_full_waits_for_room(self, ae: AsyncEndpoints, clock: FakeClock) -> None:
         store = MemoryStore(clock=clock, max_pending=1)
         app = Flask("full")
@@ -324,40 +394,6 @@ class TestRecurringJobs:
         with pytest.raises(ConfigurationError, match=re.escape(where)):
             ae.schedule("nightly", cron="0 3 * * *", job_name="Report", payload=payload)
         assert ae.get_worker(app).schedules == ()
-
-    def test_an_occurrence_is_built_with_the_checks_of_every_submit(
-        self, ae: AsyncEndpoints, app: Flask, memory_store: MemoryStore, caplog: pytest.LogCaptureFixture
-    ) -> None:
-        # A schedule handed to a worker directly skips the registration's check: the job's payload
-        # is still built by the one payload builder, which refuses it, and nothing is stored.
-        ae.handler("Report")(lambda ctx: None)
-        state = app.extensions["asyncendpoints"]
-        bad = Schedule.create("nightly", cron="0 3 * * *", job_name="Report", payload={"file": "a\udcff"})
-        worker = Worker(app, state.settings, memory_store, state.registry.find_handler, schedules=[bad])
-        worker.run_schedules(now=T0)
-        with caplog.at_level(logging.ERROR, logger="flask_asyncendpoints"):
-            assert worker.run_schedules(now=THREE_AM + 0.5) == []
-
-        assert sum(memory_store.counts().values()) == 0
-        assert memory_store.occurrences() == {"nightly": THREE_AM}  # claimed, so no other process tries
-        (record,) = [r for r in caplog.records if r.levelno == logging.ERROR]
-        assert "recurring job nightly: The request cannot be stored as UTF-8 JSON" in record.getMessage()
-        assert "The occurrence is dropped." in record.getMessage()
-
-    def test_the_jobs_run_like_any_other(self, ae: AsyncEndpoints, app: Flask, worker: Worker) -> None:
-        seen: list[Any] = []
-
-        @ae.handler("Report")
-        def report(ctx: JobContext) -> str:
-            seen.append(ctx.request)
-            return "done"
-
-        ae.schedule("nightly", cron="0 3 * * *", job_name="Report", payload=[1, 2])
-        worker = ae.get_worker(app)
-        worker.run_schedules(now=T0)
-        worker.run_schedules(now=THREE_AM)
-        assert worker.run_once() == 1
-        assert seen == [[1, 2]]
 
     def test_the_cli_lists_schedules_with_their_last_and_next_run(
         self, ae: AsyncEndpoints, app: Flask, clock: FakeClock, frozen: Any

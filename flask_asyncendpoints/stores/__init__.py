@@ -39,6 +39,41 @@ def _redis(url: str, key_prefix: str, history_limit: int) -> Store:
     return RedisStore.from_url(url, key_prefix=key_prefix, history_limit=history_limit)
 
 
+def _sql_store() -> Any:
+    """The SQLStore class, or ConfigurationError saying what to install."""
+    try:
+        from .sql import SQLStore
+    except ImportError as exc:
+        if (exc.name or "").partition(".")[0] != "sqlalchemy":
+            raise
+        raise ConfigurationError(
+            'The SQL store needs SQLAlchemy 2: pip install "flask-asyncendpoints[sql]" (or [postgresql], [mysql]).'
+        ) from exc
+    return SQLStore
+
+
+def _sql(url: str, key_prefix: str, history_limit: int) -> Store:
+    store: Store = _sql_store().from_url(url, key_prefix=key_prefix, history_limit=history_limit)
+    return store
+
+
+#: The URL schemes of the SQL store (``stores.sql.engines.SCHEMES``, named here so that listing them
+#: needs no SQLAlchemy).
+SQL_SCHEMES = (
+    "postgresql",
+    "postgres",
+    "postgresql+psycopg",
+    "postgresql+psycopg2",
+    "mysql",
+    "mariadb",
+    "mysql+pymysql",
+    "mariadb+pymysql",
+    "mysql+mysqldb",
+    "mariadb+mysqldb",
+    "sqlite",
+    "sqlite+pysqlite",
+)
+
 #: Store factories by URL scheme: each takes the URL, the key prefix and the history limit.
 SCHEMES: dict[str, Callable[[str, str, int], Store]] = {
     "memory": _memory,
@@ -46,6 +81,8 @@ SCHEMES: dict[str, Callable[[str, str, int], Store]] = {
     "rediss": _redis,
     "unix": _redis,
     "redis+sentinel": _redis,
+    "redis+cluster": _redis,
+    **dict.fromkeys(SQL_SCHEMES, _sql),
 }
 
 
@@ -53,9 +90,11 @@ def create_store(spec: Any, *, key_prefix: str, history_limit: int = DEFAULT_HIS
     """Build the store that ``ASYNCENDPOINTS_STORE`` names.
 
     :param spec: a URL (``memory://``, ``redis://…``, ``rediss://…``, ``unix://…``,
-        ``redis+sentinel://…``), a dict of Redis client options with the URL under ``url``, a
-        :class:`Store`, an existing ``redis.Redis`` client, or a callable returning any of these.
-    :param key_prefix: the prefix of every Redis key.
+        ``redis+sentinel://…``, ``postgresql://…``, ``mysql://…``, ``mariadb://…``, ``sqlite:///…``), a
+        dict of client options (Redis) or engine options (SQL) with the URL under ``url``, a
+        :class:`Store`, an existing ``redis.Redis`` client or SQLAlchemy ``Engine``, or a callable
+        returning any of these.
+    :param key_prefix: the prefix of every Redis key and SQL table name.
     :param history_limit: how many attempts each job's history keeps
         (``ASYNCENDPOINTS_HISTORY_LIMIT``); a :class:`Store` given as it is keeps its own.
     :raises ConfigurationError: when ``spec`` names no store, or ``history_limit`` is negative.
@@ -84,8 +123,14 @@ def create_store(spec: Any, *, key_prefix: str, history_limit: int = DEFAULT_HIS
                 "An ASYNCENDPOINTS_STORE given as options needs a 'url', e.g. "
                 "{'url': 'redis://127.0.0.1:6379/0', 'socket_timeout': 5}."
             )
-        if urlsplit(url).scheme.lower() not in SCHEMES or url.lower().startswith("memory"):
-            raise ConfigurationError(f"Options are for Redis stores; {url!r} is not a Redis URL.")
+        scheme = urlsplit(url).scheme.lower()
+        if scheme in SQL_SCHEMES:
+            sql_store: Store = _sql_store().from_url(url, key_prefix=key_prefix, history_limit=history_limit, **options)
+            return sql_store
+        if scheme not in SCHEMES or scheme == "memory":
+            raise ConfigurationError(
+                f"Options are for the Redis and SQL stores; {url!r} is neither a Redis URL nor a database URL."
+            )
         from .redis import RedisStore
 
         return RedisStore.from_url(url, key_prefix=key_prefix, history_limit=history_limit, **options)
@@ -93,16 +138,29 @@ def create_store(spec: Any, *, key_prefix: str, history_limit: int = DEFAULT_HIS
         from .redis import RedisStore
 
         return RedisStore(spec, key_prefix=key_prefix, history_limit=history_limit)
+    if _is_sql_engine(spec):
+        engine_store: Store = _sql_store()(spec, key_prefix=key_prefix, history_limit=history_limit)
+        return engine_store
     if callable(spec):
         return create_store(spec(), key_prefix=key_prefix, history_limit=history_limit)
     raise ConfigurationError(
-        f"ASYNCENDPOINTS_STORE must be a URL, a Store, a redis.Redis client or a callable, not {type(spec).__name__}."
+        "ASYNCENDPOINTS_STORE must be a URL, a Store, a redis.Redis client, a SQLAlchemy Engine or a callable, "
+        f"not {type(spec).__name__}."
     )
 
 
 def _is_redis_client(value: Any) -> bool:
     try:
         import redis
+        from redis.cluster import RedisCluster
     except ImportError:
         return False
-    return isinstance(value, redis.Redis)
+    return isinstance(value, (redis.Redis, RedisCluster))
+
+
+def _is_sql_engine(value: Any) -> bool:
+    try:
+        from sqlalchemy.engine import Engine
+    except ImportError:
+        return False
+    return isinstance(value, Engine)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from ..errors import AsyncEndpointsError
 from ..jobs import DEFAULT_QUEUE, AttemptRecord, ClaimedJob, Job, JobError, JobPayload, JobStatus, LogRecord
-from .monitoring import Monitoring, not_implemented
+from .monitoring import Monitoring
 
 #: Error code written on a job whose worker stopped renewing its lease and that has no retries left.
 LEASE_EXPIRED_CODE = "LEASEEXPIRED"
@@ -98,8 +98,9 @@ class Store(Monitoring, abc.ABC):
 
     Besides the lifecycle below, a store keeps each job's attempt history (its last
     ``history_limit`` attempts, a constructor keyword of every built-in store) and, when the worker
-    sends them, its log lines; both go when the job goes. The monitoring reads come from
-    :class:`~flask_asyncendpoints.stores.monitoring.Monitoring`.
+    sends them, its log lines; both go when the job goes. The monitoring reads
+    (:meth:`queue_stats`, :meth:`list_jobs`, :meth:`throughput`, the worker registry, ...) are part
+    of it too, defined in :mod:`flask_asyncendpoints.stores.monitoring`.
     """
 
     #: Whether :meth:`complete_many` saves enough (round trips) that the worker should hand its
@@ -230,7 +231,7 @@ class Store(Monitoring, abc.ABC):
         """Finish an attempt with a result: the job becomes ``Completed`` and its error is cleared.
 
         A job with a cancel requested becomes ``Canceled`` instead, and the result is not stored
-        (the cancel rule, see :mod:`~flask_asyncendpoints.stores.base`).
+        (the cancel rule, see :class:`~flask_asyncendpoints.stores.Store`).
 
         :param result_json: the result, already serialized as JSON text.
         :param result_ttl: seconds until the finished job is purged (``None``: keep it).
@@ -309,7 +310,7 @@ class Store(Monitoring, abc.ABC):
         """Cancel a job: ``Queued``/``Scheduled`` ones at once, running ones by request.
 
         A running job's cancel is a request: the job will end ``Canceled`` however its attempt
-        ends (the cancel rule), and :meth:`watch_cancels` callbacks hear of it.
+        ends (the cancel rule), and :meth:`~flask_asyncendpoints.stores.Store.watch_cancels` callbacks hear of it.
 
         :param result_ttl: seconds until the canceled job is purged (``None``: keep it); for a
             running job, when it ends.
@@ -347,14 +348,15 @@ class Store(Monitoring, abc.ABC):
 
     # -- history and logs ----------------------------------------------------------------------------
 
+    @abc.abstractmethod
     def attempts(self, job_id: str) -> list[AttemptRecord]:
         """The job's last attempts, oldest first: one record per attempt that ended (completed,
         failed, canceled, released or recovered), at most the store's ``history_limit``.
 
         :returns: the records; ``[]`` for an unknown job or one that never ran.
         """
-        raise not_implemented(self, "attempts")
 
+    @abc.abstractmethod
     def append_logs(
         self, job_id: str, token: str, records: Sequence[LogRecord], *, max_lines: int, max_bytes: int
     ) -> bool:
@@ -367,14 +369,14 @@ class Store(Monitoring, abc.ABC):
         :param records: the lines, oldest first.
         :returns: ``False`` when ``token`` no longer holds the lease; nothing is stored then.
         """
-        raise not_implemented(self, "append_logs")
 
+    @abc.abstractmethod
     def logs(self, job_id: str) -> list[LogRecord]:
         """The job's execution log, oldest first; ``[]`` for an unknown job."""
-        raise not_implemented(self, "logs")
 
     # -- recurring jobs ------------------------------------------------------------------------------
 
+    @abc.abstractmethod
     def claim_occurrence(self, schedule: str, at: float, *, now: float | None = None) -> bool:
         """Claim one occurrence of a recurring schedule, so that it is enqueued once across every process.
 
@@ -387,11 +389,10 @@ class Store(Monitoring, abc.ABC):
         :param at: the occurrence (epoch seconds).
         :param now: the current time (epoch seconds).
         """
-        raise not_implemented(self, "claim_occurrence")
 
+    @abc.abstractmethod
     def occurrences(self) -> Mapping[str, float]:
         """The last claimed occurrence of each schedule (epoch seconds)."""
-        raise not_implemented(self, "occurrences")
 
     # -- upkeep and operators ------------------------------------------------------------------------
 
@@ -410,13 +411,13 @@ class Store(Monitoring, abc.ABC):
         :returns: the queued job, or ``None`` when there is no such job or it is not ``Failed``.
         """
 
+    @abc.abstractmethod
     def delete(self, job_id: str, *, now: float | None = None) -> bool:
         """Delete a finished job, with its history and logs, at once (for operators).
 
         :returns: ``True`` when it was deleted; ``False`` when there is no such job or it is not
             finished (nothing changes).
         """
-        raise not_implemented(self, "delete")
 
     @abc.abstractmethod
     def purge_finished(self, older_than: float, *, now: float | None = None) -> int:

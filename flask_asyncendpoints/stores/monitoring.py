@@ -1,6 +1,6 @@
 """The monitoring surface of the store interface: reads for dashboards, the CLI and metrics.
 
-:class:`Monitoring` is the part of :class:`~flask_asyncendpoints.stores.Store` that answers what is
+These methods are the part of :class:`~flask_asyncendpoints.stores.Store` that answers what is
 queued, running and finished, how fast jobs finish, and which worker processes are alive. None of it
 is on the hot path of a job, but none of it scans every stored job either: counts are kept as jobs
 change, and lists are read from an index per status, so a page costs O(log n + page).
@@ -8,17 +8,19 @@ change, and lists are read from an index per status, so a page costs O(log n + p
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
 from ..jobs import Job, JobStatus
 
-#: The default and the largest page of :meth:`Monitoring.list_jobs`.
+#: The default and the largest page of :meth:`Store.list_jobs <flask_asyncendpoints.stores.Store.list_jobs>`.
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 
-#: How many per-minute and per-hour buckets :meth:`Monitoring.throughput` answers.
+#: How many per-minute and per-hour buckets
+#: :meth:`Store.throughput <flask_asyncendpoints.stores.Store.throughput>` answers.
 THROUGHPUT_MINUTES = 60
 THROUGHPUT_HOURS = 24
 
@@ -43,7 +45,7 @@ class QueueStats:
 
 @dataclass(frozen=True)
 class JobPage:
-    """One page of :meth:`Monitoring.list_jobs`.
+    """One page of :meth:`Store.list_jobs <flask_asyncendpoints.stores.Store.list_jobs>`.
 
     :ivar jobs: the jobs of the page, in the list's order.
     :ivar cursor: opaque text to pass back as ``cursor`` for the next page; ``None`` when there is none.
@@ -104,7 +106,7 @@ class WorkerInfo:
     :ivar concurrency: how many jobs it runs at once.
     :ivar started_at: when it started.
     :ivar heartbeat_at: when it last said it is alive. The store sets this from its own clock
-        (or the ``now`` given) on each :meth:`~Monitoring.register_worker`.
+        (or the ``now`` given) on each :meth:`~flask_asyncendpoints.stores.Store.register_worker`.
     """
 
     id: str
@@ -116,31 +118,24 @@ class WorkerInfo:
     heartbeat_at: datetime
 
 
-def not_implemented(store: object, method: str) -> NotImplementedError:
-    return NotImplementedError(
-        f"{type(store).__name__} does not implement Store.{method}() of the store contract yet; "
-        "every built-in store will, and a custom store must to pass the contract suite "
-        "(flask_asyncendpoints.testing.contract)."
-    )
-
-
-class Monitoring:
+class Monitoring(abc.ABC):
     """Reads for monitoring, and the registry of worker processes. Mixed into the store interface."""
 
+    @abc.abstractmethod
     def queue_stats(self, *, now: float | None = None) -> list[QueueStats]:
         """Every queue that has or had jobs, sorted by name.
 
         :param now: the current time (epoch seconds) for telling which scheduled jobs are due.
         """
-        raise not_implemented(self, "queue_stats")
 
+    @abc.abstractmethod
     def counts_by_name(self) -> Mapping[str, Mapping[JobStatus, int]]:
         """How many stored jobs of each job name are in each status (every status present per name).
 
         Names with no stored jobs left may be present with zeros.
         """
-        raise not_implemented(self, "counts_by_name")
 
+    @abc.abstractmethod
     def list_jobs(
         self,
         status: JobStatus,
@@ -163,28 +158,28 @@ class Monitoring:
         :param name: only jobs of this job name. Read by walking the status's index past the
             jobs of other names, so a rare name in a long list costs more than a page.
         :param cursor: the ``cursor`` of the previous page; ``None`` for the first page.
-        :param limit: the most jobs on the page, at least 1; more than :data:`MAX_PAGE_SIZE` is
-            read as :data:`MAX_PAGE_SIZE`.
+        :param limit: the most jobs on the page, at least 1; more than
+            :data:`~flask_asyncendpoints.stores.monitoring.MAX_PAGE_SIZE` is read as that.
         :raises ValueError: for a cursor this store did not hand out for this status, or a
             ``limit`` below 1.
         """
-        raise not_implemented(self, "list_jobs")
 
+    @abc.abstractmethod
     def running_jobs(self, *, limit: int = 100) -> list[RunningJob]:
         """Jobs in progress, with their worker and lease, newest start first.
 
         :param limit: the most jobs answered.
         """
-        raise not_implemented(self, "running_jobs")
 
+    @abc.abstractmethod
     def throughput(self, *, now: float | None = None) -> Throughput:
         """Jobs that ended ``Completed`` and ``Failed``, per minute over the last hour and per hour
         over the last day. Counted as jobs finish; older buckets expire.
 
         :param now: the current time (epoch seconds): its minute is the last point.
         """
-        raise not_implemented(self, "throughput")
 
+    @abc.abstractmethod
     def register_worker(self, info: WorkerInfo, *, ttl: float, now: float | None = None) -> None:
         """Register a worker process, or renew its registration (its heartbeat): call again before
         ``ttl`` runs out. The store stamps ``heartbeat_at`` with ``now`` (its clock when ``None``).
@@ -192,15 +187,14 @@ class Monitoring:
         :param info: the worker; registering the same ``id`` again replaces what was stored.
         :param ttl: seconds after this heartbeat until the worker counts as gone.
         """
-        raise not_implemented(self, "register_worker")
 
+    @abc.abstractmethod
     def unregister_worker(self, worker_id: str) -> None:
         """Forget a worker at once (it stops). Nothing happens for an unknown id."""
-        raise not_implemented(self, "unregister_worker")
 
+    @abc.abstractmethod
     def workers(self, *, now: float | None = None) -> list[WorkerInfo]:
         """The workers whose last heartbeat is at most their ``ttl`` ago, sorted by id.
 
         :param now: the current time (epoch seconds).
         """
-        raise not_implemented(self, "workers")

@@ -36,14 +36,12 @@ This module imports pytest; the library does not need it otherwise.
 
 from __future__ import annotations
 
-import functools
 import json
 import threading
 import uuid
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -64,7 +62,6 @@ from ..stores import (
     DEFAULT_HISTORY_LIMIT,
     CancelResult,
     LeaseState,
-    MemoryStore,
     NewJob,
     PendingLimitReached,
     Store,
@@ -99,7 +96,6 @@ __all__ = [
     "claim_one",
     "contract_classes",
     "new_id",
-    "requires_v2",
     "submit",
 ]
 
@@ -110,33 +106,6 @@ LEASE = 30.0
 TTL = 3600.0
 #: A due time later than any clock a test runs under (2036).
 FAR = T0 + 10 * 365 * 86400.0
-
-Test = TypeVar("Test", bound=Callable[..., None])
-
-
-def requires_v2(test: Test) -> Test:
-    """Mark a test of what store contract v2 added (queues, priorities, due times, the cancel rule,
-    history, logs, monitoring, occurrences).
-
-    A store other than the memory store that does not implement v2 yet — a call raises
-    ``NotImplementedError``, or :meth:`~flask_asyncendpoints.stores.Store.attempts` does — skips
-    the test rather than failing it. This goes away once every built-in store implements v2.
-    """
-
-    @functools.wraps(test)
-    def run(*args: Any, **kwargs: Any) -> None:
-        store = kwargs.get("store")
-        strict = isinstance(store, MemoryStore)  # the memory store implements all of v2: never skip it
-        try:
-            if isinstance(store, Store) and not strict:
-                store.attempts(new_id())
-            test(*args, **kwargs)
-        except NotImplementedError as exc:
-            if strict:
-                raise
-            pytest.skip(f"{type(store).__name__} does not implement store contract v2 yet: {exc}")
-
-    return run  # type: ignore[return-value]
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -313,7 +282,6 @@ class CreateContract:
         _, created = store.create(new_id(), "Work", JobPayload(), max_retries=0, max_pending=1, now=T0 + 1)
         assert created
 
-    @requires_v2
     def test_a_job_keeps_its_queue_and_priority(self, store: Store) -> None:
         job_id = new_id()
         job, _ = store.create(job_id, "Work", JobPayload(), max_retries=1, queue="reports", priority=7, now=T0)
@@ -323,7 +291,6 @@ class CreateContract:
         claimed = claim_one(store, T0, queues=("reports",))
         assert (claimed.job.queue, claimed.job.priority) == ("reports", 7)
 
-    @requires_v2
     def test_create_is_idempotent_across_queues(self, store: Store) -> None:
         job_id = new_id()
         first, _ = store.create(job_id, "Work", JobPayload(body=1), max_retries=3, queue="a", now=T0)
@@ -334,7 +301,6 @@ class CreateContract:
         assert store.counts(queue="b")[JobStatus.QUEUED] == 0
         assert claim_ids(store, T0, queues=("b",)) == []
 
-    @requires_v2
     def test_the_pending_limit_counts_the_jobs_of_the_queue(self, store: Store) -> None:
         for _ in range(2):
             submit(store, queue="a")
@@ -346,7 +312,6 @@ class CreateContract:
         assert store.counts(queue="a")[JobStatus.QUEUED] == 2
         assert store.counts(queue="b")[JobStatus.QUEUED] == 1
 
-    @requires_v2
     def test_a_delayed_job_is_scheduled_until_it_is_due(self, store: Store) -> None:
         job_id = new_id()
         job, created = store.create(job_id, "Work", JobPayload(), max_retries=2, due=T0 + 60, now=T0)
@@ -361,7 +326,6 @@ class CreateContract:
         assert claimed.job.id == job_id
         assert claimed.job.retry_delay_until is None and claimed.job.retry_count == 0
 
-    @requires_v2
     def test_a_due_time_not_later_than_now_is_due_at_once(self, store: Store) -> None:
         past = store.create(new_id(), "Work", JobPayload(), max_retries=0, due=T0 - 10, now=T0)[0]
         present = store.create(new_id(), "Work", JobPayload(), max_retries=0, due=T0, now=T0)[0]
@@ -371,7 +335,6 @@ class CreateContract:
             assert job.retry_delay_until is None
         assert claim_ids(store, T0) == [past.id, present.id]
 
-    @requires_v2
     def test_a_delayed_job_counts_as_pending(self, store: Store) -> None:
         submit(store, due=T0 + 60)
         with pytest.raises(PendingLimitReached):
@@ -402,7 +365,6 @@ class CreateManyContract:
         assert [c.job.id for c in store.claim(5, LEASE, now=T0 + 2)] == [existing, fresh[0], fresh[1]]
         assert store.create_many([], now=T0) == []
 
-    @requires_v2
     def test_each_new_job_keeps_its_queue_priority_and_due_time(self, store: Store) -> None:
         low, high, later, other = (new_id() for _ in range(4))
         outcomes = store.create_many(
@@ -484,7 +446,6 @@ class ClaimContract:
 class QueuesContract:
     """Named queues, priorities and delayed jobs."""
 
-    @requires_v2
     def test_queues_are_served_in_the_order_given(self, store: Store) -> None:
         low = [submit(store, queue="low", now=T0 + i) for i in range(2)]
         high = [submit(store, queue="high", now=T0 + 2 + i) for i in range(2)]
@@ -492,7 +453,6 @@ class QueuesContract:
         assert claim_ids(store, T0 + 5, limit=3, queues=("high", "low")) == [*high, low[0]]
         assert claim_ids(store, T0 + 5, queues=("high", "low")) == [low[1]]
 
-    @requires_v2
     def test_a_claim_takes_only_from_its_queues(self, store: Store) -> None:
         default = submit(store)
         other = submit(store, queue="other")
@@ -502,7 +462,6 @@ class QueuesContract:
         assert claim_ids(store, T0) == []
         assert claim_ids(store, T0, queues=("other", DEFAULT_QUEUE)) == [other]
 
-    @requires_v2
     def test_higher_priorities_first_and_fifo_within_a_priority(self, store: Store) -> None:
         a = submit(store, priority=0, now=T0)
         b = submit(store, priority=5, now=T0 + 1)
@@ -513,7 +472,6 @@ class QueuesContract:
         assert claim_ids(store, T0 + 10, limit=2) == [b, d]
         assert claim_ids(store, T0 + 10) == [a, c, e]
 
-    @requires_v2
     def test_jobs_of_one_priority_line_up_by_the_time_they_became_due(self, store: Store) -> None:
         retried = submit(store, priority=5, now=T0)
         first = claim_one(store, T0)
@@ -524,7 +482,6 @@ class QueuesContract:
 
         assert claim_ids(store, T0 + 6) == [retried, delayed, fresh, lower]
 
-    @requires_v2
     def test_a_retry_keeps_its_queue_and_priority(self, store: Store) -> None:
         job_id = submit(store, queue="q", priority=3, now=T0)
         first = claim_one(store, T0, queues=("q",))
@@ -535,7 +492,6 @@ class QueuesContract:
         assert (scheduled.queue, scheduled.priority, scheduled.status) == ("q", 3, JobStatus.SCHEDULED)
         assert claim_ids(store, T0 + 1, queues=("q",)) == [job_id, earlier]
 
-    @requires_v2
     def test_released_and_recovered_jobs_keep_their_queue_and_priority(self, store: Store) -> None:
         released = submit(store, queue="q", priority=2, now=T0)
         recovered = submit(store, queue="q", priority=2, now=T0 + 1)
@@ -550,7 +506,6 @@ class QueuesContract:
             assert (job.status, job.queue, job.priority) == (JobStatus.QUEUED, "q", 2)
         assert claim_ids(store, T0 + 40, queues=("q",)) == [released, recovered, plain]
 
-    @requires_v2
     def test_counts_per_queue_and_in_all(self, store: Store) -> None:
         submit(store, queue="a")
         submit(store, queue="a", due=T0 + 60)
@@ -571,13 +526,11 @@ class QueuesContract:
             JobStatus.IN_PROGRESS: 1,
         }
 
-    @requires_v2
     def test_get_finds_a_job_in_any_queue(self, store: Store) -> None:
         ids = {queue: submit(store, queue=queue) for queue in ("a", "b", "c")}
         for queue, job_id in ids.items():
             assert _stored(store, job_id).queue == queue
 
-    @requires_v2
     def test_recover_and_purge_cover_every_queue(self, store: Store) -> None:
         ids = [submit(store, queue=queue, max_retries=0) for queue in ("a", "b")]
         store.claim(5, LEASE, queues=("a", "b"), now=T0)
@@ -586,7 +539,6 @@ class QueuesContract:
         assert store.purge(now=T0 + LEASE + 3) == 2
         assert all(store.get(job_id) is None for job_id in ids)
 
-    @requires_v2
     def test_a_delayed_job_canceled_before_it_is_due(self, store: Store) -> None:
         job_id = submit(store, due=T0 + 60)
 
@@ -925,7 +877,6 @@ class CancelContract:
         assert records, "every attempt that ends is in the history"
         return records[-1]
 
-    @requires_v2
     def test_a_completion_after_a_cancel_request_cancels(self, store: Store) -> None:
         claimed = _running_with_a_cancel_requested(store)
         job_id = claimed.job.id
@@ -938,7 +889,6 @@ class CancelContract:
         assert store.counts()[JobStatus.COMPLETED] == 0
         assert store.throughput(now=T0 + 2).minutes[-1].completed == 0
 
-    @requires_v2
     def test_a_batched_completion_after_a_cancel_request_cancels(self, store: Store) -> None:
         claimed = _running_with_a_cancel_requested(store)
         other = submit(store)
@@ -953,7 +903,6 @@ class CancelContract:
         assert completed == store.get(other)
 
     @pytest.mark.parametrize("retry_delay", [1.0, None], ids=["with a retry left", "failing for good"])
-    @requires_v2
     def test_a_failure_after_a_cancel_request_cancels(self, store: Store, retry_delay: float | None) -> None:
         earlier = JobError(code="EARLIER", message="the first attempt failed")
         job_id = submit(store, max_retries=3)
@@ -974,7 +923,6 @@ class CancelContract:
         assert (record.number, record.worker_id) == (2, "worker-2")
         assert store.throughput(now=T0 + 2).minutes[-1].failed == 0
 
-    @requires_v2
     def test_finish_canceled_after_a_cancel_request(self, store: Store) -> None:
         claimed = _running_with_a_cancel_requested(store)
 
@@ -983,7 +931,6 @@ class CancelContract:
         self._assert_canceled(store, job, claimed.job.id, T0 + 2)
         assert self._last_attempt(store, claimed.job.id).outcome is AttemptOutcome.CANCELED
 
-    @requires_v2
     def test_a_release_after_a_cancel_request_cancels(self, store: Store) -> None:
         claimed = _running_with_a_cancel_requested(store)  # the cancel gave result_ttl=TTL
 
@@ -996,7 +943,6 @@ class CancelContract:
         assert store.get(claimed.job.id) is None
 
     @pytest.mark.parametrize("max_retries", [3, 0], ids=["with a retry left", "no retry left"])
-    @requires_v2
     def test_a_recovery_after_a_cancel_request_cancels(self, store: Store, max_retries: int) -> None:
         claimed = _running_with_a_cancel_requested(store, max_retries=max_retries)
 
@@ -1008,7 +954,6 @@ class CancelContract:
         assert record.outcome is AttemptOutcome.CANCELED and record.error_code == LEASE_EXPIRED_CODE
         assert store.complete(claimed.job.id, claimed.token, "1", result_ttl=TTL, now=T0 + LEASE + 2) is None
 
-    @requires_v2
     def test_a_lost_lease_answers_none_after_a_cancel_request(self, store: Store) -> None:
         claimed = _running_with_a_cancel_requested(store)
         store.recover(result_ttl=TTL, now=T0 + LEASE + 1)
@@ -1022,7 +967,6 @@ class CancelContract:
         assert store.release(claimed.job.id, claimed.token, now=T0 + 40) is False
         assert store.get(claimed.job.id) == before
 
-    @requires_v2
     def test_watchers_hear_a_cancel_of_a_running_job(self, store: Store, watches_cancels: bool) -> None:
         if not watches_cancels:
             pytest.skip("this store keeps the default watch_cancels, which never calls")
@@ -1053,7 +997,6 @@ class CancelContract:
         finally:
             stop()
 
-    @requires_v2
     def test_a_watcher_stopped_hears_no_more(self, store: Store, watches_cancels: bool) -> None:
         if not watches_cancels:
             pytest.skip("this store keeps the default watch_cancels, which never calls")
@@ -1090,7 +1033,6 @@ class HistoryContract:
         """The ``history_limit`` of the ``store`` fixture's store."""
         return DEFAULT_HISTORY_LIMIT
 
-    @requires_v2
     def test_a_completed_attempt_is_recorded(self, store: Store) -> None:
         job_id = submit(store)
         claimed = claim_one(store, T0 + 1, worker_id="host-1:42")
@@ -1109,7 +1051,6 @@ class HistoryContract:
         ]
         assert store.attempts(job_id)[0].duration == 2.5
 
-    @requires_v2
     def test_every_way_an_attempt_ends_is_recorded_in_order(self, store: Store) -> None:
         job_id = submit(store, max_retries=2)
         first = claim_one(store, T0, worker_id="a")
@@ -1142,7 +1083,6 @@ class HistoryContract:
             from_timestamp(t) for t in (T0 + 1, T0 + 2, T0 + 2 + LEASE + 1, T0 + 41)
         ]
 
-    @requires_v2
     def test_a_lease_lost_for_good_is_recorded(self, store: Store) -> None:
         job_id = submit(store, max_retries=0)
         claim_one(store, T0, worker_id="gone")
@@ -1156,7 +1096,6 @@ class HistoryContract:
         )
         assert _stored(store, job_id).status is JobStatus.FAILED
 
-    @requires_v2
     def test_a_job_that_never_ran_has_no_history(self, store: Store) -> None:
         job_id = submit(store)
         store.cancel(job_id, result_ttl=TTL, now=T0)
@@ -1165,7 +1104,6 @@ class HistoryContract:
         assert store.attempts(new_id()) == []
         assert store.attempts(submit(store)) == []
 
-    @requires_v2
     def test_only_the_last_attempts_are_kept(self, store: Store, history_limit: int) -> None:
         runs = history_limit + 3
         job_id = submit(store, max_retries=runs)
@@ -1184,7 +1122,6 @@ class HistoryContract:
         assert records[-1].outcome is AttemptOutcome.COMPLETED
         assert records[0].error_message == f"run {runs + 2 - history_limit}"
 
-    @requires_v2
     def test_the_history_goes_with_the_job(self, store: Store) -> None:
         purged, deleted = submit(store), submit(store)
         for job_id in (purged, deleted):
@@ -1203,7 +1140,6 @@ class LogsContract:
     def _line(message: str, *, attempt: int = 1, at: float = T0, level: str = "INFO") -> LogRecord:
         return LogRecord(attempt=attempt, at=_at(at), level=level, logger="app.jobs", message=message)
 
-    @requires_v2
     def test_lines_are_kept_in_order_while_the_lease_is_held(self, store: Store) -> None:
         job_id = submit(store)
         claimed = claim_one(store, T0)
@@ -1215,7 +1151,6 @@ class LogsContract:
 
         assert store.logs(job_id) == lines
 
-    @requires_v2
     def test_a_token_without_the_lease_stores_nothing(self, store: Store) -> None:
         job_id = submit(store)
         claimed = claim_one(store, T0)
@@ -1227,7 +1162,6 @@ class LogsContract:
         assert store.logs(job_id) == []
         assert store.logs(new_id()) == []
 
-    @requires_v2
     def test_the_log_spans_attempts(self, store: Store) -> None:
         job_id = submit(store)
         first = claim_one(store, T0)
@@ -1238,7 +1172,6 @@ class LogsContract:
 
         assert [(line.attempt, line.message) for line in store.logs(job_id)] == [(1, "one"), (2, "two")]
 
-    @requires_v2
     def test_the_oldest_lines_go_past_max_lines(self, store: Store) -> None:
         job_id = submit(store)
         claimed = claim_one(store, T0)
@@ -1248,7 +1181,6 @@ class LogsContract:
 
         assert [line.message for line in store.logs(job_id)] == ["3", "4", "5"]
 
-    @requires_v2
     def test_the_oldest_lines_go_past_max_bytes_counted_in_utf8(self, store: Store) -> None:
         job_id = submit(store)
         claimed = claim_one(store, T0)
@@ -1260,7 +1192,6 @@ class LogsContract:
         assert store.append_logs(job_id, claimed.token, [self._line("x" * 12)], max_lines=100, max_bytes=11)
         assert store.logs(job_id) == [], "a line longer than max_bytes on its own is not kept"
 
-    @requires_v2
     def test_the_log_goes_with_the_job(self, store: Store) -> None:
         purged, deleted = submit(store), submit(store)
         for job_id in (purged, deleted):
@@ -1350,7 +1281,6 @@ class OperatorContract:
         assert store.requeue(new_id(), now=T0) is None
         assert _stored(store, queued).status is JobStatus.QUEUED
 
-    @requires_v2
     def test_requeue_keeps_the_queue_and_priority(self, store: Store) -> None:
         job_id = submit(store, max_retries=0, queue="q", priority=4)
         claimed = claim_one(store, T0, queues=("q",))
@@ -1378,7 +1308,6 @@ class OperatorContract:
         assert store.counts()[JobStatus.COMPLETED] == 0
         assert store.counts()[JobStatus.CANCELED] == 1
 
-    @requires_v2
     def test_delete_a_finished_job(self, store: Store) -> None:
         done, failed, canceled = submit(store), submit(store, max_retries=0), submit(store)
         first, second = store.claim(2, LEASE, now=T0)
@@ -1393,7 +1322,6 @@ class OperatorContract:
         assert store.delete(done, now=T0 + 2) is False
         assert _listed(store, JobStatus.COMPLETED) == []
 
-    @requires_v2
     def test_delete_leaves_unfinished_and_unknown_jobs_alone(self, store: Store) -> None:
         first = submit(store)
         scheduled = submit(store, due=T0 + 60)
@@ -1440,7 +1368,6 @@ class WaitContract:
         store.wake()
         assert woke.wait(10)
 
-    @requires_v2
     def test_a_waiter_wakes_for_a_job_of_its_queues(self, store: Store) -> None:
         _, _, woke_a = _waiting(store, queues=("a",))
         _, _, woke_b = _waiting(store, queues=("c", "b"))
@@ -1450,7 +1377,6 @@ class WaitContract:
         submit(store, queue="a")
         assert woke_a.wait(10)
 
-    @requires_v2
     def test_a_delayed_job_wakes_no_one_before_it_is_due(self, store: Store) -> None:
         # A delayed job (due in 2036) must not end a wait: the wait lasts its whole timeout.
         # The timeouts are short and the check is that the waits did not return at once.
@@ -1519,7 +1445,6 @@ def _finished_at(
 
 
 class MonitoringContract:
-    @requires_v2
     def test_queue_stats_of_every_queue_by_name(self, store: Store) -> None:
         submit(store, queue="b", now=T0 + 5)
         retried = submit(store, queue="b", now=T0)
@@ -1542,7 +1467,6 @@ class MonitoringContract:
         (early,) = [s for s in store.queue_stats(now=T0 + 1) if s.name == "b"]
         assert (early.due, early.oldest_due_at) == (1, from_timestamp(T0 + 5))
 
-    @requires_v2
     def test_counts_by_name(self, store: Store) -> None:
         _finished_at(store, [T0], status=JobStatus.FAILED)
         submit(store, name="Resize")
@@ -1555,7 +1479,6 @@ class MonitoringContract:
         assert dict(counts["Work"]) == {**dict.fromkeys(JobStatus, 0), JobStatus.FAILED: 1}
         assert dict(counts["Email"]) == {**dict.fromkeys(JobStatus, 0), JobStatus.QUEUED: 1}
 
-    @requires_v2
     @pytest.mark.parametrize("status", [JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED])
     def test_finished_jobs_are_listed_newest_first(self, store: Store, status: JobStatus) -> None:
         ids = _finished_at(store, [T0 + 3, T0 + 1, T0 + 2], status=status)
@@ -1570,7 +1493,6 @@ class MonitoringContract:
         assert page.jobs[0] == store.get(ids[0])
         assert page.cursor is None
 
-    @requires_v2
     def test_scheduled_jobs_are_listed_soonest_due_first_over_all_queues(self, store: Store) -> None:
         later = submit(store, due=T0 + 30, queue="a")
         soon = submit(store, due=T0 + 10, queue="b", priority=9)
@@ -1581,7 +1503,6 @@ class MonitoringContract:
         assert _listed(store, JobStatus.SCHEDULED) == [soon, retried, later]
         assert _listed(store, JobStatus.SCHEDULED, queue="a") == [retried, later]
 
-    @requires_v2
     def test_queued_jobs_are_listed_in_claim_order(self, store: Store) -> None:
         a = submit(store, queue="q", now=T0)
         b = submit(store, queue="q", priority=2, now=T0 + 1)
@@ -1597,7 +1518,6 @@ class MonitoringContract:
         assert [job_id for job_id in everywhere if job_id != other] == listed, "each queue's jobs in its order"
         assert listed == claim_ids(store, T0 + 10, queues=("q",))
 
-    @requires_v2
     def test_running_jobs_are_listed_newest_start_first(self, store: Store) -> None:
         ids = [submit(store) for _ in range(3)]
         for i in (0, 2, 1):
@@ -1605,7 +1525,6 @@ class MonitoringContract:
 
         assert _listed(store, JobStatus.IN_PROGRESS) == [ids[1], ids[2], ids[0]]
 
-    @requires_v2
     def test_a_list_filtered_by_name_and_queue(self, store: Store) -> None:
         resize = _finished_at(store, [T0 + 1, T0 + 3], name="Resize", queue="img")
         _finished_at(store, [T0 + 2], name="Email", queue="img")
@@ -1617,7 +1536,6 @@ class MonitoringContract:
         assert _listed(store, JobStatus.COMPLETED, name="None") == []
         assert _page_ids(store, JobStatus.COMPLETED, 1, name="Resize") == [[elsewhere[0]], [resize[1]], [resize[0]]]
 
-    @requires_v2
     @pytest.mark.parametrize(
         "status", [JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.IN_PROGRESS, JobStatus.COMPLETED]
     )
@@ -1643,7 +1561,6 @@ class MonitoringContract:
         assert [job_id for page in pages for job_id in page] == whole
         assert _page_ids(store, status, limit=7) == [whole], "no cursor after a last page that is full"
 
-    @requires_v2
     def test_paging_while_jobs_arrive_has_no_duplicates_or_gaps(self, store: Store) -> None:
         done = _finished_at(store, [T0 + i for i in range(10)])
         queued = [submit(store, queue="q", now=T0 + i) for i in range(10)]
@@ -1677,7 +1594,6 @@ class MonitoringContract:
         assert len(seen_queued) > 10, "jobs queued behind the cursor show on later pages"
         assert not set(jumped) & set(seen_queued), "jobs that jumped ahead of the cursor do not show"
 
-    @requires_v2
     def test_paging_while_another_thread_finishes_jobs(self, store: Store) -> None:
         done = _finished_at(store, [T0 + i for i in range(30)])
         for _ in range(30):
@@ -1698,7 +1614,6 @@ class MonitoringContract:
         assert len(seen) == len(set(seen)), "no job shows twice"
         assert set(done) <= set(seen), "no job that was there throughout is skipped"
 
-    @requires_v2
     def test_a_bad_cursor_or_limit_is_a_value_error(self, store: Store) -> None:
         _finished_at(store, [T0, T0 + 1])
         with pytest.raises(ValueError, match="cursor"):
@@ -1706,7 +1621,6 @@ class MonitoringContract:
         with pytest.raises(ValueError, match="limit"):
             store.list_jobs(JobStatus.COMPLETED, limit=0)
 
-    @requires_v2
     def test_running_jobs_name_their_worker_and_lease(self, store: Store) -> None:
         first, second = submit(store), submit(store)
         one = claim_one(store, T0 + 1, worker_id="w-1")
@@ -1720,7 +1634,6 @@ class MonitoringContract:
         assert running[0].job == store.get(second)
         assert [r.job.id for r in store.running_jobs(limit=1)] == [second]
 
-    @requires_v2
     def test_throughput_per_minute_and_per_hour(self, store: Store) -> None:
         now = T0 + 3 * 3600 + 30 * 60 + 15  # 03:30:15
         _finished_at(store, [now - 10, now - 5, now])  # this minute
@@ -1750,7 +1663,6 @@ class MonitoringContract:
         assert [(p.completed, p.failed) for p in throughput.hours[-3:]] == [(1, 0), (0, 0), (3, 1)]
         assert sum(p.completed + p.failed for p in throughput.hours) == 5
 
-    @requires_v2
     def test_throughput_buckets_age_out(self, store: Store) -> None:
         _finished_at(store, [T0 + 30])
 
@@ -1776,7 +1688,6 @@ class WorkersContract:
         )
         return replace(info, **changes)
 
-    @requires_v2
     def test_registered_workers_by_id_with_their_last_heartbeat(self, store: Store) -> None:
         store.register_worker(self._info("w-b"), ttl=30.0, now=T0)
         store.register_worker(self._info("w-a", pid=1, queues=("only",)), ttl=30.0, now=T0 + 5)
@@ -1787,7 +1698,6 @@ class WorkersContract:
             self._info("w-b", heartbeat_at=from_timestamp(T0 + 20)),
         ]
 
-    @requires_v2
     def test_a_worker_without_a_heartbeat_within_its_ttl_is_gone(self, store: Store) -> None:
         store.register_worker(self._info("short"), ttl=10.0, now=T0)
         store.register_worker(self._info("long"), ttl=60.0, now=T0)
@@ -1796,7 +1706,6 @@ class WorkersContract:
         assert [w.id for w in store.workers(now=T0 + 11)] == ["long"]
         assert store.workers(now=T0 + 61) == []
 
-    @requires_v2
     def test_an_unregistered_worker_is_gone_at_once(self, store: Store) -> None:
         store.register_worker(self._info("w-1"), ttl=30.0, now=T0)
         store.register_worker(self._info("w-2"), ttl=30.0, now=T0)
@@ -1808,7 +1717,6 @@ class WorkersContract:
 
 
 class OccurrenceContract:
-    @requires_v2
     def test_exactly_one_of_many_threads_claims_an_occurrence(self, store: Store) -> None:
         start = threading.Barrier(8)
         answers: list[bool] = []
@@ -1829,7 +1737,6 @@ class OccurrenceContract:
         assert sorted(answers) == [False] * 7 + [True]
         assert store.occurrences() == {"nightly": T0 + 3600}
 
-    @requires_v2
     def test_only_a_later_occurrence_can_be_claimed(self, store: Store) -> None:
         assert store.claim_occurrence("hourly", T0 + 3600, now=T0 + 3600)
         assert not store.claim_occurrence("hourly", T0 + 3600, now=T0 + 3601)

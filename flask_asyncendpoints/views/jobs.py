@@ -14,11 +14,11 @@ from ..state import AppState
 from ..stores import CancelResult
 from .problems import JSON_MIMETYPE, hooked, not_found, problem_response, store_unavailable
 
-#: Endpoint name of the job details view (``url_for("asyncendpoints.job", job_id=…)``).
-JOB_ENDPOINT = "asyncendpoints.job"
+#: Endpoint name of the job details view within its blueprint (``url_for("asyncendpoints.job", job_id=…)``).
+JOB_ENDPOINT = "job"
 
-#: Endpoint name of the cancel view (the same URL, ``DELETE``).
-CANCEL_ENDPOINT = "asyncendpoints.cancel"
+#: Endpoint name of the cancel view within its blueprint (the same URL, ``DELETE``).
+CANCEL_ENDPOINT = "cancel"
 
 #: Job records as sent: compact. Made once: json.dumps with options builds an encoder on every call.
 _RECORD_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
@@ -36,7 +36,7 @@ def job_location(state: AppState, job_id: str) -> str:
     root = request.script_root
     template = state.location_templates.get(root)
     if template is None:
-        template = url_for(JOB_ENDPOINT, job_id=_LOCATION_PLACEHOLDER)
+        template = url_for(state.job_endpoint, job_id=_LOCATION_PLACEHOLDER)
         if len(state.location_templates) < _LOCATION_TEMPLATES_MAX:
             state.location_templates[root] = template
     return template.replace(str(_LOCATION_PLACEHOLDER), job_id)

@@ -9,12 +9,12 @@ from typing import Any
 
 from flask import Response, current_app, request
 from marshmallow import ValidationError
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ..encoding import NOT_FINITE, SURROGATE, TOO_DEEP, safe_text
 from ..errors import InvalidPayload, ProblemError, StoreError
 from ..jobs import Job, parse_job_id
-from ..registry import RouteSpec
+from ..registry import BeforeSubmit, RouteSpec
 from ..state import AppState
 from ..stores import PendingLimitReached
 from ..submitting import CheckedPayload, check_priority, due_at
@@ -28,6 +28,13 @@ REQUEST_ID_HEADER = "X-Async-Request-Id"
 def submit_view(state: AppState, route: RouteSpec, **route_params: Any) -> Response:
     """Accept a request for an async endpoint: validate it, store the job, answer ``202``."""
     try:
+        before = state.registry.before_submit
+        if before is not None:
+            # First of all, before the request id or the body is looked at: a caller who may not
+            # submit learns nothing about either (a 401 comes before any field error).
+            answer = _before_submit(before, route.job_name)
+            if answer is not None:
+                return answer
         return _submit(state, route, route_params)
     except StoreError as exc:
         return store_unavailable(state, exc)
@@ -35,14 +42,25 @@ def submit_view(state: AppState, route: RouteSpec, **route_params: Any) -> Respo
         return hooked(state, "submission_error", exc, problem_response(exc))
 
 
+def _before_submit(before: BeforeSubmit, job_name: str) -> Response | None:
+    """Run the pre-queue hook: its response, or ``None`` to go on; an HTTP error it raises
+    (``abort(401)``) is answered as problem JSON."""
+    try:
+        answer = before(job_name)
+    except ProblemError:
+        raise
+    except HTTPException as exc:
+        if exc.response is not None or exc.code is None:
+            raise
+        headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+        raise ProblemError(exc.code, exc.name, exc.description or exc.name, headers=headers) from exc
+    return None if answer is None else current_app.make_response(answer)
+
+
 def _submit(state: AppState, route: RouteSpec, route_params: dict[str, Any]) -> Response:
     spec = state.registry.get_handler(route.job_name)
     owner = current_owner(state)
     job_id = _request_id(owner)
-    if job_id is not None:
-        existing = state.store.get(job_id)
-        if existing is not None:
-            return _existing_job(existing, route.job_name, state)
 
     body: Any = None
     if route.takes_body(spec):
@@ -74,6 +92,12 @@ def _submit(state: AppState, route: RouteSpec, route_params: dict[str, Any]) -> 
                 "The request body did not pass validation; see 'errors' for each field.",
                 extra={"errors": _jsonable(exc.messages)},
             ) from exc
+    if job_id is not None:
+        # After the body is checked (a malformed request is refused whatever its id names), before
+        # the validator: a repeat of an accepted request answers with its job.
+        existing = state.store.get(job_id)
+        if existing is not None:
+            return _existing_job(existing, route.job_name, state)
     if route.validator is not None:
         answer = route.validator(loaded)
         if answer is not None:
@@ -98,6 +122,9 @@ def _submit(state: AppState, route: RouteSpec, route_params: dict[str, Any]) -> 
         ) from exc
     if not created:
         return _existing_job(job, route.job_name, state)
+    if state.settings.immediate:
+        state.run_immediately(current_app._get_current_object())  # type: ignore[attr-defined]
+        job = state.store.get(job.id) or job
     return hooked(state, "submitted", job, job_response(job, 202, state, location=True))
 
 

@@ -141,6 +141,12 @@ class Worker:
         """Attempts this worker has run."""
         return self._runner.executed
 
+    @property
+    def running_jobs(self) -> int:
+        """Jobs whose handler is running in this process now."""
+        with self._ledger.lock:
+            return sum(1 for a in self._ledger.attempts.values() if a.started is not None and not a.abandoned)
+
     # -- lifecycle --------------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -256,6 +262,27 @@ class Worker:
         self._leave()
         logger.info("worker %s stopped; %d unfinished job(s) released", self.worker_id, released)
 
+    def release_now(self) -> int:
+        """Stop at once: give back every job held here, running ones included, without waiting.
+
+        For a second Ctrl+C while :meth:`shutdown` waits: the jobs are due again at once (no retry
+        counted) rather than after their lease; the handlers still running see ``ctx.cancelled``
+        and their late results are discarded.
+
+        :returns: how many jobs the store took back.
+        """
+        ledger = self._ledger
+        with ledger.room:
+            ledger.stopping.set()
+            ledger.room.notify_all()
+            held = list(ledger.attempts.values())
+            ledger.attempts.clear()
+            ledger.buffer.clear()
+        released = self._results.release(held)
+        # The shutdown this cuts short would not get to it: leave the registry and stop watching now.
+        self._leave()
+        return released
+
     def stop_waiting(self) -> None:
         """Cut a graceful :meth:`shutdown` short: it stops waiting for running jobs and gives them back now.
 
@@ -280,6 +307,7 @@ class Worker:
                 logger.warning("could not stop watching for cancels", exc_info=True)
         if self._capture is not None:
             self._capture.uninstall()
+        self._maintenance.unregistered = True
         if not self._maintenance.registered:
             return
         try:

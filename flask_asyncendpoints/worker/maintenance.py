@@ -76,7 +76,7 @@ class Maintenance:
         self.heartbeat = 0.0
         #: Set once this worker is in the store's worker registry (it leaves it at shutdown).
         self.registered = False
-        #: Set when the store has no worker registry (a custom store without it).
+        #: Set when the worker leaves the registry at shutdown: a beat still under way must not put it back.
         self.unregistered = False
 
     @property
@@ -233,11 +233,6 @@ class Maintenance:
         stamp = from_timestamp(time.time() if now is None else now)
         assert stamp is not None
         self.info = dataclasses.replace(self.info, heartbeat_at=stamp)
-        try:
-            self.store.register_worker(self.info, ttl=3 * self.settings.worker_heartbeat, now=now)
-            self.registered = True
-            self._ledger.health.answered()
-        except NotImplementedError:
-            # A store written before the worker registry: the worker runs all the same, unlisted.
-            self.unregistered = True
-            logger.warning("%s keeps no worker registry; worker %s is not listed", self.store, self.info.id)
+        self.store.register_worker(self.info, ttl=3 * self.settings.worker_heartbeat, now=now)
+        self.registered = True
+        self._ledger.health.answered()

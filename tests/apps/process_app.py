@@ -3,10 +3,13 @@
 Configured by the environment: every ``ASYNCENDPOINTS_*`` key from ``FLASK_ASYNCENDPOINTS_…``,
 ``FLASK_PROCESS_APP_HOLD=false`` to make ``Hold`` jobs run straight through in this process, and
 ``FLASK_PROCESS_APP_CRASH_IN_CHILD=true`` to make the app fail to load in every worker process a
-supervisor starts (``worker --processes``), but not in the supervisor.
+supervisor starts (``worker --processes``), but not in the supervisor;
+``FLASK_PROCESS_APP_RECORDS=redis://…`` for where the records go when the store is not Redis, and
+``FLASK_PROCESS_APP_TOUCH_STORE=true`` to use the store as the app is made.
 
-Handlers record what they do in the store's Redis, under ``<prefix>-test:`` (outside the library's
-``<prefix>:`` keys), with writes that are safe to retry, so a test can count executions exactly:
+Handlers record what they do in the store's Redis (or that one), under ``<prefix>-test:`` (outside
+the library's ``<prefix>:`` keys), with writes that are safe to retry, so a test can count
+executions exactly:
 
 ``<prefix>-test:runs``          hash   one field ``<job id>/<run id>`` per handler execution; the value is
                                        JSON ``{"pid", "attempt", "at"}`` (``at``: epoch seconds at start).
@@ -135,11 +138,17 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if app.config["PROCESS_APP_CRASH_IN_CHILD"] and CHILD_ENV in os.environ:
         raise RuntimeError("this worker process fails at start, as FLASK_PROCESS_APP_CRASH_IN_CHILD asks")
     ae.init_app(app)
+    if app.config.get("PROCESS_APP_TOUCH_STORE"):
+        # Use the store at once (gunicorn --preload: in the master, before it forks the workers).
+        ae.get_store(app).counts()
     store_url = app.config["ASYNCENDPOINTS_STORE"]
-    if isinstance(store_url, str) and store_url.startswith("redis://"):
+    # The records go to the store's Redis, or to the Redis that FLASK_PROCESS_APP_RECORDS names
+    # (for a store that is not Redis).
+    records_url = app.config.get("PROCESS_APP_RECORDS") or store_url
+    if isinstance(records_url, str) and records_url.startswith("redis://"):
         # No socket timeout: a held attempt blocks in BLPOP for as long as its gate stays shut.
         app.extensions["process_app.recorder"] = redis.Redis.from_url(
-            store_url,
+            records_url,
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.01), retries=300),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError],
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import socket
 import sys
 import threading
@@ -26,8 +27,8 @@ from redis.retry import Retry
 
 import flask_asyncendpoints.stores as stores_package
 from flask_asyncendpoints.errors import ConfigurationError, StoreError
-from flask_asyncendpoints.jobs import JobPayload, JobStatus, from_timestamp
-from flask_asyncendpoints.stores import LeaseState, NewJob, PendingLimitReached, create_store
+from flask_asyncendpoints.jobs import ClaimedJob, JobPayload, JobStatus, LogRecord, from_timestamp
+from flask_asyncendpoints.stores import CancelResult, LeaseState, NewJob, PendingLimitReached, create_store
 from flask_asyncendpoints.stores.base import LEASE_EXPIRED_CODE, LEASE_EXPIRED_MESSAGE
 from flask_asyncendpoints.stores.redis import (
     CREATE_MANY_CHUNK,
@@ -36,6 +37,8 @@ from flask_asyncendpoints.stores.redis import (
     parse_sentinel_url,
     redact_url,
 )
+from flask_asyncendpoints.stores.redis.clock import ServerClock
+from flask_asyncendpoints.stores.redis.keys import scan_patterns, sort_key
 
 from ..conftest import T0, _delete_prefix
 from .test_contract import LEASE, TTL, an_error, claim_one, new_id, submit
@@ -79,7 +82,7 @@ def store(client: Any, key_prefix: str) -> RedisStore:
 
 
 def keys_under(client: Any, prefix: str) -> set[str]:
-    return {k.decode() if isinstance(k, bytes) else k for k in client.scan_iter(match=f"{prefix}:*", count=1000)}
+    return {text(k) for pattern in scan_patterns(prefix) for k in client.scan_iter(match=pattern, count=1000)}
 
 
 def text(value: Any) -> str:
@@ -90,6 +93,17 @@ def hash_of(client: Any, key: str) -> dict[str, str]:
     return {text(k): text(v) for k, v in client.hgetall(key).items()}
 
 
+def claim_one_of(store: RedisStore, queue: str, now: float = T0) -> ClaimedJob:
+    (claimed,) = store.claim(1, LEASE, queues=[queue], now=now)
+    return claimed
+
+
+def a_log_line(message: str = "working") -> LogRecord:
+    stamp = from_timestamp(T0)
+    assert stamp is not None
+    return LogRecord(attempt=1, at=stamp, level="INFO", logger="app", message=message)
+
+
 def server_time(client: Any) -> float:
     seconds, micros = client.time()
     return float(seconds + micros / 1_000_000)
@@ -97,53 +111,82 @@ def server_time(client: Any) -> float:
 
 class TestLayout:
     def test_keys_and_fields(self, store: RedisStore, client: Any, key_prefix: str) -> None:
-        p = key_prefix
+        T = f"{{{key_prefix}:default}}"
         job_id = submit(store, body={"n": 1})
-        job_key = f"{p}:job:{job_id}"
-        fields = hash_of(client, job_key)
-        (member, score), *_ = client.zrange(f"{p}:jobs:queue", 0, -1, withscores=True)
+        record = text(client.get(f"{T}:j:{job_id}"))
+        created_at, max_retries, key, name_json, payload_json = record.split("\t")
+        (member, score), *_ = client.zrange(f"{T}:ready", 0, -1, withscores=True)
 
-        assert fields["n"] == "Work" and fields["s"] == "Queued"
-        assert (fields["rc"], fields["mr"]) == ("0", "3")
-        assert float(fields["ca"]) == float(fields["ua"]) == T0
-        assert json.loads(fields["p"]) == {"body": {"n": 1}}
-        assert text(member) == fields["q"] and text(member).endswith(f":{job_id}") and score == T0
-        assert text(client.type(f"{p}:jobs:wake")) == "list"
+        assert float(created_at) == T0 and max_retries == "3" and name_json == '"Work"'
+        assert json.loads(payload_json) == {"body": {"n": 1}}
+        assert text(member) == f"{key}:{job_id}" and score == 0 and key.endswith("n")
+        assert client.exists(f"{T}:s:{job_id}") == 0, "a job that never changed has no state hash"
+        assert hash_of(client, f"{T}:names") == {'Q"Work"': "1"}
+        assert text(client.type(f"{T}:wake")) == "list"
 
         claimed = claim_one(store, T0 + 1)
-        fields = hash_of(client, job_key)
-        assert fields["s"] == "InProgress" and fields["t"] == claimed.token and "q" not in fields
-        assert client.zscore(f"{p}:jobs:inprogress", job_id) == T0 + 1 + LEASE
-        assert client.zcard(f"{p}:jobs:queue") == 0
+        attempt = claimed.token.partition("@")[0]
+        fields = hash_of(client, f"{T}:s:{job_id}")
+        assert claimed.token.endswith("@default")
+        assert {**fields, "sa": float(fields["sa"]), "ua": float(fields["ua"])} == {
+            "s": "InProgress",
+            "sa": T0 + 1,
+            "ua": T0 + 1,
+            "w": '""',
+            "t": attempt,
+        }
+        assert client.zscore(f"{T}:run", f"{attempt}:{job_id}") == T0 + 1 + LEASE
+        assert client.zcard(f"{T}:ready") == 0
 
         store.fail(job_id, claimed.token, an_error(), retry_delay=4.0, result_ttl=TTL, now=T0 + 2)
-        fields = hash_of(client, job_key)
-        assert fields["s"] == "Scheduled" and float(fields["rd"]) == T0 + 6 and "t" not in fields
+        fields = hash_of(client, f"{T}:s:{job_id}")
+        assert fields["s"] == "Scheduled" and float(fields["rd"]) == T0 + 6 and fields["rc"] == "1"
         assert json.loads(fields["e"])["code"] == "VALUEERROR"
-        assert client.zscore(f"{p}:jobs:queue", fields["q"]) == T0 + 6
-        assert client.zcard(f"{p}:jobs:inprogress") == 0
+        assert json.loads(fields["h"]) == [1, T0 + 1, T0 + 2, "", "Retrying", "VALUEERROR", "bad value"]
+        assert client.zscore(f"{T}:sched", fields["q"]) == T0 + 6 and fields["q"].endswith(f"r:{job_id}")
+        assert client.zcard(f"{T}:run") == 0
 
         again = claim_one(store, T0 + 6)
+        assert client.zcard(f"{T}:sched") == client.zcard(f"{T}:due") == 0, "moved to ready, then claimed"
         store.set_progress(job_id, again.token, 0.5, "half", now=T0 + 7)
-        assert json.loads(hash_of(client, job_key)["pg"]) == {"fraction": 0.5, "message": "half", "updatedAt": T0 + 7}
+        assert json.loads(hash_of(client, f"{T}:s:{job_id}")["pg"]) == {
+            "fraction": 0.5,
+            "message": "half",
+            "updatedAt": T0 + 7,
+        }
         store.complete(job_id, again.token, '{"ok": true}', result_ttl=TTL, now=T0 + 8)
-        fields = hash_of(client, job_key)
+        fields = hash_of(client, f"{T}:s:{job_id}")
         assert fields["s"] == "Completed" and fields["r"] == '{"ok":true}' and "e" not in fields
-        assert client.zscore(f"{p}:jobs:expiring", job_id) == T0 + 8 + TTL
+        assert client.zscore(f"{T}:done:Completed", job_id) == T0 + 8
+        assert client.zscore(f"{T}:exp", job_id) == T0 + 8 + TTL
+        assert hash_of(client, f"{T}:names") == {'Q"Work"': "0", 'S"Work"': "0", 'C"Work"': "1"}
+        assert hash_of(client, f"{T}:tp:{int((T0 + 8) // 3600)}") == {"c0": "1"}
+        assert keys_under(client, key_prefix) == {
+            f"{T}:j:{job_id}",
+            f"{T}:s:{job_id}",
+            f"{T}:names",
+            f"{T}:done:Completed",
+            f"{T}:exp",
+            f"{T}:wake",
+            f"{T}:tp:{int((T0 + 8) // 3600)}",
+            f"{{{key_prefix}}}:queues",
+        }
 
-        counts = hash_of(client, f"{p}:jobs:counts")
-        assert {k: v for k, v in counts.items() if k != "seq"} == {
-            "Queued": "0",
-            "Scheduled": "0",
-            "InProgress": "0",
-            "Completed": "1",
-        }
-        assert keys_under(client, p) == {
-            job_key,
-            f"{p}:jobs:counts",
-            f"{p}:jobs:expiring",
-            f"{p}:jobs:wake",
-        }
+    def test_a_job_of_another_queue_has_a_pointer_in_the_default_queue(
+        self, store: RedisStore, client: Any, key_prefix: str
+    ) -> None:
+        job_id = submit(store, queue="reports", priority=7)
+        assert text(client.get(f"{{{key_prefix}:default}}:j:{job_id}")) == "@reports"
+        record = text(client.get(f"{{{key_prefix}:reports}}:j:{job_id}"))
+        assert record.split("\t")[2].startswith(f"{2**31 - 1 - 7:010d}")
+        job = store.get(job_id)
+        assert job is not None and (job.queue, job.priority) == ("reports", 7)
+        assert {text(q) for q in client.smembers(f"{{{key_prefix}}}:queues")} == {"reports"}
+
+        claimed = claim_one_of(store, "reports")
+        store.complete(job_id, claimed.token, "1", result_ttl=1.0, now=T0)
+        assert store.purge(now=T0 + 2) == 1
+        assert client.exists(f"{{{key_prefix}:default}}:j:{job_id}") == 0, "the pointer goes with the job"
 
     def test_timestamps_keep_microseconds(self, store: RedisStore) -> None:
         now = 1_767_225_600.123457
@@ -160,36 +203,47 @@ class TestLayout:
         claimed = claim_one(store, T0)
         store.complete(job_id, claimed.token, json.dumps({"processedData": "Processed: HELLO"}), result_ttl=TTL, now=T0)
 
-        job_key = f"{key_prefix}:job:{job_id}"
+        T = f"{{{key_prefix}:default}}"
         try:
-            assert text(client.object("encoding", job_key)) == "listpack"
-            # The job's hash plus its entry in the expiring set, the only index a finished job is in
-            # (about 150 bytes for a UUID member in a skiplist-encoded sorted set).
-            assert client.memory_usage(job_key, samples=0) + 150 <= 1024
+            assert text(client.object("encoding", f"{T}:s:{job_id}")) == "listpack"
+            # The record and the state hash, plus its entries in the two indexes a finished job is
+            # in, the status index and the expiring set (about 150 bytes each for a UUID member in a
+            # skiplist-encoded sorted set).
+            job_bytes = client.memory_usage(f"{T}:j:{job_id}", samples=0) + client.memory_usage(
+                f"{T}:s:{job_id}", samples=0
+            )
+            assert job_bytes + 2 * 150 <= 1024
         finally:
             _delete_prefix(client, key_prefix)
 
-    def test_a_hash_tagged_prefix_puts_every_key_in_one_slot(self, make_client: MakeClient) -> None:
-        prefix = "{" + f"test-{uuid.uuid4().hex[:12]}" + "}"
+    def test_every_key_of_a_queue_is_in_its_slot_and_queues_spread(self, make_client: MakeClient) -> None:
+        prefix = f"test-{uuid.uuid4().hex[:12]}"
         client = make_client()
         try:
             store = RedisStore(client, key_prefix=prefix)
-            done, failed = submit(store, max_retries=0), submit(store, max_retries=0)
-            claimed = {c.job.id: c for c in store.claim(2, LEASE, now=T0)}
-            store.complete(done, claimed[done].token, "1", result_ttl=TTL, now=T0)
+            queues = [f"q{n}" for n in range(8)]
+            for queue in queues:
+                done, failed = submit(store, max_retries=0, queue=queue), submit(store, max_retries=0, queue=queue)
+                claimed = {c.job.id: c for c in store.claim(2, LEASE, queues=[queue], now=T0)}
+                store.complete(done, claimed[done].token, "1", result_ttl=TTL, now=T0)
+                store.cancel(failed, result_ttl=TTL, now=T0)
+                store.finish_canceled(failed, claimed[failed].token, result_ttl=TTL, now=T0)
+                submit(store, queue=queue, due=T0 + 60)
             store.recover(result_ttl=TTL, now=T0 + LEASE + 1)
-            assert store.get(failed) is not None
-            submit(store)
 
-            keys = keys_under(client, prefix)
-            assert {f"{prefix}:job:{done}", f"{prefix}:jobs:queue", f"{prefix}:jobs:expiring"} <= keys
-            assert len({key_slot(key.encode()) for key in keys}) == 1
+            slots: dict[str, set[int]] = {}
+            for key in keys_under(client, prefix):
+                tag = key[1 : key.index("}")]
+                slots.setdefault(tag, set()).add(key_slot(key.encode()))
+            assert all(len(found) == 1 for found in slots.values()), slots
+            assert len({slot for found in slots.values() for slot in found}) > 4, "queues spread over slots"
         finally:
             _delete_prefix(client, prefix)
 
 
 class TestNoLeaks:
     def test_no_key_is_left_behind_after_purge(self, store: RedisStore, client: Any, key_prefix: str) -> None:
+        T = f"{{{key_prefix}:default}}"
         ids = [submit(store, max_retries=1) for _ in range(6)]
         claimed = {c.job.id: c for c in store.claim(5, LEASE, now=T0)}
         store.complete(ids[0], claimed[ids[0]].token, '"done"', result_ttl=TTL, now=T0)
@@ -203,49 +257,64 @@ class TestNoLeaks:
         for now in (T0 + 1, T0 + 100):
             store.claim(5, LEASE, now=now)
             store.recover(result_ttl=TTL, now=now + LEASE + 1)
+        log_id = submit(store, max_retries=0, queue="logged")
+        logged = claim_one_of(store, "logged")
+        assert store.append_logs(log_id, logged.token, [a_log_line()], max_lines=10, max_bytes=100)
+        store.complete(log_id, logged.token, "1", result_ttl=TTL, now=T0)
 
         assert store.counts()[JobStatus.FAILED] == 3
-        assert store.purge(now=T0 + 10 * TTL) == 6
-        client.delete(f"{key_prefix}:jobs:wake")  # tokens nobody waited for; they expire on their own too
+        assert store.purge(now=T0 + 10 * TTL) == 7
+        client.delete(f"{T}:wake", f"{{{key_prefix}:logged}}:wake")  # tokens nobody waited for; they expire too
 
-        assert keys_under(client, key_prefix) == {f"{key_prefix}:jobs:counts"}
+        # What stays: the per-name counts (all zero now), the throughput of the hour (it expires)
+        # and the names of the queues.
+        assert keys_under(client, key_prefix) == {
+            f"{T}:names",
+            f"{T}:tp:{int(T0 // 3600)}",
+            f"{{{key_prefix}:logged}}:names",
+            f"{{{key_prefix}:logged}}:tp:{int(T0 // 3600)}",
+            f"{{{key_prefix}}}:queues",
+        }
+        assert client.ttl(f"{T}:tp:{int(T0 // 3600)}") > 0
         assert all(count == 0 for count in store.counts().values())
+        assert set(hash_of(client, f"{T}:names").values()) == {"0"}
 
     def test_purge_cleans_entries_of_jobs_that_are_gone(self, store: RedisStore, client: Any, key_prefix: str) -> None:
+        T = f"{{{key_prefix}:default}}"
         job_id = submit(store)
         store.cancel(job_id, result_ttl=1.0, now=T0)
-        client.delete(f"{key_prefix}:job:{job_id}")
+        client.delete(f"{T}:j:{job_id}", f"{T}:s:{job_id}")
 
         assert store.purge(now=T0 + 2) == 0
-        assert client.zcard(f"{key_prefix}:jobs:expiring") == 0
+        assert client.zcard(f"{T}:exp") == 0
 
 
 class TestFinishedAnnouncements:
     def test_every_final_transition_publishes_the_job_id(self, real_redis_client: Any, key_prefix: str) -> None:
-        # Real Redis only: fakeredis does not deliver what a Lua script publishes. Long-polls on
-        # fakeredis still answer, from re-reading the job every second.
+        # Real Redis: what a script publishes is delivered to a subscriber of the queue's channel.
         client = real_redis_client
         store = RedisStore(client, key_prefix=key_prefix)
-        request_cleanup = _delete_prefix
         pubsub = client.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(f"{key_prefix}:jobs:finished")
-        ids = [submit(store, max_retries=0) for _ in range(5)]
+        pubsub.subscribe(f"{{{key_prefix}:default}}:finished")
+        ids = [submit(store, max_retries=0) for _ in range(4)]
         claimed = {c.job.id: c for c in store.claim(4, LEASE, now=T0)}
-        store.complete(ids[0], claimed[ids[0]].token, "1", result_ttl=TTL, now=T0)
+        ids += [submit(store, max_retries=0), submit(store, max_retries=0)]
+        claimed.update({c.job.id: c for c in store.claim(1, LEASE, now=T0)})
+        store.complete_many([(claimed[ids[0]], "1"), (claimed[ids[4]], "2")], result_ttl=TTL, now=T0)
         store.fail(ids[1], claimed[ids[1]].token, an_error(), retry_delay=1.0, result_ttl=TTL, now=T0)
         store.finish_canceled(ids[2], claimed[ids[2]].token, result_ttl=TTL, now=T0)
         store.recover(result_ttl=TTL, now=T0 + LEASE + 1)
-        store.cancel(ids[4], result_ttl=TTL, now=T0)
+        store.cancel(ids[5], result_ttl=TTL, now=T0)
 
         announced: list[str] = []
         deadline = time.monotonic() + 10
-        while len(announced) < 5 and time.monotonic() < deadline:
+        while len(announced) < 6 and time.monotonic() < deadline:
             # None also stands for the (ignored) subscribe confirmation, so keep reading.
             message = pubsub.get_message(timeout=1)
             if message is not None:
-                announced.append(text(message["data"]))
+                announced += text(message["data"]).split(" ")
         pubsub.close()
-        request_cleanup(client, key_prefix)
+        _delete_prefix(client, key_prefix)
         assert sorted(announced) == sorted(ids)
 
 
@@ -291,7 +360,7 @@ class TestScripts:
         assert store.counts()[JobStatus.QUEUED] == len(ids) - 1
         claimed = store.claim(len(ids), LEASE, now=T0)
         assert [c.job.payload.body["n"] for c in claimed[:5]] == [0, 1, 2, 3, 4]  # queued in order
-        assert client.llen(f"{key_prefix}:jobs:wake") <= 64
+        assert client.llen(f"{{{key_prefix}:default}}:wake") <= 64
 
     def test_scripts_are_registered_per_store_on_its_own_client(self, make_client: MakeClient) -> None:
         first, second = make_client(), make_client()
@@ -305,18 +374,20 @@ class TestClaimSkipsBadEntries:
     def test_missing_corrupt_and_stale_queue_entries_are_skipped_and_cleaned(
         self, store: RedisStore, client: Any, key_prefix: str
     ) -> None:
-        queue = f"{key_prefix}:jobs:queue"
-        corrupt = new_id()
-        client.hset(f"{key_prefix}:job:{corrupt}", mapping={"s": "Queued", "q": f"0:{corrupt}", "rc": "x"})
-        stale = submit(store, now=T0)
-        store.cancel(stale, result_ttl=TTL, now=T0)
+        T = f"{{{key_prefix}:default}}"
+        key = sort_key(0, T0 - 3, 0, "n")
+        corrupt, stale = new_id(), submit(store, now=T0)
+        client.set(f"{T}:j:{corrupt}", "not a record")
+        # A member of a job that was queued again since (its state names another member).
+        client.hset(f"{T}:s:{stale}", "q", f"{sort_key(0, T0 + 50, 0, 'r')}:{stale}")
+        client.zrem(f"{T}:ready", *client.zrange(f"{T}:ready", 0, -1))
         client.zadd(
-            queue,
+            f"{T}:ready",
             {
-                "not a member this library writes": T0 - 3,
-                f"0000000000000000:{new_id()}": T0 - 2,  # its job is gone
-                f"0:{corrupt}": T0 - 1,  # its job hash cannot be used
-                f"0000000000000001:{stale}": T0,  # canceled: no longer waiting
+                "not a member this library writes": 0,
+                f"{key}:{new_id()}": 0,  # its job is gone
+                f"{sort_key(0, T0 - 2, 0, 'n')}:{corrupt}": 0,  # its record cannot be used
+                f"{sort_key(0, T0 - 1, 0, 'r')}:{stale}": 0,  # no longer its place in the queue
             },
         )
         good = submit(store, now=T0 + 1)
@@ -324,14 +395,16 @@ class TestClaimSkipsBadEntries:
         claimed = store.claim(1, LEASE, now=T0 + 2)
 
         assert [c.job.id for c in claimed] == [good]
-        assert client.zcard(queue) == 0
-        canceled = store.get(stale)
-        assert canceled is not None and canceled.status is JobStatus.CANCELED
+        # Every entry before it is gone; the foreign one sorts last, and the next claim drops it.
+        assert [text(m) for m in client.zrange(f"{T}:ready", 0, -1)] == ["not a member this library writes"]
+        assert store.claim(1, LEASE, now=T0 + 2) == []
+        assert client.zcard(f"{T}:ready") == 0
 
     def test_a_claim_is_not_blocked_by_a_long_run_of_bad_entries(
         self, store: RedisStore, client: Any, key_prefix: str
     ) -> None:
-        client.zadd(f"{key_prefix}:jobs:queue", {f"{i:016x}:{new_id()}": T0 - 1 for i in range(1500)})
+        T = f"{{{key_prefix}:default}}"
+        client.zadd(f"{T}:ready", {f"{sort_key(0, T0 - 1, i, 'n')}:{new_id()}": 0 for i in range(1500)})
         good = submit(store, now=T0)
 
         # Each call looks at a bounded number of entries, so it may take a second call to get there.
@@ -340,8 +413,10 @@ class TestClaimSkipsBadEntries:
         assert [c.job.id for c in claimed] == [good]
 
     def test_an_unreadable_job_is_left_out_of_the_batch(self, store: RedisStore, client: Any, key_prefix: str) -> None:
+        T = f"{{{key_prefix}:default}}"
         bad, good = submit(store, now=T0), submit(store, now=T0)
-        client.hset(f"{key_prefix}:job:{bad}", "p", "{not json")
+        record = text(client.get(f"{T}:j:{bad}"))
+        client.set(f"{T}:j:{bad}", record.rpartition("\t")[0] + "\t{not json")
 
         claimed = store.claim(5, LEASE, now=T0)
 
@@ -396,7 +471,8 @@ class TestServerClock:
         after = server_time(client)
 
         # App servers whose clocks are off never pass their own time: the lease runs on the server's.
-        expires = client.zscore(f"{key_prefix}:jobs:inprogress", job_id)
+        (member, expires), *_ = client.zrange(f"{{{key_prefix}:default}}:run", 0, -1, withscores=True)
+        assert text(member).endswith(f":{job_id}")
         assert before + 60.0 <= expires <= after + 60.0
         assert store.recover(result_ttl=TTL) == []
         assert [job.id for job in store.recover(result_ttl=TTL, now=expires + 1)] == [job_id]
@@ -408,7 +484,7 @@ class TestRecover:
         claim_one(store, T0)
         store.recover(result_ttl=TTL, now=T0 + LEASE + 1)
 
-        stored = json.loads(hash_of(client, f"{key_prefix}:job:{job_id}")["e"])
+        stored = json.loads(hash_of(client, f"{{{key_prefix}:default}}:s:{job_id}")["e"])
         assert stored == {"code": LEASE_EXPIRED_CODE, "message": LEASE_EXPIRED_MESSAGE, "exception": None}
 
     def test_two_stores_on_one_prefix_recover_each_job_once(self, make_client: MakeClient, key_prefix: str) -> None:
@@ -483,7 +559,7 @@ class TestWakeUp:
 
     def test_returns_at_once_when_a_job_is_due(self, store: RedisStore, client: Any, key_prefix: str) -> None:
         submit(store, now=T0)
-        client.delete(f"{key_prefix}:jobs:wake")
+        client.delete(f"{{{key_prefix}:default}}:wake")
         started = time.monotonic()
         store.wait_for_work(timeout=30.0)
         assert time.monotonic() - started < 5
@@ -492,7 +568,7 @@ class TestWakeUp:
         job_id = submit(store, now=server_time(client))
         claimed = claim_one(store, server_time(client))
         store.fail(job_id, claimed.token, an_error(), retry_delay=0.3, result_ttl=TTL, now=server_time(client))
-        client.delete(f"{store.key_prefix}:jobs:wake")
+        client.delete(f"{{{store.key_prefix}:default}}:wake")
 
         started = time.monotonic()
         store.wait_for_work(timeout=30.0)
@@ -508,8 +584,8 @@ class TestWakeUp:
             store.wake()
         for _ in range(100):
             submit(store)
-        assert client.llen(f"{key_prefix}:jobs:wake") <= 64
-        assert 0 < client.ttl(f"{key_prefix}:jobs:wake") <= 60
+        assert client.llen(f"{{{key_prefix}:default}}:wake") <= 64
+        assert 0 < client.ttl(f"{{{key_prefix}:default}}:wake") <= 60
 
     def test_a_wait_longer_than_the_socket_timeout_does_not_fail(
         self, make_client: MakeClient, key_prefix: str
@@ -597,7 +673,8 @@ class TestConnections:
         with pytest.raises(ConfigurationError) as caught:
             RedisStore.from_url("http://user:secret@localhost:6379/0")
         assert str(caught.value) == (
-            "'http://user:***@localhost:6379/0' is not a Redis URL: use redis://, rediss://, unix:// or redis+sentinel://."
+            "'http://user:***@localhost:6379/0' is not a Redis URL: use redis://, rediss://, unix://, "
+            "redis+sentinel:// or redis+cluster://."
         )
 
     def test_sentinel_store_is_built_without_connecting(self) -> None:
@@ -676,8 +753,8 @@ class TestUnreachable:
             pytest.param(lambda s: s.create(new_id(), "W", JobPayload(), max_retries=0, now=T0), id="create"),
             pytest.param(lambda s: s.get(new_id()), id="get"),
             pytest.param(lambda s: s.claim(5, LEASE, now=T0), id="claim"),
-            pytest.param(lambda s: s.renew([(new_id(), "t")], LEASE, now=T0), id="renew"),
-            pytest.param(lambda s: s.complete(new_id(), "t", "1", result_ttl=TTL, now=T0), id="complete"),
+            pytest.param(lambda s: s.renew([(new_id(), "n.1@default")], LEASE, now=T0), id="renew"),
+            pytest.param(lambda s: s.complete(new_id(), "n.1@default", "1", result_ttl=TTL, now=T0), id="complete"),
             pytest.param(lambda s: s.cancel(new_id(), result_ttl=TTL, now=T0), id="cancel"),
             pytest.param(lambda s: s.recover(result_ttl=TTL, now=T0), id="recover"),
             pytest.param(lambda s: s.purge(now=T0), id="purge"),
@@ -730,3 +807,114 @@ class TestStoreSpecs:
 
         with pytest.raises(ConfigurationError, match=r"url|Redis URL"):
             create_store(spec, key_prefix="ae")
+
+
+class TestCancelAnnouncements:
+    def test_a_cancel_made_elsewhere_reaches_the_watcher_once(self, make_client: MakeClient, key_prefix: str) -> None:
+        # Two stores on two clients of one server, as a web process and a worker process would be.
+        web = RedisStore(make_client(), key_prefix=key_prefix)
+        worker = RedisStore(make_client(), key_prefix=key_prefix)
+        heard: list[str] = []
+        got = threading.Event()
+
+        def callback(job_id: str) -> None:
+            heard.append(job_id)
+            got.set()
+
+        stop = worker.watch_cancels(callback)
+        try:
+            job_id = submit(worker)
+            claim_one(worker, T0)
+            assert worker._notifier.subscribed(f"{{{key_prefix}:default}}:cancels").wait(5)
+            assert web.cancel(job_id, result_ttl=TTL, now=T0)[0] is CancelResult.REQUESTED
+            assert got.wait(10)
+            mine = submit(worker)
+            claim_one(worker, T0)
+            got.clear()
+            assert worker.cancel(mine, result_ttl=TTL, now=T0)[0] is CancelResult.REQUESTED
+            assert got.wait(10)
+            # Its own cancel is told at once and its announcement skipped: once, not twice.
+            web.cancel(submit(web), result_ttl=TTL, now=T0)  # a queued job: nothing to tell
+            deadline = time.monotonic() + 0.3
+            while time.monotonic() < deadline and len(heard) < 3:
+                got.wait(0.05)  # allow-sleep: that no third call comes can only be seen by waiting
+            assert heard == [job_id, mine]
+        finally:
+            stop()
+            web.close()
+            worker.close()
+
+
+class TestClock:
+    def test_an_offset_is_applied_only_when_the_clocks_disagree(self) -> None:
+        ahead = ServerClock(lambda: divmod(int((time.time() + 100.0) * 1_000_000), 1_000_000))
+        assert 99.9 < ahead.now() - time.time() < 100.1
+        assert 99.9 < ahead.offset < 100.1
+        same = ServerClock(lambda: divmod(int(time.time() * 1_000_000), 1_000_000))
+        same.sync()
+        assert same.offset == 0.0, "clocks that agree within the reading's round trip are taken as one"
+
+    def test_the_store_reads_the_server_clock_once_a_minute(self, store: RedisStore, monkeypatch: Any) -> None:
+        reads: list[int] = []
+        original = store._clock._read_time
+        monkeypatch.setattr(store._clock, "_read_time", lambda: reads.append(1) or original())
+        for _ in range(20):
+            submit(store, now=None)  # type: ignore[arg-type]
+        assert len(reads) <= 1
+
+
+@pytest.fixture(scope="module")
+def private_redis() -> Iterator[str]:
+    """A redis-server of this module's own, so that its command counts are this module's alone."""
+    import shutil
+
+    from benchmarks._common import RedisServer
+
+    from ..conftest import REQUIRE_REDIS_ENV
+
+    if not shutil.which("redis-server"):
+        if os.environ.get(REQUIRE_REDIS_ENV):
+            pytest.fail(f"{REQUIRE_REDIS_ENV} is set but redis-server is not on PATH")
+        pytest.skip("needs redis-server on PATH")
+    server = RedisServer()
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def command_calls(client: Any) -> int:
+    """Every command the server ran so far, those run by scripts included (INFO commandstats)."""
+    stats = client.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k not in ("cmdstat_info",))
+
+
+class TestCommandsPerJob:
+    """The command budget per job (issue targets: enqueue at most 4, claim and complete at most 6)."""
+
+    def test_a_submit_costs_four_commands(self, private_redis: str) -> None:
+        client = redis.Redis.from_url(private_redis)
+        store = RedisStore(client, key_prefix="budget")
+        for _ in range(70):  # the first jobs of a name also wake a worker: a fifth command
+            submit(store, now=None)  # type: ignore[arg-type]
+        before = command_calls(client)
+        for _ in range(100):
+            submit(store, now=None)  # type: ignore[arg-type]
+        assert command_calls(client) - before == 4 * 100
+        client.flushall()
+
+    def test_a_claim_and_its_completion_cost_at_most_six_commands_a_job(self, private_redis: str) -> None:
+        client = redis.Redis.from_url(private_redis)
+        store = RedisStore(client, key_prefix="budget")
+        ids = [str(uuid.uuid4()) for _ in range(200)]
+        store.create_many([NewJob(job_id, "Work", JobPayload(body={"n": 1}), 3) for job_id in ids])
+        before = command_calls(client)
+        for _ in range(40):
+            claimed = store.claim(5, LEASE, worker_id="w")
+            assert len(claimed) == 5
+            done = store.complete_many([(c, "null") for c in claimed], result_ttl=TTL)
+            assert all(job is not None and job.status is JobStatus.COMPLETED for job in done)
+        per_job = (command_calls(client) - before) / 200
+        assert per_job <= 6, per_job
+        client.flushall()

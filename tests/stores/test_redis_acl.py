@@ -19,9 +19,10 @@ def documented_rule(prefix: str) -> list[str]:
     return [
         "on",
         "resetkeys",
-        f"~{prefix}:*",
+        f"~{{{prefix}}}*",
+        f"~{{{prefix}:*",
         "resetchannels",
-        f"&{prefix}:*",
+        f"&{{{prefix}:*",
         "-@all",
         "+@read",
         "+@write",
@@ -30,7 +31,6 @@ def documented_rule(prefix: str) -> list[str]:
         "+@pubsub",
         "+blpop",
         "+time",
-        "+scan",
     ]
 
 
@@ -65,6 +65,20 @@ def test_the_documented_acl_user_can_run_every_operation(
         store.purge()
         store.cancel(str(uuid.uuid4()), result_ttl=60)
         assert store.counts()[JobStatus.COMPLETED] == 1
+        other, _ = store.create(str(uuid.uuid4()), "Work", JobPayload(), max_retries=0, queue="other", priority=2)
+        (claimed,) = store.claim(1, 30, queues=["other"])
+        stop = store.watch_cancels(lambda job_id: None)
+        assert store.append_logs(other.id, claimed.token, [], max_lines=10, max_bytes=100)
+        store.cancel(other.id, result_ttl=60)
+        store.fail(other.id, claimed.token, JobError("X", "failed"), retry_delay=None, result_ttl=60)
+        stop()
+        assert store.get(other.id) is not None and store.attempts(other.id) and store.logs(other.id) == []
+        store.counts_by_name()
+        store.queue_stats()
+        store.throughput()
+        store.list_jobs(JobStatus.COMPLETED, name="Work")
+        assert store.claim_occurrence("nightly", 1.0)
+        store.delete(other.id)
         assert store.purge_finished(0) == 1
         # The user sees nothing outside its prefix.
         with pytest.raises(redis.exceptions.NoPermissionError):

@@ -2,13 +2,16 @@
 
 The modules, each importing only those listed after it:
 
-- ``store``: :class:`RedisStore`, the key layout, and one method per store operation.
-- ``scans``: operator tasks that walk every job key (``purge_finished``).
-- ``pubsub``: the thread that wakes long-polls when their job finishes.
-- ``urls``: Redis URLs to clients (``connect``), :func:`redact_url`, :func:`parse_sentinel_url`.
+- ``store``: :class:`RedisStore`, one method per store operation.
+- ``monitoring``: the monitoring reads and the registry of worker processes.
+- ``pubsub``: the subscriber thread: finished jobs for long-polls, cancel requests, cluster wake-ups.
+- ``urls``: Redis URLs to clients (``connect``), :func:`redact_url`, :func:`parse_sentinel_url`,
+  :func:`parse_cluster_url`.
 - ``scripts``: the Lua scripts of ``lua/`` run by ``EVALSHA``, and redis-py's errors as ``StoreError``.
-- ``connection``: :func:`import_redis` and the connection each thread keeps out of the pool.
-- ``codec``: job hashes and script replies to :class:`~flask_asyncendpoints.jobs.Job`, and back.
+- ``connection``: :func:`import_redis`, the connection each thread keeps out of the pool, cluster calls.
+- ``clock``: the Redis server's clock, read once a minute.
+- ``codec``: job records, state hashes and script replies to :class:`~flask_asyncendpoints.jobs.Job`, and back.
+- ``keys``: the key layout: every key of a queue under the queue's hash tag.
 """
 
 from __future__ import annotations
@@ -16,16 +19,26 @@ from __future__ import annotations
 from .connection import import_redis
 from .scripts import SCRIPT_NAMES
 from .store import CREATE_MANY_CHUNK, RedisStore
-from .urls import CLIENT_DEFAULTS, DEFAULT_SENTINEL_PORT, SentinelSettings, parse_sentinel_url, redact_url
+from .urls import (
+    CLIENT_DEFAULTS,
+    DEFAULT_SENTINEL_PORT,
+    ClusterSettings,
+    SentinelSettings,
+    parse_cluster_url,
+    parse_sentinel_url,
+    redact_url,
+)
 
 __all__ = [
     "CLIENT_DEFAULTS",
     "CREATE_MANY_CHUNK",
     "DEFAULT_SENTINEL_PORT",
     "SCRIPT_NAMES",
+    "ClusterSettings",
     "RedisStore",
     "SentinelSettings",
     "import_redis",
+    "parse_cluster_url",
     "parse_sentinel_url",
     "redact_url",
 ]

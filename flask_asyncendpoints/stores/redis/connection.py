@@ -7,6 +7,7 @@ import os
 import threading
 import types
 import weakref
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ...errors import ConfigurationError
@@ -54,6 +55,45 @@ class ThreadConnections:
         Like the pool, it makes sure the connection holds no stale data before sending; after any
         failure other than an error reply it is closed, and the next command connects afresh.
         """
+        connection = self._connection()
+        exceptions = self._exceptions
+        try:
+            connection.send_command(*command)
+            return connection.read_response()
+        except exceptions.ResponseError:
+            raise
+        except BaseException:
+            # A reply may still be on its way: nothing else may read this connection's stream.
+            connection.disconnect()
+            raise
+
+    def call_many(self, commands: Sequence[Sequence[Any]], *, raise_on_error: bool = True) -> list[Any]:
+        """Send several commands in one round trip on this thread's connection; their raw replies.
+
+        :param raise_on_error: raise the first error reply (once every reply is read); else error
+            replies are in the list as exceptions.
+        :raises redis.exceptions.ResponseError: see ``raise_on_error``.
+        """
+        connection = self._connection()
+        exceptions = self._exceptions
+        replies: list[Any] = []
+        error: Exception | None = None
+        try:
+            connection.send_packed_command(connection.pack_commands(commands))
+            for _ in commands:
+                try:
+                    replies.append(connection.read_response())
+                except exceptions.ResponseError as exc:
+                    error = error or exc
+                    replies.append(exc)
+        except BaseException:
+            connection.disconnect()
+            raise
+        if error is not None and raise_on_error:
+            raise error
+        return replies
+
+    def _connection(self) -> Any:
         held: _HeldConnection | None = getattr(self._local, "held", None)
         if held is None or held.pid != os.getpid():
             held = self._local.held = _HeldConnection(self._client.connection_pool)
@@ -64,15 +104,40 @@ class ThreadConnections:
                 raise exceptions.ConnectionError("connection has unread data")
         except (exceptions.ConnectionError, exceptions.TimeoutError, OSError):
             connection.disconnect()
-        try:
-            connection.send_command(*command)
-            return connection.read_response()
-        except exceptions.ResponseError:
-            raise
-        except BaseException:
-            # A reply may still be on its way: nothing else may read this connection's stream.
-            connection.disconnect()
-            raise
+        return connection
+
+
+class ClusterCalls:
+    """Single and pipelined commands to a ``redis.cluster.RedisCluster``, routed by their keys.
+
+    The cluster client keeps a pool per node and finds the node of each command's slot itself, so
+    there is no connection to hold per thread here.
+
+    :param client: a ``redis.cluster.RedisCluster`` client.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._exceptions = import_redis().exceptions
+
+    def call(self, *command: Any) -> Any:
+        """Send one command to the node of its keys' slot and return the reply."""
+        return self._client.execute_command(*command)
+
+    def call_many(self, commands: Sequence[Sequence[Any]], *, raise_on_error: bool = True) -> list[Any]:
+        """Send several commands in one pipeline (one round trip per node); their replies.
+
+        :param raise_on_error: as for :meth:`ThreadConnections.call_many`.
+        :raises redis.exceptions.ResponseError: see ``raise_on_error``.
+        """
+        pipe = self._client.pipeline()
+        for command in commands:
+            pipe.execute_command(*command)
+        replies: list[Any] = pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if raise_on_error and isinstance(reply, self._exceptions.ResponseError):
+                raise reply
+        return replies
 
 
 class _HeldConnection:

@@ -1,4 +1,11 @@
-"""Long-polls told the moment their job finishes: one subscriber thread per store and process."""
+"""What the scripts announce, heard by one subscriber thread per store and process.
+
+The scripts publish on per-queue channels: finished job ids (``T:finished``, for long-polls),
+cancel requests (``T:cancels``, for running handlers) and, on a cluster, wake-ups (``T:wake``).
+On a single server they are ordinary channels (``PUBLISH``/``SUBSCRIBE``); on Redis Cluster they
+are sharded channels (``SPUBLISH``/``SSUBSCRIBE``, Redis 7), each in its queue's slot, so a message
+goes to the one shard that owns the queue rather than over the whole cluster bus.
+"""
 
 from __future__ import annotations
 
@@ -6,59 +13,73 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .codec import as_text
 from .connection import import_redis
 
 if TYPE_CHECKING:
     import redis
+    import redis.cluster
 
 # The package's name rather than this module's: every part of the Redis store logs as one logger.
 logger = logging.getLogger(__package__)
 
+Handler = Callable[[str], None]
 
-class FinishedListener:
-    """Wakes whoever waits for a job when its id is published on ``channel``.
+#: Seconds the thread waits for a message before it looks for channels to add.
+_POLL = 0.05
 
-    The scripts that finish a job publish its id there (``expire_later`` in ``lua/common.lua``). The
-    subscriber thread starts with the first waiter, again in a forked child, and again after it has
-    given up on a lost subscription with nobody waiting.
 
-    :param client: the ``redis.Redis`` client to subscribe with.
-    :param channel: the channel finished job ids are published on.
+class Notifier:
+    """Calls the handlers of a channel with each message published on it.
+
+    Channels are subscribed by the thread itself (redis-py's pub/sub is not for several threads),
+    within :data:`_POLL` seconds of :meth:`listen`; :meth:`listen` answers an event that is set
+    once the subscription is confirmed. Once subscribed, a channel stays subscribed until
+    :meth:`close`. The thread starts with the first :meth:`listen`, again in a forked child, and again
+    after it has given up on a lost connection with nothing to listen to.
+
+    :param client: the client to subscribe with (``redis.Redis`` or ``redis.cluster.RedisCluster``).
+    :param sharded: subscribe with ``SSUBSCRIBE`` (Redis Cluster) rather than ``SUBSCRIBE``.
     :raises ConfigurationError: when the ``redis`` package is missing.
     """
 
-    def __init__(self, client: redis.Redis, channel: str) -> None:
+    def __init__(self, client: redis.Redis | redis.cluster.RedisCluster, *, sharded: bool) -> None:
         self._exceptions = import_redis().exceptions
         self._client = client
-        self._channel = channel
+        self._sharded = sharded
         self._lock = threading.Lock()
-        #: Long-polls waiting for a job to finish, by job id; told by the listener thread.
-        self._waiters: dict[str, set[threading.Event]] = {}
+        self._handlers: dict[str, list[Handler]] = {}
+        #: Set once a channel's subscription is confirmed; cleared while it is lost.
+        self._ready: dict[str, threading.Event] = {}
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._closed = threading.Event()
 
-    @contextmanager
-    def watching(self, job_id: str) -> Iterator[threading.Event]:
-        """An event set each time ``job_id`` is announced as finished, while the ``with`` block runs."""
-        finished = threading.Event()
+    def listen(self, channel: str, handler: Handler) -> tuple[threading.Event, Callable[[], None]]:
+        """Call ``handler(message)`` with each message on ``channel``, from the subscriber thread.
+
+        :returns: an event set once the channel is subscribed, and a function that removes the handler.
+        """
         with self._lock:
-            self._waiters.setdefault(job_id, set()).add(finished)
-        try:
-            self._ensure_thread()
-            yield finished
-        finally:
+            self._handlers.setdefault(channel, []).append(handler)
+            ready = self._ready.setdefault(channel, threading.Event())
+        self._ensure_thread()
+
+        def remove() -> None:
             with self._lock:
-                waiters = self._waiters.get(job_id)
-                if waiters is not None:
-                    waiters.discard(finished)
-                    if not waiters:
-                        del self._waiters[job_id]
+                handlers = self._handlers.get(channel, [])
+                if handler in handlers:
+                    handlers.remove(handler)
+
+        return ready, remove
+
+    def subscribed(self, channel: str) -> threading.Event:
+        """The event set once ``channel`` (listened to already) is subscribed."""
+        with self._lock:
+            return self._ready.setdefault(channel, threading.Event())
 
     def close(self) -> None:
         """Stop the subscriber thread (within a second); waiters fall back to their own timeouts."""
@@ -70,36 +91,69 @@ class FinishedListener:
             if alive and self._pid == os.getpid():
                 return
             self._pid = os.getpid()
-            self._thread = threading.Thread(target=self._listen, name="asyncendpoints-finished-listener", daemon=True)
+            for ready in self._ready.values():
+                ready.clear()
+            self._thread = threading.Thread(target=self._run, name="asyncendpoints-redis-subscriber", daemon=True)
             self._thread.start()
 
-    def _listen(self) -> None:
-        """Subscribe to the finished channel and wake the waiters of each id announced, until closed."""
+    def _run(self) -> None:
+        """Subscribe to the channels listened to and dispatch their messages, until closed."""
         errors = (self._exceptions.RedisError, OSError, ValueError)
         backoff = 0.1
         while not self._closed.is_set():
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            pubsub: Any = self._client.pubsub()  # type: ignore[no-untyped-call]
+            subscribed: set[str] = set()
             try:
-                pubsub.subscribe(self._channel)
-                backoff = 0.1
                 while not self._closed.is_set():
-                    message = pubsub.get_message(timeout=1.0)
-                    if message is None or message.get("type") != "message":
-                        continue
                     with self._lock:
-                        waiters = list(self._waiters.get(as_text(message["data"]), ()))
-                    for waiter in waiters:
-                        waiter.set()
+                        wanted = [channel for channel in self._handlers if channel not in subscribed]
+                    if wanted:
+                        if self._sharded:
+                            for channel in wanted:
+                                pubsub.ssubscribe(channel)
+                        else:
+                            pubsub.subscribe(*wanted)
+                        subscribed.update(wanted)
+                    if not subscribed:
+                        self._closed.wait(_POLL)
+                        continue
+                    if self._sharded:
+                        message = pubsub.get_sharded_message(timeout=_POLL)
+                    else:
+                        message = pubsub.get_message(timeout=_POLL)
+                    if message is not None:
+                        backoff = 0.1
+                        self._dispatch(message)
             except Exception:
-                # Waiters fall back to reading the job every second until the subscription is back;
-                # with nobody waiting the thread ends, and the next long-poll starts a new one.
                 with self._lock:
-                    if not self._waiters:
+                    for ready in self._ready.values():
+                        ready.clear()
+                    if not any(self._handlers.values()):
                         self._thread = None
                         return
-                logger.warning("lost the subscription to %s; retrying", self._channel, exc_info=True)
+                logger.warning("lost the subscription to the store's channels; retrying", exc_info=True)
                 self._closed.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
             finally:
                 with contextlib.suppress(*errors):
                     pubsub.close()
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        kind = as_text(message.get("type", ""))
+        channel = as_text(message.get("channel", ""))
+        if kind in ("subscribe", "ssubscribe"):
+            with self._lock:
+                ready = self._ready.get(channel)
+            if ready is not None:
+                ready.set()
+            return
+        if kind not in ("message", "smessage"):
+            return
+        with self._lock:
+            handlers = list(self._handlers.get(channel, ()))
+        data = as_text(message["data"])
+        for handler in handlers:
+            try:
+                handler(data)
+            except Exception:
+                logger.exception("a handler of %s failed", channel)

@@ -8,60 +8,79 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from ...errors import StoreError
-from .connection import ThreadConnections, import_redis
+from .connection import ClusterCalls, ThreadConnections, import_redis
 
 if TYPE_CHECKING:
     import redis
+    import redis.cluster
     from redis.commands.core import Script
 
 #: The scripts in ``lua/``, one per atomic operation; ``common.lua`` is prepended to each.
 SCRIPT_NAMES = (
     "create",
-    "create_many",
     "claim",
     "renew",
     "complete",
-    "complete_many",
     "fail",
     "finish_canceled",
     "release",
     "cancel",
     "set_progress",
+    "append_logs",
     "recover",
     "purge",
-    "wake",
     "requeue",
-    "delete_finished",
+    "delete",
+    "point",
+    "unpoint",
+    "wake",
+    "page",
+    "stats",
+    "register_worker",
+    "occurrence",
 )
 
 
-def script_source(name: str) -> str:
-    """The text of the script ``name`` as it is sent: ``common.lua``, then ``{name}.lua``."""
+def script_source(name: str, *, cluster: bool = False) -> str:
+    """The text of the script ``name`` as it is sent: whether it runs on a cluster, ``common.lua``,
+    then ``{name}.lua``."""
     folder = resources.files(__package__ or "flask_asyncendpoints.stores.redis").joinpath("lua")
     common = folder.joinpath("common.lua").read_text(encoding="utf-8")
-    return common + "\n" + folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    script = folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    return f"local CLUSTER = {'true' if cluster else 'false'}\n{common}\n{script}"
 
 
 class ScriptRunner:
     """The scripts of :data:`SCRIPT_NAMES` registered on one client, and the words for its failures.
 
-    :param client: the ``redis.Redis`` client the scripts are registered on.
-    :param connections: the client's per-thread connections, which single scripts are sent on.
+    :param client: the ``redis.Redis`` or ``redis.cluster.RedisCluster`` client the scripts are
+        registered on.
+    :param connections: the client's calls, which scripts are sent with.
     :param where: where the client connects, for messages (never with a password).
     :param key_prefix: the store's key prefix, for messages.
+    :param cluster: whether the client is a cluster's (the scripts then publish on sharded channels).
     :raises ConfigurationError: when the ``redis`` package is missing.
     """
 
-    def __init__(self, client: redis.Redis, connections: ThreadConnections, *, where: str, key_prefix: str) -> None:
+    def __init__(
+        self,
+        client: redis.Redis | redis.cluster.RedisCluster,
+        connections: ThreadConnections | ClusterCalls,
+        *,
+        where: str,
+        key_prefix: str,
+        cluster: bool = False,
+    ) -> None:
         self._exceptions = import_redis().exceptions
         self._client = client
         self._call = connections.call
+        self._call_many = connections.call_many
         self._where = where
         self._key_prefix = key_prefix
-        # Registered on this client only: redis-py's Script loads itself on first use and again after
-        # NOSCRIPT (SCRIPT FLUSH, a restart, a failover), so nothing has to be loaded up front.
+        # Registered on this client only, and loaded when the server first answers NOSCRIPT (and again
+        # after SCRIPT FLUSH, a restart, a failover), so nothing has to be loaded up front.
         self.registered: dict[str, Script] = {
-            name: client.register_script(script_source(name)) for name in SCRIPT_NAMES
+            name: client.register_script(script_source(name, cluster=cluster)) for name in SCRIPT_NAMES
         }
 
     @contextmanager
@@ -94,7 +113,7 @@ class ScriptRunner:
             raise StoreError(f"Redis at {self._where} failed while {doing} ({exc}).") from exc
 
     def run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run one script on this thread's connection and return its reply.
+        """Run one script and return its reply.
 
         :raises StoreError: when Redis cannot be reached or refuses the script.
         """
@@ -108,25 +127,31 @@ class ScriptRunner:
                 return self._call("EVALSHA", script.sha, len(keys), *keys, *args)
 
     def run_many(self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]) -> list[Any]:
-        """Run one script once per ``(keys, args)``, all in one round trip.
+        """Run one script once per ``(keys, args)``, all in one round trip (one per node on a cluster).
 
         ``EVALSHA`` is sent directly rather than through redis-py's ``Script``, whose pipelines ask
-        ``SCRIPT EXISTS`` first: a second round trip on every batch. When the server answers
-        ``NOSCRIPT`` (after ``SCRIPT FLUSH``, a restart or a failover) none of the calls ran, so the
-        script is loaded and the whole batch sent again.
+        ``SCRIPT EXISTS`` first: a second round trip on every batch. A call the server answers with
+        ``NOSCRIPT`` (after ``SCRIPT FLUSH``, a restart or a failover) did not run: the script is
+        loaded and those calls, and only those, are sent again.
 
         :raises StoreError: when Redis cannot be reached or refuses the script.
         """
         script = self.registered[name]
+        missing = self._exceptions.NoScriptError
         with self.errors(f"running the {name} script"):
-            for attempt in (1, 2):
-                pipe = self._client.pipeline(transaction=False)
-                for keys, args in calls:
-                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
-                try:
-                    return pipe.execute()
-                except self._exceptions.NoScriptError:
-                    if attempt == 2:
-                        raise
-                    script.sha = self._client.script_load(script.script)
-        raise AssertionError("unreachable")
+            replies = self._call_many(
+                [("EVALSHA", script.sha, len(keys), *keys, *args) for keys, args in calls], raise_on_error=False
+            )
+            again = [i for i, reply in enumerate(replies) if isinstance(reply, missing)]
+            if again:
+                script.sha = self._client.script_load(script.script)
+                retried = self._call_many(
+                    [("EVALSHA", script.sha, len(calls[i][0]), *calls[i][0], *calls[i][1]) for i in again],
+                    raise_on_error=False,
+                )
+                for i, reply in zip(again, retried, strict=True):
+                    replies[i] = reply
+            for reply in replies:
+                if isinstance(reply, self._exceptions.ResponseError):
+                    raise reply
+            return replies

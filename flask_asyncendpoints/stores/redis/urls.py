@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ...errors import ConfigurationError
+from ...errors import ConfigurationError, StoreError
 from .connection import import_redis
 
 if TYPE_CHECKING:
     import redis
+    import redis.cluster
 
 #: Connection options for the clients :meth:`RedisStore.from_url
 #: <flask_asyncendpoints.stores.redis.RedisStore.from_url>` creates; the URL's query string and the
@@ -39,7 +40,7 @@ _SENTINEL_OPTIONS: dict[str, Callable[[str], Any]] = {
 }
 
 #: A new client and what closes it: its own ``close`` first, then anything else it needed.
-Connected: TypeAlias = tuple["redis.Redis", list[Callable[[], None]]]
+Connected: TypeAlias = tuple["redis.Redis | redis.cluster.RedisCluster", list[Callable[[], None]]]
 
 
 def connect(url: str, **client_options: Any) -> Connected:
@@ -97,12 +98,35 @@ def _sentinel_client(url: str, options: dict[str, Any]) -> Connected:
     return client, [client.close, *(node.close for node in sentinel.sentinels)]
 
 
+def _cluster_client(url: str, options: dict[str, Any]) -> Connected:
+    """``redis+cluster://``: a Redis Cluster, found through any of the nodes named."""
+    from redis.cluster import ClusterNode, RedisCluster
+
+    settings = parse_cluster_url(url)
+    exceptions = import_redis().exceptions
+    try:
+        client = RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in settings.hosts],  # type: ignore[no-untyped-call]
+            username=settings.username,
+            password=settings.password,
+            **{**options, **settings.options},
+        )
+    except (exceptions.RedisError, exceptions.RedisClusterException) as exc:
+        # redis-py's cluster client asks the nodes for the slot map as it is made.
+        raise StoreError(
+            f"Could not reach any node of the Redis Cluster at {redact_url(url)} ({exc}). Check that the "
+            "cluster is up and that ASYNCENDPOINTS_STORE names some of its nodes."
+        ) from exc
+    return client, [client.close]
+
+
 #: The client factory of each URL scheme :func:`connect` accepts: ``(url, options) -> (client, closers)``.
 CLIENT_FACTORIES: dict[str, Callable[[str, dict[str, Any]], Connected]] = {
     "redis": _server_client,
     "rediss": _server_client,
     "unix": _server_client,
     "redis+sentinel": _sentinel_client,
+    "redis+cluster": _cluster_client,
 }
 
 
@@ -166,7 +190,67 @@ def parse_sentinel_url(url: str) -> SentinelSettings:
     )
 
 
-def _host_port(item: str) -> tuple[str, int]:
+@dataclass(frozen=True)
+class ClusterSettings:
+    """What a ``redis+cluster://`` URL says."""
+
+    hosts: list[tuple[str, int]]
+    username: str | None = None
+    password: str | None = None
+    #: Connection options from the query string (``socket_timeout`` and the like).
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+_CLUSTER_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "socket_timeout": float,
+    "socket_connect_timeout": float,
+    "health_check_interval": int,
+    "read_from_replicas": lambda text: text.lower() in ("1", "true", "yes"),
+}
+
+
+def parse_cluster_url(url: str) -> ClusterSettings:
+    """Read ``redis+cluster://[[user]:password@]host:port[,host2:port2…][/][?options]``.
+
+    A cluster has one database, so the path may only be empty or ``/0``.
+
+    :raises ValueError: when the URL is not one of these.
+    """
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "redis+cluster":
+        raise ValueError(f"expected a redis+cluster:// URL, got {parts.scheme}://")
+    userinfo, _, hostlist = parts.netloc.rpartition("@")
+    username = password = None
+    if userinfo:
+        user, colon, secret = userinfo.partition(":")
+        if colon:
+            username, password = (unquote(user) or None), unquote(secret)
+        else:
+            password = unquote(user)
+    hosts = [_host_port(item, default_port=6379) for item in hostlist.split(",") if item]
+    if not hosts:
+        raise ValueError("no cluster node given (redis+cluster://host:6379,host2:6379)")
+    if parts.path.strip("/") not in ("", "0"):
+        raise ValueError("a Redis Cluster has database 0 only: leave the path out")
+    options: dict[str, Any] = {}
+    for name, values in parse_qs(parts.query, keep_blank_values=True).items():
+        convert = _CLUSTER_OPTIONS.get(name)
+        if convert is None:
+            raise ValueError(f"unknown option {name!r}; known: {', '.join(_CLUSTER_OPTIONS)}")
+        options[name] = convert(values[-1])
+    return ClusterSettings(hosts=hosts, username=username, password=password, options=options)
+
+
+def is_cluster_client(client: Any) -> bool:
+    """Whether ``client`` is a ``redis.cluster.RedisCluster``."""
+    try:
+        from redis.cluster import RedisCluster
+    except ImportError:
+        return False
+    return isinstance(client, RedisCluster)
+
+
+def _host_port(item: str, *, default_port: int = DEFAULT_SENTINEL_PORT) -> tuple[str, int]:
     if item.startswith("["):  # [IPv6]:port
         host, _, rest = item[1:].partition("]")
         port = rest[1:] if rest.startswith(":") else ""
@@ -174,7 +258,7 @@ def _host_port(item: str) -> tuple[str, int]:
         host, _, port = item.partition(":")
     if not host:
         raise ValueError(f"no host in {item!r}")
-    return host, int(port) if port else DEFAULT_SENTINEL_PORT
+    return host, int(port) if port else default_port
 
 
 def redact_url(url: str) -> str:
@@ -196,6 +280,9 @@ def redact_url(url: str) -> str:
 
 def describe(client: Any) -> str:
     """Where ``client`` connects, for error messages (never with the password)."""
+    if is_cluster_client(client):
+        nodes = ",".join(f"{node.host}:{node.port}" for node in client.get_nodes()[:3])
+        return f"the Redis Cluster of {nodes or repr(client)}"
     pool = getattr(client, "connection_pool", None)
     service = getattr(pool, "service_name", None)
     if service:

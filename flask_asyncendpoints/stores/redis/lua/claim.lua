@@ -1,63 +1,96 @@
--- claim: lease up to `limit` due jobs, oldest due first, to the caller.
--- KEYS[1] queue          {prefix}:jobs:queue
--- KEYS[2] in progress    {prefix}:jobs:inprogress
--- KEYS[3] counts         {prefix}:jobs:counts
--- KEYS[4] job key prefix {prefix}:job:   (not a key: job ids are only known here, so job keys are
---         built from it; with a hash-tagged prefix such as {ae} they share the slot of KEYS[1..3])
--- ARGV[1] now ('' = the server's clock)   ARGV[2] limit   ARGV[3] lease seconds
--- ARGV[4] token base (random, unique per call; attempt tokens are `<base>.<n>`)
--- Returns {startedAt, claimed...}, each claimed job as {job id, token, name, retryCount, maxRetries,
--- createdAt, payload JSON, error JSON or ''}: with startedAt, every field a claimed job has (a claim
--- clears retryDelayUntil, progress and a cancel request, and no waiting job has a result or a
--- completedAt), so the caller needs no copy of the whole hash.
+-- claim: lease up to `limit` due jobs of one queue to the caller, in claim order (highest priority
+-- first, then the job that became due first).
+-- KEYS[1] the queue's hash tag T (see common.lua)
+-- ARGV[1] now   ARGV[2] limit   ARGV[3] lease seconds   ARGV[4] nonce (random, unique per call;
+-- attempt ids are `<nonce>.<n>`)   ARGV[5] the worker id as JSON
+-- Returns {claimed...}, each claimed job as {job id, n, record, retryCount, error JSON or ''}: with
+-- the time the caller gave, every field a claimed job has (a claim clears retryDelayUntil, progress
+-- and a cancel request, and no waiting job has a result or a completedAt).
 --
--- A queue member whose job is missing, corrupt or no longer waiting is removed and skipped, so a
--- claim never blocks behind it. At most `limit + MAX_SKIPPED` members are looked at per call to
--- bound the script's run time; the next claim carries on.
+-- Scheduled jobs whose time has come move to T:ready first (their priority is in their member), so
+-- a due retry lines up with the queued jobs by priority and due time. A job that was never changed
+-- (flag `n`) costs two calls, its record's GET and its state's HSET; the indexes and counts change
+-- once per call. A member whose job is missing, corrupt or no longer waiting is dropped and skipped;
+-- at most `limit + MAX_SKIPPED` members are looked at per call.
 local MAX_SKIPPED = 1000
-local queue, inprogress, counts, job_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local now = clock(ARGV[1])
+local MOVE_MAX = 1000
+local T = KEYS[1]
+local now = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
-local stamp = exact(now)
 local lease_until = now + tonumber(ARGV[3])
-local claimed = {}
-local leases = {}
-local taken = {}
-local budget = limit + MAX_SKIPPED
+local nonce, worker = ARGV[4], ARGV[5]
+local stamp = exact(now)
+local ready = T .. ':ready'
 
--- Every redis.call costs a few microseconds: the indexes and counts change once per batch.
+local due = redis.call('ZRANGEBYSCORE', T .. ':sched', '-inf', now, 'WITHSCORES', 'LIMIT', 0, MOVE_MAX)
+if #due > 0 then
+  local to_ready, to_due, members = {}, {}, {}
+  for i = 1, #due, 2 do
+    to_ready[#to_ready + 1] = 0
+    to_ready[#to_ready + 1] = due[i]
+    to_due[#to_due + 1] = due[i + 1]
+    to_due[#to_due + 1] = due[i]
+    members[#members + 1] = due[i]
+  end
+  call_unpacked('ZADD', ready, to_ready, 1000)
+  call_unpacked('ZADD', T .. ':due', to_due, 1000)
+  call_unpacked('ZREM', T .. ':sched', members, 1000)
+end
+
+local claimed, leases, moved, counts = {}, {}, {}, {}
+local budget = limit + MAX_SKIPPED
 while #claimed < limit and budget > 0 do
-  local members = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'LIMIT', 0, math.min(limit - #claimed, budget))
-  if #members == 0 then
+  local popped = redis.call('ZPOPMIN', ready, math.min(limit - #claimed, budget))
+  if #popped == 0 then
     break
   end
-  call_unpacked('ZREM', queue, members, 1000)
-  budget = budget - #members
-  for _, member in ipairs(members) do
-    local id = member_id(member)
-    if id then
-      local key = job_prefix .. id
-      local f = redis.call('HMGET', key, 's', 'q', 'rc', 'mr', 'n', 'ca', 'p', 'e')
-      local status = f[1]
-      local waiting = status == 'Queued' or status == 'Scheduled'
-      if waiting and f[2] == member and tonumber(f[3]) and tonumber(f[4]) then
-        local token = ARGV[4] .. '.' .. (#claimed + 1)
-        redis.call('HSET', key, 's', 'InProgress', 'sa', now, 'ua', now, 't', token)
-        redis.call('HDEL', key, 'rd', 'pg', 'cr', 'q')
+  budget = budget - #popped / 2
+  for i = 1, #popped, 2 do
+    local member = popped[i]
+    local id = queued_id(member)
+    local rec = id and redis.call('GET', T .. ':j:' .. id)
+    local ca, mr, sortkey, jname = parse_record(rec)
+    if ca then
+      local state = T .. ':s:' .. id
+      local status, rc, err, ok = 'Queued', '0', '', true
+      if string.sub(member, 33, 33) == 'r' then
+        local f = redis.call('HMGET', state, 's', 'rc', 'e', 'pg', 'rd', 'cr', 'q')
+        status = f[1] or 'Queued'
+        ok = (status == 'Queued' or status == 'Scheduled') and (not f[7] or f[7] == member)
+        if ok then
+          rc, err = f[2] or '0', f[3] or ''
+          local clear = {}
+          if f[4] then clear[#clear + 1] = 'pg' end
+          if f[5] then clear[#clear + 1] = 'rd' end
+          if f[6] then clear[#clear + 1] = 'cr' end
+          if #clear > 0 then
+            redis.call('HDEL', state, unpack(clear))
+          end
+          if status == 'Scheduled' then
+            moved[#moved + 1] = member
+          end
+        end
+      end
+      if ok then
+        local n = #claimed + 1
+        local attempt = nonce .. '.' .. n
+        redis.call('HSET', state, 's', 'InProgress', 'sa', stamp, 'ua', stamp, 'w', worker, 't', attempt)
         leases[#leases + 1] = lease_until
-        leases[#leases + 1] = id
-        taken[status] = (taken[status] or 0) + 1
-        claimed[#claimed + 1] = {id, token, f[5] or '', f[3], f[4], f[6] or '', f[7] or '{}', f[8] or ''}
+        leases[#leases + 1] = attempt .. ':' .. id
+        local field = STATUS_CHAR[status] .. jname
+        counts[field] = (counts[field] or 0) + 1
+        claimed[n] = {id, n, rec, rc, err}
       end
     end
   end
 end
 if #claimed > 0 then
-  call_unpacked('ZADD', inprogress, leases, 1000)
-  for status, n in pairs(taken) do
-    redis.call('HINCRBY', counts, status, -n)
+  call_unpacked('ZADD', T .. ':run', leases, 1000)
+  if #moved > 0 then
+    call_unpacked('ZREM', T .. ':due', moved, 1000)
   end
-  redis.call('HINCRBY', counts, 'InProgress', #claimed)
+  for field, n in pairs(counts) do
+    count(T, field, -n)
+  end
 end
-table.insert(claimed, 1, stamp)
 return claimed

@@ -1,110 +1,129 @@
 -- Helpers shared by every script in this directory. The store prepends this file to each script
--- when it registers it, so each script is one self-contained EVAL and this file is never run alone.
+-- (after a first line `local CLUSTER = true|false`) when it registers it, so each script is one
+-- self-contained EVAL and this file is never run alone.
 --
--- A job hash `{prefix}:job:{id}` has these fields (absent when null):
---   n  name                 s  status (Queued, Scheduled, InProgress, Completed, Failed, Canceled)
---   rc retryCount           mr maxRetries
---   ca createdAt            ua lastUpdatedAt        sa startedAt        da completedAt
---   rd retryDelayUntil      (timestamps are epoch seconds)
---   p  payload JSON         r  result JSON          e  error JSON       pg progress JSON
---   cr "1" when a cancel was requested while running
---   t  lease token of the running attempt
---   q  this job's member in the queue sorted set while it is Queued or Scheduled
--- Short names keep a small job's hash in Redis's compact listpack encoding.
+-- Every script works on the keys of one queue. KEYS[1] is the queue's hash tag T = `{prefix:queue}`
+-- and every key is T followed by a suffix, all in one Redis Cluster slot:
+--   T:j:<id>    string  the job as created: `<createdAt>\t<maxRetries>\t<sort key>\t<name as JSON>\t<payload JSON>`
+--                       (in the default queue, `@<queue>` points to a job that lives in another queue)
+--   T:s:<id>    hash    what changed since (absent until the first change); fields, absent when null:
+--                 s  status (absent: Queued)       rc retryCount (absent: 0)   ua lastUpdatedAt (absent: createdAt)
+--                 sa startedAt   da completedAt    rd retryDelayUntil          (timestamps are epoch seconds)
+--                 r  result JSON e  error JSON     pg progress JSON
+--                 cr "1" while a cancel is requested, ct the result ttl that cancel gave ('' keeps the job)
+--                 w  the worker id of the last claim, as JSON    t  the last claim's attempt id
+--                 q  the job's queue member when it was queued again (absent: `<sort key of j>:<id>`)
+--                 h  the attempt history: JSON arrays [number, startedAt, finishedAt, workerId, outcome,
+--                    errorCode, errorMessage], one per line, oldest first (a Completed job's last attempt
+--                    is not written: it is read from sa, da and w)
+--                 lb bytes of log messages kept
+--   T:l:<id>    list    log lines `<message bytes>\t<LogRecord JSON>`
+--   T:ready     zset    due jobs (Queued, and Scheduled ones whose time came), all scored 0; members
+--                       `<sort key>:<id>` sort in claim order (see keys.py)
+--   T:sched     zset    Scheduled jobs not yet due, by due time (same members)
+--   T:due       zset    Scheduled jobs moved to T:ready, by due time (same members)
+--   T:run       zset    running attempts `<attempt>:<id>`, scored by lease expiry (negated while a
+--                       cancel is requested)
+--   T:done:<status>     zset  Completed, Failed and Canceled job ids by completedAt
+--   T:exp       zset    finished job ids that have a result ttl, by purge time
+--   T:names     hash    jobs per job name: `<Q|S|C|F|X><name as JSON>` -> count (Queued, Scheduled,
+--                       Completed, Failed, Canceled; InProgress ones are read from T:run)
+--   T:wake      list    wake tokens idle workers block on (a single server; a cluster publishes them)
+--   T:tp:<hour> hash    jobs that ended in each minute of an hour: `c<minute>`, `f<minute>`
+-- and the channels T:finished (finished job ids, space separated), T:cancels (`<origin> <id>`) and,
+-- on a cluster, T:wake (sharded).
+--
+-- Every `now` is given by the caller (epoch seconds, the server's clock as the store reads it), so
+-- no script spends a TIME call.
 
--- Tokens kept in the wake list at most: enough to wake every idle worker after a burst of creates,
--- few enough that a burst with nobody waiting costs only a few spurious wake-ups later.
-local WAKE_LIST_MAX = 64
--- Seconds an unconsumed wake token lives: idle workers re-check the queue at least this often anyway,
--- and the list must not outlive a store that is no longer used.
-local WAKE_LIST_TTL = 60
+local PUBLISH = CLUSTER and 'SPUBLISH' or 'PUBLISH'
 
--- The time to act at: the caller's `now` when given, else the Redis server's clock, so that every
--- process judges leases on one clock whatever its own clock says.
-local function clock(arg)
-  local now = tonumber(arg)
-  if now then
-    return now
-  end
-  local t = redis.call('TIME')
-  return tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
+-- Tokens kept in the wake list at most, and how long an unconsumed token lives (seconds).
+local WAKE_MAX = 64
+local WAKE_TTL = 60
+-- Creates wake a worker while at most this many jobs of the name are queued: idle workers are only
+-- idle while nothing is queued, and a longer backlog means every worker is busy with it anyway.
+local WAKE_BELOW = 64
+-- Seconds a throughput hash outlives its hour.
+local THROUGHPUT_TTL = 90000
+local FINAL = {Completed = 'C', Failed = 'F', Canceled = 'X'}
+local STATUS_CHAR = {Queued = 'Q', Scheduled = 'S', Completed = 'C', Failed = 'F', Canceled = 'X'}
 
 -- A number as text without losing precision (tostring and `..` keep only 14 digits).
 local function exact(x)
   return string.format('%.17g', x)
 end
 
-local function recount(counts, from, to)
-  if from then
-    redis.call('HINCRBY', counts, from, -1)
-  end
-  if to then
-    redis.call('HINCRBY', counts, to, 1)
-  end
-end
-
--- The next queue member for job `id`. Members are `<sequence>:<id>` so that jobs due at the same
--- time are claimed in the order they were queued (a sorted set orders equal scores by member).
-local function queue_member(counts, id)
-  return string.format('%016x', redis.call('HINCRBY', counts, 'seq', 1)) .. ':' .. id
-end
-
--- Put a job in the queue, due at `due`.
-local function enqueue(queue, counts, key, id, due)
-  local member = queue_member(counts, id)
-  redis.call('ZADD', queue, due, member)
-  redis.call('HSET', key, 'q', member)
-end
-
--- The job id in a queue member, or nil when the member is not one this library wrote.
-local function member_id(member)
-  return string.match(member, '^%x+:(.+)$')
-end
-
--- Record that a job is finished: purge will delete it `ttl` seconds from now (never without a ttl),
--- and long-polls waiting for it are told on the channel `{prefix}:jobs:finished`, named after the
--- expiring key `{prefix}:jobs:expiring` (a channel is not a key, so it needs no KEYS entry).
-local function finished_channel(expiring)
-  return string.sub(expiring, 1, -9) .. 'finished'
-end
-
-local function expire_later(expiring, id, now, ttl)
-  local seconds = tonumber(ttl)
-  if seconds then
-    redis.call('ZADD', expiring, now + seconds, id)
-  end
-  redis.call('PUBLISH', finished_channel(expiring), id)
-end
-
--- True when the attempt with `token` holds the job's lease, else nil.
-local function held(key, token)
-  if token == '' then
+-- createdAt, maxRetries, sort key, name JSON of a job record, or nil for a pointer or anything else.
+local function parse_record(rec)
+  if not rec then
     return nil
   end
-  local f = redis.call('HMGET', key, 's', 't')
-  if f[1] == 'InProgress' and f[2] == token then
-    return true
+  local _, _, ca, mr, sortkey, jname = string.find(rec, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t')
+  if not ca or not tonumber(mr) then
+    return nil
   end
-  return nil
+  return ca, tonumber(mr), sortkey, jname
 end
 
--- Every redis.call costs a few microseconds, so the list is trimmed only once it is too long and
--- given its time to live when a push creates it (a waiting worker's BLPOP deletes it when it empties).
-local function push_wake(wake, n)
-  n = math.min(n, WAKE_LIST_MAX)
+-- The member that puts a job with `sortkey`'s priority back in its queue, due at `due`.
+local function requeue_member(sortkey, due, seq, id)
+  return string.sub(sortkey, 1, 10) .. string.format('%016.0f', due * 1000000) .. seq .. 'r:' .. id
+end
+
+-- The job's current queue member: its state's `q`, else the one it was created with.
+local function current_member(q, sortkey, id)
+  return q or (sortkey .. ':' .. id)
+end
+
+-- The job id of a queue or run member, or nil when the member is not one this library writes.
+local function queued_id(member)
+  return string.match(member, '^%d+[nr]:(.+)$')
+end
+
+local function running_id(member)
+  return string.match(member, '^[^:]+:(.+)$')
+end
+
+local function count(T, field, n)
+  if n ~= 0 then
+    redis.call('HINCRBY', T .. ':names', field, n)
+  end
+end
+
+-- Add `n` jobs that ended `kind` ('c' completed, 'f' failed) at `now` to the throughput of their minute.
+local function tally(T, kind, now, n)
+  if n <= 0 then
+    return
+  end
+  local key = T .. ':tp:' .. string.format('%d', math.floor(now / 3600))
+  local field = kind .. string.format('%d', math.floor((now % 3600) / 60))
+  if redis.call('HINCRBY', key, field, n) == n then
+    redis.call('EXPIRE', key, THROUGHPUT_TTL)
+  end
+end
+
+-- Wake up to `n` idle workers of the queue.
+local function wake(T, n)
+  n = math.min(n, WAKE_MAX)
   if n < 1 then
     return
   end
+  if CLUSTER then
+    redis.call('SPUBLISH', T .. ':wake', n)
+    return
+  end
+  local key = T .. ':wake'
   local tokens = {}
   for i = 1, n do
     tokens[i] = '1'
   end
-  local length = redis.call('RPUSH', wake, unpack(tokens))
+  local length = redis.call('RPUSH', key, unpack(tokens))
   if length == n then
-    redis.call('EXPIRE', wake, WAKE_LIST_TTL)
-  elseif length > WAKE_LIST_MAX then
-    redis.call('LTRIM', wake, 0, WAKE_LIST_MAX - 1)
+    redis.call('EXPIRE', key, WAKE_TTL)
+  elseif length > WAKE_MAX then
+    -- Nobody is waiting: keep one token rather than trim on every push.
+    redis.call('LTRIM', key, 0, 0)
   end
 end
 
@@ -116,61 +135,57 @@ local function call_unpacked(command, key, items, step)
   end
 end
 
--- Complete the attempts whose job hashes are KEYS[4..], each checked against its own lease; ARGV[3..]
--- holds the job id, token and result JSON of each in turn. KEYS[1..3] are the in-progress, expiring
--- and counts keys, ARGV[1] is now ('' = the server's clock) and ARGV[2] the result ttl ('' = keep).
--- Returns, per attempt in order, 0 when its token does not hold the lease (nothing changes), else
--- {completedAt, progress JSON or '', '1' if a cancel was requested else ''}.
-local function complete_batch()
-  local inprogress, expiring, counts = KEYS[1], KEYS[2], KEYS[3]
-  local now = clock(ARGV[1])
-  local stamp, ttl, channel = exact(now), tonumber(ARGV[2]), finished_channel(expiring)
-  local replies, done, expiries = {}, {}, {}
-  for i = 4, #KEYS do
-    local key, a = KEYS[i], 3 * (i - 4) + 3
-    local id, token = ARGV[a], ARGV[a + 1]
-    local f = redis.call('HMGET', key, 's', 't', 'pg', 'cr')
-    if token ~= '' and f[1] == 'InProgress' and f[2] == token then
-      redis.call('HSET', key, 's', 'Completed', 'r', ARGV[a + 2], 'da', now, 'ua', now)
-      redis.call('HDEL', key, 'e', 't')
-      redis.call('PUBLISH', channel, id)
-      done[#done + 1] = id
-      if ttl then
-        expiries[#expiries + 1] = now + ttl
-        expiries[#expiries + 1] = id
-      end
-      replies[#replies + 1] = {stamp, f[3] or '', f[4] or ''}
-    else
-      replies[#replies + 1] = 0
-    end
-  end
-  if #done > 0 then
-    call_unpacked('ZREM', inprogress, done, 1000)
-    call_unpacked('ZADD', expiring, expiries, 1000)
-    redis.call('HINCRBY', counts, 'InProgress', -#done)
-    redis.call('HINCRBY', counts, 'Completed', #done)
-  end
-  return replies
+-- One attempt record of the history (see T:s:<id> above); `worker`, `code` and `message` are JSON.
+local function attempt_record(number, started, finished, worker, outcome, code, message)
+  return '[' .. number .. ',' .. (started or finished) .. ',' .. finished .. ',' .. (worker or '""') .. ',"'
+    .. outcome .. '",' .. code .. ',' .. message .. ']'
 end
 
--- Create job `id` (its hash is `key`) as Queued, due at `now`, unless a job with that id exists or
--- `max_pending` (a number or nil) jobs are already Queued, Scheduled or InProgress. Pushes no wake
--- token: the caller does, once for all it created.
--- Returns {1, createdAt} when created, {0, job fields} when the id already existed, {-1} at the limit.
-local function create_one(key, queue, counts, id, name, max_retries, payload, now, max_pending)
-  if redis.call('EXISTS', key) == 1 then
-    return {0, redis.call('HGETALL', key)}
+-- The history `h` with `record` added, keeping the last `limit` records; nil when it keeps none.
+local function add_history(h, record, limit)
+  if limit <= 0 then
+    return nil
   end
-  if max_pending then
-    local c = redis.call('HMGET', counts, 'Queued', 'Scheduled', 'InProgress')
-    if (tonumber(c[1]) or 0) + (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0) >= max_pending then
-      return {-1}
-    end
+  local out = h and (h .. '\n' .. record) or record
+  local n = 1
+  for _ in string.gmatch(out, '\n') do
+    n = n + 1
   end
-  local member = queue_member(counts, id)
-  redis.call('HSET', key, 'n', name, 's', 'Queued', 'rc', 0, 'mr', max_retries, 'ca', now, 'ua', now, 'p', payload,
-    'q', member)
-  recount(counts, nil, 'Queued')
-  redis.call('ZADD', queue, now, member)
-  return {1, exact(now)}
+  while n > limit do
+    out = string.sub(out, string.find(out, '\n', 1, true) + 1)
+    n = n - 1
+  end
+  return out
+end
+
+-- Index a job that just finished with `status` at `now`: its status index, its purge time (never
+-- without a ttl) and its name's count; long-polls waiting for it are told.
+local function finished(T, id, jname, status, now, ttl)
+  redis.call('ZADD', T .. ':done:' .. status, now, id)
+  if ttl then
+    redis.call('ZADD', T .. ':exp', now + ttl, id)
+  end
+  count(T, FINAL[status] .. jname, 1)
+  redis.call(PUBLISH, T .. ':finished', id)
+end
+
+-- The job as a reply: {record, state fields}.
+local function job_reply(T, id)
+  return {redis.call('GET', T .. ':j:' .. id), redis.call('HGETALL', T .. ':s:' .. id)}
+end
+
+-- End the running attempt `member` of job `id` as Canceled (the cancel rule): `code` and `message`
+-- (JSON) are the attempt's own error, kept in its record only. The lease is already taken out of
+-- T:run; `f` holds the state's rc, sa, w and h. Returns nothing.
+local function cancel_attempt(T, id, jname, f, now, ttl, limit, code, message)
+  local stamp = exact(now)
+  local state = T .. ':s:' .. id
+  local h = add_history(f[4], attempt_record((tonumber(f[1]) or 0) + 1, f[2], stamp, f[3], 'Canceled', code, message),
+    limit)
+  if h then
+    redis.call('HSET', state, 's', 'Canceled', 'da', stamp, 'ua', stamp, 'h', h)
+  else
+    redis.call('HSET', state, 's', 'Canceled', 'da', stamp, 'ua', stamp)
+  end
+  finished(T, id, jname, 'Canceled', now, ttl)
 end

@@ -1,29 +1,47 @@
--- fail: fail the attempt holding the lease. With retries left and a retry delay the job is
--- Scheduled, retryCount + 1, due `delay` seconds from now; otherwise it is Failed. The error is kept.
--- KEYS[1] job hash   KEYS[2] in progress   KEYS[3] queue   KEYS[4] expiring   KEYS[5] counts
--- ARGV[1] now ('' = the server's clock)   ARGV[2] job id   ARGV[3] token   ARGV[4] error JSON
--- ARGV[5] retry delay in seconds ('' = fail for good)   ARGV[6] result ttl ('' = keep the job)
--- Returns the job fields, or nil when the token does not hold the lease (nothing changes).
-local key, inprogress, queue, expiring, counts = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local id = ARGV[2]
-if not held(key, ARGV[3]) then
+-- fail: fail the attempt holding its lease. With retries left and a retry delay the job is
+-- Scheduled, retryCount + 1, due `delay` seconds from now, keeping its priority; otherwise it is
+-- Failed. The error is kept on the job either way. A job with a cancel requested becomes Canceled
+-- instead, the error kept in the attempt's record only (the cancel rule).
+-- KEYS[1] the queue's hash tag T (see common.lua)
+-- ARGV[1] now   ARGV[2] job id   ARGV[3] attempt id   ARGV[4] error JSON   ARGV[5] error code JSON
+-- ARGV[6] error message JSON   ARGV[7] retry delay in seconds ('' = fail for good)
+-- ARGV[8] result ttl ('' = keep the job)   ARGV[9] history limit   ARGV[10] sequence (6 digits)
+-- Returns {record, state fields}, or nil when the attempt does not hold the lease (nothing changes).
+local T = KEYS[1]
+local now = tonumber(ARGV[1])
+local id, member = ARGV[2], ARGV[3] .. ':' .. ARGV[2]
+local run = T .. ':run'
+local score = tonumber(redis.call('ZSCORE', run, member))
+if not score then
   return nil
 end
-local now = clock(ARGV[1])
-local f = redis.call('HMGET', key, 'rc', 'mr')
-local retries, max_retries = tonumber(f[1]) or 0, tonumber(f[2]) or 0
-local delay = tonumber(ARGV[5])
-redis.call('HSET', key, 'e', ARGV[4], 'ua', now)
-redis.call('HDEL', key, 't')
-redis.call('ZREM', inprogress, id)
-if delay and retries < max_retries then
-  local due = now + delay
-  redis.call('HSET', key, 's', 'Scheduled', 'rc', retries + 1, 'rd', due)
-  recount(counts, 'InProgress', 'Scheduled')
-  enqueue(queue, counts, key, id, due)
-else
-  redis.call('HSET', key, 's', 'Failed', 'da', now)
-  recount(counts, 'InProgress', 'Failed')
-  expire_later(expiring, id, now, ARGV[6])
+redis.call('ZREM', run, member)
+local ca, mr, sortkey, jname = parse_record(redis.call('GET', T .. ':j:' .. id))
+local state = T .. ':s:' .. id
+local f = redis.call('HMGET', state, 'rc', 'sa', 'w', 'h')
+local ttl, limit = tonumber(ARGV[8]), tonumber(ARGV[9])
+if score < 0 or not ca then
+  cancel_attempt(T, id, jname or '""', f, now, ttl, limit, ARGV[5], ARGV[6])
+  return job_reply(T, id)
 end
-return redis.call('HGETALL', key)
+local stamp = exact(now)
+local retries = tonumber(f[1]) or 0
+local delay = tonumber(ARGV[7])
+local retry = delay and retries < mr
+local h = add_history(f[4], attempt_record(retries + 1, f[2], stamp, f[3], retry and 'Retrying' or 'Failed', ARGV[5],
+  ARGV[6]), limit)
+if h then
+  redis.call('HSET', state, 'h', h)
+end
+if retry then
+  local due = now + delay
+  local queued = requeue_member(sortkey, due, ARGV[10], id)
+  redis.call('HSET', state, 's', 'Scheduled', 'rc', retries + 1, 'rd', exact(due), 'e', ARGV[4], 'ua', stamp, 'q', queued)
+  redis.call('ZADD', T .. ':sched', due, queued)
+  count(T, 'S' .. jname, 1)
+else
+  redis.call('HSET', state, 's', 'Failed', 'e', ARGV[4], 'da', stamp, 'ua', stamp)
+  finished(T, id, jname, 'Failed', now, ttl)
+  tally(T, 'f', now, 1)
+end
+return job_reply(T, id)

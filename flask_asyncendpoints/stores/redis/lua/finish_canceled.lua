@@ -1,16 +1,16 @@
--- finish_canceled: end the attempt holding the lease as Canceled (it stopped on a cancel request).
--- KEYS[1] job hash   KEYS[2] in progress   KEYS[3] expiring   KEYS[4] counts
--- ARGV[1] now ('' = the server's clock)   ARGV[2] job id   ARGV[3] token
--- ARGV[4] result ttl in seconds ('' = keep the job)
--- Returns the job fields, or nil when the token does not hold the lease (nothing changes).
-local key, inprogress, expiring, counts = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-if not held(key, ARGV[3]) then
+-- finish_canceled: end the attempt holding its lease as Canceled (it stopped on a cancel request).
+-- KEYS[1] the queue's hash tag T (see common.lua)
+-- ARGV[1] now   ARGV[2] job id   ARGV[3] attempt id   ARGV[4] result ttl ('' = keep the job)
+-- ARGV[5] history limit
+-- Returns {record, state fields}, or nil when the attempt does not hold the lease (nothing changes).
+local T = KEYS[1]
+local id, member = ARGV[2], ARGV[3] .. ':' .. ARGV[2]
+local run = T .. ':run'
+if not redis.call('ZSCORE', run, member) then
   return nil
 end
-local now = clock(ARGV[1])
-redis.call('HSET', key, 's', 'Canceled', 'da', now, 'ua', now)
-redis.call('HDEL', key, 't')
-redis.call('ZREM', inprogress, ARGV[2])
-recount(counts, 'InProgress', 'Canceled')
-expire_later(expiring, ARGV[2], now, ARGV[4])
-return redis.call('HGETALL', key)
+redis.call('ZREM', run, member)
+local _, _, _, jname = parse_record(redis.call('GET', T .. ':j:' .. id))
+local f = redis.call('HMGET', T .. ':s:' .. id, 'rc', 'sa', 'w', 'h')
+cancel_attempt(T, id, jname or '""', f, tonumber(ARGV[1]), tonumber(ARGV[4]), tonumber(ARGV[5]), 'null', 'null')
+return job_reply(T, id)

@@ -1,22 +1,22 @@
--- purge: delete up to `limit` finished jobs whose result ttl has run out, with every index entry.
--- KEYS[1] expiring   KEYS[2] counts   KEYS[3] job key prefix {prefix}:job: (not a key: see claim.lua)
--- ARGV[1] now ('' = the server's clock)   ARGV[2] limit
--- Returns the number of jobs deleted.
--- A finished job is in no other index (claim, complete, fail, cancel and recover take it out of the
--- queue and the in-progress set), so deleting its hash and its expiring entry leaves nothing behind.
-local expiring, counts, job_prefix = KEYS[1], KEYS[2], KEYS[3]
-local now = clock(ARGV[1])
-local ids = redis.call('ZRANGEBYSCORE', expiring, '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
-local purged = 0
-
+-- purge: delete up to `limit` finished jobs of one queue whose result ttl has run out, with their
+-- history, logs and every index entry.
+-- KEYS[1] the queue's hash tag T (see common.lua)
+-- ARGV[1] now   ARGV[2] limit
+-- Returns the ids deleted.
+local T = KEYS[1]
+local exp = T .. ':exp'
+local ids = redis.call('ZRANGEBYSCORE', exp, '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local deleted = {}
 for _, id in ipairs(ids) do
-  redis.call('ZREM', expiring, id)
-  local key = job_prefix .. id
-  local status = redis.call('HGET', key, 's')
-  if status == 'Completed' or status == 'Failed' or status == 'Canceled' then
-    redis.call('DEL', key)
-    recount(counts, status, nil)
-    purged = purged + 1
+  redis.call('ZREM', exp, id)
+  local state = T .. ':s:' .. id
+  local status = redis.call('HGET', state, 's')
+  if FINAL[status] then
+    local _, _, _, jname = parse_record(redis.call('GET', T .. ':j:' .. id))
+    redis.call('DEL', T .. ':j:' .. id, state, T .. ':l:' .. id)
+    redis.call('ZREM', T .. ':done:' .. status, id)
+    count(T, FINAL[status] .. (jname or '""'), -1)
+    deleted[#deleted + 1] = id
   end
 end
-return purged
+return deleted

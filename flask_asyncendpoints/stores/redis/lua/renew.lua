@@ -1,26 +1,26 @@
--- renew: extend the leases of running attempts.
--- KEYS[1]     in progress   {prefix}:jobs:inprogress
--- KEYS[2..n]  the job hashes, one per lease
--- ARGV[1] now ('' = the server's clock)   ARGV[2] lease seconds
--- ARGV[1 + 2i], ARGV[2 + 2i] the job id and token of lease i (i = 1 .. n - 1)
+-- renew: extend the leases of running attempts of one queue.
+-- KEYS[1] the queue's hash tag T (see common.lua)
+-- ARGV[1] now   ARGV[2] lease seconds   ARGV[3..] job id and attempt id of each lease, in turn
 -- Returns one state per lease, in order: 0 lost, 1 held, 2 held and a cancel was requested.
 -- A lease that ran out is lost even before recover takes the job back.
-local inprogress = KEYS[1]
-local now = clock(ARGV[1])
+local T = KEYS[1]
+local run = T .. ':run'
+local now = tonumber(ARGV[1])
 local lease_until = now + tonumber(ARGV[2])
 local states = {}
-
-for i = 1, #KEYS - 1 do
-  local key, id, token = KEYS[i + 1], ARGV[1 + 2 * i], ARGV[2 + 2 * i]
+for a = 3, #ARGV, 2 do
+  local member = ARGV[a + 1] .. ':' .. ARGV[a]
+  local score = tonumber(redis.call('ZSCORE', run, member))
   local state = 0
-  local expires = tonumber(redis.call('ZSCORE', inprogress, id))
-  if held(key, token) and expires and expires >= now then
-    redis.call('ZADD', inprogress, lease_until, id)
-    state = 1
-    if redis.call('HGET', key, 'cr') == '1' then
+  if score and math.abs(score) >= now then
+    if score < 0 then
+      redis.call('ZADD', run, 'XX', -lease_until, member)
       state = 2
+    else
+      redis.call('ZADD', run, 'XX', lease_until, member)
+      state = 1
     end
   end
-  states[i] = state
+  states[#states + 1] = state
 end
 return states

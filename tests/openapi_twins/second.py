@@ -1,0 +1,5 @@
+from marshmallow import Schema, fields
+
+
+class Item(Schema):
+    label = fields.String()
