@@ -22,7 +22,7 @@ from .handlers import Handler, HandlerSpec
 from .jobs import Job, JobPayload, parse_job_id
 from .registry import AuthorizeFunc, OwnerFunc, Registry, ResponseHook, RouteSpec, Validator
 from .state import EXTENSION_KEY, NOT_INITIALIZED, AppState, app_state
-from .stores import CancelResult, Store, create_store
+from .stores import CancelResult, NewJob, Store, create_store
 from .views import add_route, job_rule, register
 from .worker import Worker
 
@@ -379,7 +379,7 @@ class AsyncEndpoints:
                 spec.request_schema.load(body)
         max_retries = state.max_retries_of(spec)
         created = state.store.create_many(
-            [(str(uuid.uuid4()), job_name, JobPayload(body=body, owner=owner), max_retries) for body in bodies],
+            [NewJob(str(uuid.uuid4()), job_name, JobPayload(body=body, owner=owner), max_retries) for body in bodies],
             max_pending=state.settings.max_pending_jobs,
         )
         return [outcome[0] if outcome is not None else None for outcome in created]

@@ -21,6 +21,9 @@ MAX_STACK_TRACE_CHARS = 8192
 #: How many chained exceptions (``__cause__``/``__context__``) are kept.
 MAX_INNER_EXCEPTIONS = 5
 
+#: The queue of jobs that name none, and the one workers serve unless told otherwise.
+DEFAULT_QUEUE = "default"
+
 
 class JobStatus(str, enum.Enum):
     """Where a job is in its lifecycle. The values are the strings on the wire."""
@@ -248,19 +251,41 @@ class Job:
     payload: JobPayload = field(default_factory=JobPayload, repr=False)
     #: Set when a cancel was asked for while the job was running.
     cancel_requested: bool = False
+    #: The queue the job waits in (not on the wire).
+    queue: str = DEFAULT_QUEUE
+    #: Among the due jobs of its queue, higher priorities are claimed first (not on the wire).
+    priority: int = 0
 
     @classmethod
-    def new(cls, job_id: str, name: str, *, max_retries: int, payload: JobPayload, created_at: datetime) -> Job:
-        """A job as a store creates it: ``Queued``, no attempt made yet."""
+    def new(
+        cls,
+        job_id: str,
+        name: str,
+        *,
+        max_retries: int,
+        payload: JobPayload,
+        created_at: datetime,
+        queue: str = DEFAULT_QUEUE,
+        priority: int = 0,
+        due_at: datetime | None = None,
+    ) -> Job:
+        """A job as a store creates it: no attempt made yet, ``Queued``, or ``Scheduled`` until
+        ``due_at`` when that is given (a delayed job).
+
+        :param due_at: when a delayed job becomes due; ``None`` for a job due at once.
+        """
         return cls(
             id=job_id,
             name=name,
-            status=JobStatus.QUEUED,
+            status=JobStatus.QUEUED if due_at is None else JobStatus.SCHEDULED,
             retry_count=0,
             max_retries=max_retries,
             created_at=created_at,
             last_updated_at=created_at,
+            retry_delay_until=due_at,
             payload=payload,
+            queue=queue,
+            priority=priority,
         )
 
     def replace(self, **changes: Any) -> Job:
@@ -316,6 +341,133 @@ class ClaimedJob:
     token: str
 
 
+class AttemptOutcome(str, enum.Enum):
+    """How one attempt ended, as its :class:`AttemptRecord` tells. The values are stored as they are."""
+
+    #: The handler returned; the job is ``Completed``.
+    COMPLETED = "Completed"
+    #: The handler failed and a retry is scheduled.
+    RETRYING = "Retrying"
+    #: The handler failed and the job is ``Failed`` for good.
+    FAILED = "Failed"
+    #: The job ended ``Canceled`` with this attempt (a cancel was requested while it ran).
+    CANCELED = "Canceled"
+    #: Given back unfinished at shutdown; not counted as a retry.
+    RELEASED = "Released"
+    #: Recovered after its lease ran out (its worker died or hung).
+    LEASE_EXPIRED = "LeaseExpired"
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One finished attempt of a job, as its history (the audit trail) keeps it.
+
+    :ivar number: the attempt's number as its handler saw it (:attr:`JobContext.attempt
+        <flask_asyncendpoints.JobContext.attempt>`): 1 for the first run, 2 for the first retry.
+        A run after a release, or after a requeue, repeats a number; the history is in time order.
+    :ivar started_at: when the attempt was claimed.
+    :ivar finished_at: when it ended.
+    :ivar worker_id: the worker that claimed it (``""`` when the claim named none).
+    :ivar outcome: how it ended.
+    :ivar error_code: the attempt's error code (a failure's, ``LEASEEXPIRED`` for a lost lease), or ``None``.
+    :ivar error_message: the attempt's error message, or ``None``.
+    """
+
+    number: int
+    started_at: datetime
+    finished_at: datetime
+    worker_id: str
+    outcome: AttemptOutcome
+    error_code: str | None = None
+    error_message: str | None = None
+
+    @property
+    def duration(self) -> float:
+        """Seconds from start to end."""
+        return (self.finished_at - self.started_at).total_seconds()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: ``number``, ``startedAt``, ``finishedAt``, ``workerId``, ``outcome``,
+        ``errorCode``, ``errorMessage`` (timestamps in ISO 8601)."""
+        return {
+            "number": self.number,
+            "startedAt": isoformat(self.started_at),
+            "finishedAt": isoformat(self.finished_at),
+            "workerId": self.worker_id,
+            "outcome": self.outcome.value,
+            "errorCode": self.error_code,
+            "errorMessage": self.error_message,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AttemptRecord:
+        """Read the form written by :meth:`to_dict`.
+
+        :raises ValueError: for a missing or unreadable field.
+        """
+        try:
+            return cls(
+                number=int(data["number"]),
+                started_at=parse_isoformat(data["startedAt"]),
+                finished_at=parse_isoformat(data["finishedAt"]),
+                worker_id=str(data.get("workerId") or ""),
+                outcome=AttemptOutcome(data["outcome"]),
+                error_code=_optional_text(data.get("errorCode")),
+                error_message=_optional_text(data.get("errorMessage")),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not an attempt record: {data!r}") from exc
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    """One line of a job's execution log.
+
+    :ivar attempt: the number of the attempt that logged it (as :attr:`AttemptRecord.number`).
+    :ivar at: when it was logged.
+    :ivar level: the level name, such as ``"INFO"``.
+    :ivar logger: the name of the logger it was logged on.
+    :ivar message: the formatted message.
+    """
+
+    attempt: int
+    at: datetime
+    level: str
+    logger: str
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: ``attempt``, ``at`` (ISO 8601), ``level``, ``logger``, ``message``."""
+        return {
+            "attempt": self.attempt,
+            "at": isoformat(self.at),
+            "level": self.level,
+            "logger": self.logger,
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LogRecord:
+        """Read the form written by :meth:`to_dict`.
+
+        :raises ValueError: for a missing or unreadable field.
+        """
+        try:
+            return cls(
+                attempt=int(data["attempt"]),
+                at=parse_isoformat(data["at"]),
+                level=str(data["level"]),
+                logger=str(data["logger"]),
+                message=str(data["message"]),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a log record: {data!r}") from exc
+
+
+def _optional_text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
 def parse_job_id(raw: object) -> str | None:
     """A job id as the stores keep it (the canonical lower-case UUID), or ``None`` if ``raw`` is none.
 
@@ -340,6 +492,17 @@ def from_timestamp(value: float | None) -> datetime | None:
     if value is None:
         return None
     return datetime.fromtimestamp(value, timezone.utc)
+
+
+def parse_isoformat(text: str) -> datetime:
+    """Read a timestamp written by :func:`isoformat` (or any ISO 8601 text with an offset) as aware UTC.
+
+    :raises ValueError: for text that is not such a timestamp.
+    """
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise ValueError(f"timestamp without a UTC offset: {text!r}")
+    return value.astimezone(timezone.utc)
 
 
 def isoformat(value: datetime | None) -> str | None:

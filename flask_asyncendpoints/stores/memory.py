@@ -17,8 +17,9 @@ from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from ..jobs import ClaimedJob, Job, JobError, JobPayload, JobStatus, Progress, from_timestamp
+from ..jobs import DEFAULT_QUEUE, ClaimedJob, Job, JobError, JobPayload, JobStatus, Progress, from_timestamp
 from .base import (
+    DEFAULT_HISTORY_LIMIT,
     LEASE_EXPIRED_CODE,
     LEASE_EXPIRED_MESSAGE,
     CancelResult,
@@ -43,10 +44,12 @@ class MemoryStore(Store):
     """Jobs in this process's memory.
 
     :param clock: returns the current time in epoch seconds; tests inject a fake one.
+    :param history_limit: how many attempts each job's history keeps.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time, *, history_limit: int = DEFAULT_HISTORY_LIMIT) -> None:
         self._clock = clock
+        self.history_limit = history_limit
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
         self._finished = threading.Condition(self._lock)
@@ -110,9 +113,14 @@ class MemoryStore(Store):
         payload: JobPayload,
         *,
         max_retries: int,
+        queue: str = DEFAULT_QUEUE,
+        priority: int = 0,
+        due: float | None = None,
         max_pending: int | None = None,
         now: float | None = None,
     ) -> tuple[Job, bool]:
+        if queue != DEFAULT_QUEUE or priority or due is not None:
+            raise NotImplementedError("named queues, priorities and delayed jobs")
         with self._lock:
             existing = self._jobs.get(job_id)
             if existing is not None:
@@ -146,7 +154,17 @@ class MemoryStore(Store):
             return ready.popleft()[1]
         return None
 
-    def claim(self, limit: int, lease_seconds: float, *, now: float | None = None) -> list[ClaimedJob]:
+    def claim(
+        self,
+        limit: int,
+        lease_seconds: float,
+        *,
+        queues: Sequence[str] = (DEFAULT_QUEUE,),
+        worker_id: str = "",
+        now: float | None = None,
+    ) -> list[ClaimedJob]:
+        if DEFAULT_QUEUE not in queues:
+            return []
         claimed: list[ClaimedJob] = []
         with self._lock:
             now = self._now(now)
@@ -361,11 +379,13 @@ class MemoryStore(Store):
                 self._counts[self._jobs.pop(job_id).job.status] -= 1
             return len(old)
 
-    def counts(self) -> Mapping[JobStatus, int]:
+    def counts(self, *, queue: str | None = None) -> Mapping[JobStatus, int]:
+        if queue not in (None, DEFAULT_QUEUE):
+            return dict.fromkeys(JobStatus, 0)
         with self._lock:
             return {status: self._counts[status] for status in JobStatus}
 
-    def wait_for_work(self, timeout: float) -> None:
+    def wait_for_work(self, timeout: float, *, queues: Sequence[str] = (DEFAULT_QUEUE,)) -> None:
         with self._work:
             if self._ready or self._woken:
                 self._woken = False

@@ -13,7 +13,7 @@ import pytest
 
 from flask_asyncendpoints import JobFailure
 from flask_asyncendpoints.jobs import ClaimedJob, JobError, JobPayload, JobStatus, from_timestamp
-from flask_asyncendpoints.stores import CancelResult, LeaseState, PendingLimitReached, Store
+from flask_asyncendpoints.stores import CancelResult, LeaseState, NewJob, PendingLimitReached, Store
 
 from ..conftest import T0
 
@@ -641,9 +641,9 @@ class TestCreateMany:
     def test_creates_each_and_refuses_past_the_pending_limit(self, store: Store) -> None:
         existing = submit(store)
         fresh = [new_id() for _ in range(3)]
-        jobs = [(job_id, "Work", JobPayload(body={"i": i}), 2) for i, job_id in enumerate(fresh)]
+        jobs = [NewJob(job_id, "Work", JobPayload(body={"i": i}), 2) for i, job_id in enumerate(fresh)]
 
-        outcomes = store.create_many([*jobs, (existing, "Work", JobPayload(), 0)], max_pending=3, now=T0 + 1)
+        outcomes = store.create_many([*jobs, NewJob(existing, "Work", JobPayload(), 0)], max_pending=3, now=T0 + 1)
 
         first, second, refused, again = outcomes
         assert first is not None

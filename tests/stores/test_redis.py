@@ -27,7 +27,7 @@ from redis.retry import Retry
 import flask_asyncendpoints.stores as stores_package
 from flask_asyncendpoints.errors import ConfigurationError, StoreError
 from flask_asyncendpoints.jobs import JobPayload, JobStatus, from_timestamp
-from flask_asyncendpoints.stores import LeaseState, PendingLimitReached, create_store
+from flask_asyncendpoints.stores import LeaseState, NewJob, PendingLimitReached, create_store
 from flask_asyncendpoints.stores.base import LEASE_EXPIRED_CODE, LEASE_EXPIRED_MESSAGE
 from flask_asyncendpoints.stores.redis import (
     CREATE_MANY_CHUNK,
@@ -270,7 +270,7 @@ class TestScripts:
 
     def test_batched_calls_survive_script_flush(self, store: RedisStore, client: Any) -> None:
         client.script_flush()
-        created = store.create_many([(str(uuid.uuid4()), "Work", JobPayload(), 0) for _ in range(3)], now=T0)
+        created = store.create_many([NewJob(str(uuid.uuid4()), "Work", JobPayload(), 0) for _ in range(3)], now=T0)
         assert all(outcome is not None and outcome[1] for outcome in created)
         claimed = store.claim(3, LEASE, now=T0)
         client.script_flush()
@@ -281,7 +281,7 @@ class TestScripts:
     def test_create_many_spans_several_scripts_in_order(self, store: RedisStore, client: Any, key_prefix: str) -> None:
         ids = [str(uuid.uuid4()) for _ in range(2 * CREATE_MANY_CHUNK + 50)]
         ids[CREATE_MANY_CHUNK + 10] = ids[3]  # the same id again, in the next script
-        jobs = [(job_id, "Work", JobPayload(body={"n": n}), 1) for n, job_id in enumerate(ids)]
+        jobs = [NewJob(job_id, "Work", JobPayload(body={"n": n}), 1) for n, job_id in enumerate(ids)]
 
         created = store.create_many(jobs, now=T0)
 

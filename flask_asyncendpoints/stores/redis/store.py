@@ -36,8 +36,17 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ...errors import ConfigurationError, StoreError
-from ...jobs import ClaimedJob, Job, JobError, JobPayload, JobStatus
-from ..base import LEASE_EXPIRED_CODE, LEASE_EXPIRED_MESSAGE, CancelResult, LeaseState, PendingLimitReached, Store
+from ...jobs import DEFAULT_QUEUE, ClaimedJob, Job, JobError, JobPayload, JobStatus
+from ..base import (
+    DEFAULT_HISTORY_LIMIT,
+    LEASE_EXPIRED_CODE,
+    LEASE_EXPIRED_MESSAGE,
+    CancelResult,
+    LeaseState,
+    NewJob,
+    PendingLimitReached,
+    Store,
+)
 from .codec import (
     LEASE_STATES,
     as_text,
@@ -71,16 +80,29 @@ CREATE_MANY_CHUNK = 200
 _LEASE_EXPIRED_ERROR = JobError(code=LEASE_EXPIRED_CODE, message=LEASE_EXPIRED_MESSAGE)
 
 
+def _default_queue_only(queues: Sequence[str], *, priority: int = 0, due: float | None = None) -> None:
+    """Refuse what this store cannot keep yet: every job is in the default queue, due at once, priority 0."""
+    if any(queue != DEFAULT_QUEUE for queue in queues) or priority != 0 or due is not None:
+        raise NotImplementedError(
+            f"The Redis store keeps jobs in the {DEFAULT_QUEUE!r} queue only, due at once and of priority 0, "
+            f"for now: not queues {list(queues)!r}, priority {priority!r}, due {due!r}. Use the memory store "
+            "for named queues, priorities and delayed jobs."
+        )
+
+
 class RedisStore(Store):
     """Jobs in Redis, shared by every process and machine using the same server and key prefix.
 
     :param client: a ``redis.Redis`` client (``decode_responses`` either way). The store does not
         close a client it was given.
     :param key_prefix: the first part of every key. Use a hash tag (``{ae}``) on Redis Cluster.
+    :param history_limit: how many attempts each job's history keeps.
     :raises ConfigurationError: when the ``redis`` package is missing or the prefix is empty.
     """
 
-    def __init__(self, client: redis.Redis, *, key_prefix: str = "ae") -> None:
+    def __init__(
+        self, client: redis.Redis, *, key_prefix: str = "ae", history_limit: int = DEFAULT_HISTORY_LIMIT
+    ) -> None:
         import_redis()  # first: without redis-py nothing else here can work, and the error says what to install
         if not key_prefix:
             raise ConfigurationError(
@@ -88,6 +110,7 @@ class RedisStore(Store):
             )
         self._client = client
         self.key_prefix = key_prefix
+        self.history_limit = history_limit
         self._job_prefix = f"{key_prefix}:job:"
         self._queue = f"{key_prefix}:jobs:queue"
         self._inprogress = f"{key_prefix}:jobs:inprogress"
@@ -116,7 +139,9 @@ class RedisStore(Store):
         return f"<RedisStore: {self._where}, key prefix {self.key_prefix!r}>"
 
     @classmethod
-    def from_url(cls, url: str, *, key_prefix: str = "ae", **client_options: Any) -> RedisStore:
+    def from_url(
+        cls, url: str, *, key_prefix: str = "ae", history_limit: int = DEFAULT_HISTORY_LIMIT, **client_options: Any
+    ) -> RedisStore:
         """A store on a new client for ``url``, closed by :meth:`close`.
 
         ``redis://[[user]:password@]host[:port][/db]``, ``rediss://…`` (TLS) and
@@ -128,12 +153,13 @@ class RedisStore(Store):
 
         :param url: the ``ASYNCENDPOINTS_STORE`` URL.
         :param key_prefix: the first part of every key.
+        :param history_limit: how many attempts each job's history keeps.
         :param client_options: more ``redis.Redis`` options (they override
             :data:`~flask_asyncendpoints.stores.redis.urls.CLIENT_DEFAULTS`).
         :raises ConfigurationError: when the URL cannot be used or ``redis`` is not installed.
         """
         client, closers = connect(url, **client_options)
-        store = cls(client, key_prefix=key_prefix)
+        store = cls(client, key_prefix=key_prefix, history_limit=history_limit)
         store._closers = closers
         return store
 
@@ -160,10 +186,17 @@ class RedisStore(Store):
         payload: JobPayload,
         *,
         max_retries: int,
+        queue: str = DEFAULT_QUEUE,
+        priority: int = 0,
+        due: float | None = None,
         max_pending: int | None = None,
         now: float | None = None,
     ) -> tuple[Job, bool]:
-        """See :meth:`Store.create <flask_asyncendpoints.stores.base.Store.create>`."""
+        """See :meth:`Store.create <flask_asyncendpoints.stores.base.Store.create>`.
+
+        :raises NotImplementedError: for a queue other than ``"default"``, a priority or a ``due``.
+        """
+        _default_queue_only((queue,), priority=priority, due=due)
         payload_json = encode_payload(payload)
         reply = self._run(
             "create",
@@ -196,7 +229,7 @@ class RedisStore(Store):
 
     def create_many(
         self,
-        jobs: Sequence[tuple[str, str, JobPayload, int]],
+        jobs: Sequence[NewJob],
         *,
         max_pending: int | None = None,
         now: float | None = None,
@@ -205,12 +238,15 @@ class RedisStore(Store):
 
         One ``create_many`` script per :data:`CREATE_MANY_CHUNK` jobs, all in one pipeline: one
         round trip for the whole batch.
+
+        :raises NotImplementedError: for a queue other than ``"default"``, a priority or a ``due``
+            (nothing is stored).
         """
         if not jobs:
             return []
-        sent = [
-            (job_id, name, int(max_retries), encode_payload(payload)) for job_id, name, payload, max_retries in jobs
-        ]
+        for new in jobs:
+            _default_queue_only((new.queue,), priority=new.priority, due=new.due)
+        sent = [(new.id, new.name, int(new.max_retries), encode_payload(new.payload)) for new in jobs]
         calls = []
         for start in range(0, len(sent), CREATE_MANY_CHUNK):
             keys = [self._queue, self._counts, self._wake]
@@ -230,8 +266,20 @@ class RedisStore(Store):
             return None
         return self._job(job_id, raw)
 
-    def claim(self, limit: int, lease_seconds: float, *, now: float | None = None) -> list[ClaimedJob]:
-        """See :meth:`Store.claim <flask_asyncendpoints.stores.base.Store.claim>`."""
+    def claim(
+        self,
+        limit: int,
+        lease_seconds: float,
+        *,
+        queues: Sequence[str] = (DEFAULT_QUEUE,),
+        worker_id: str = "",
+        now: float | None = None,
+    ) -> list[ClaimedJob]:
+        """See :meth:`Store.claim <flask_asyncendpoints.stores.base.Store.claim>`.
+
+        :raises NotImplementedError: for a queue other than ``"default"``.
+        """
+        _default_queue_only(queues)
         if limit <= 0:
             return []
         reply = self._run(
@@ -430,19 +478,27 @@ class RedisStore(Store):
                 finished.wait(min(remaining, 1.0))
                 finished.clear()
 
-    def counts(self) -> Mapping[JobStatus, int]:
-        """See :meth:`Store.counts <flask_asyncendpoints.stores.base.Store.counts>`."""
+    def counts(self, *, queue: str | None = None) -> Mapping[JobStatus, int]:
+        """See :meth:`Store.counts <flask_asyncendpoints.stores.base.Store.counts>`.
+
+        :raises NotImplementedError: for a queue other than ``"default"``.
+        """
+        if queue is not None:
+            _default_queue_only((queue,))
         with self._errors("counting jobs"):
             raw = self._client.hmget(self._counts, [status.value for status in JobStatus])
         return {status: int(value or 0) for status, value in zip(JobStatus, raw, strict=True)}
 
-    def wait_for_work(self, timeout: float) -> None:
+    def wait_for_work(self, timeout: float, *, queues: Sequence[str] = (DEFAULT_QUEUE,)) -> None:
         """Block on the wake list until a job may be due or ``timeout`` seconds pass.
 
         Returns at once when the queue's first job is due by the server's clock; waits no longer than
         until it is due otherwise. The wait is kept below the client's socket timeout, so a long
         ``timeout`` ends early (a spurious wake-up) rather than in a socket timeout error.
+
+        :raises NotImplementedError: for a queue other than ``"default"``.
         """
+        _default_queue_only(queues)
         with self._waiters_lock:
             self._waiters += 1
         try:
