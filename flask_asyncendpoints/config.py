@@ -47,6 +47,8 @@ DEFAULTS: dict[str, Any] = {
     "JOB_DETAILS_URL": "/jobs/<uuid:job_id>",
     "LONG_POLL_MAX": 30.0,
     "OPENAPI_URL": None,
+    "DASHBOARD_URL": None,
+    "METRICS_URL": None,
 }
 
 
@@ -79,6 +81,8 @@ class Settings:
     job_details_url: str
     long_poll_max: float
     openapi_url: str | None
+    dashboard_url: str | None
+    metrics_url: str | None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], *, debug: bool = False) -> Settings:
@@ -122,7 +126,9 @@ class Settings:
             expose_exception_messages=reader.flag("EXPOSE_EXCEPTION_MESSAGES"),
             job_details_url=reader.text("JOB_DETAILS_URL"),
             long_poll_max=reader.number("LONG_POLL_MAX", minimum=0),
-            openapi_url=reader.text("OPENAPI_URL") if config.get(PREFIX + "OPENAPI_URL") is not None else None,
+            openapi_url=reader.optional_text("OPENAPI_URL"),
+            dashboard_url=reader.optional_url_prefix("DASHBOARD_URL"),
+            metrics_url=reader.optional_text("METRICS_URL"),
         )
 
 
@@ -140,6 +146,19 @@ class _Reader:
         if not isinstance(value, str) or not value:
             raise self._fail(key, value, "a non-empty string")
         return value
+
+    def optional_text(self, key: str) -> str | None:
+        return None if self.config.get(PREFIX + key) is None else self.text(key)
+
+    def optional_url_prefix(self, key: str) -> str | None:
+        """A URL prefix such as ``/asyncendpoints``: a leading slash, no trailing one, no variables."""
+        value = self.optional_text(key)
+        if value is None:
+            return None
+        prefix = value.rstrip("/")
+        if not prefix.startswith("/") or "<" in prefix or "?" in prefix or "#" in prefix:
+            raise self._fail(key, value, "a URL path such as '/asyncendpoints' (or None to turn it off)")
+        return prefix
 
     def flag(self, key: str) -> bool:
         value = self.config.get(PREFIX + key)

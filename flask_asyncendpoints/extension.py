@@ -23,6 +23,7 @@ from .jobs import Job, JobPayload, parse_job_id
 from .registry import AuthorizeFunc, OwnerFunc, Registry, ResponseHook, RouteSpec, Validator
 from .state import EXTENSION_KEY, NOT_INITIALIZED, AppState, app_state
 from .stores import CancelResult, NewJob, Store, create_store
+from .dashboard import register as register_dashboard
 from .views import add_route, job_rule, register
 from .worker import Worker
 
@@ -78,6 +79,7 @@ class AsyncEndpoints:
         )
         app.extensions[EXTENSION_KEY] = state
         register(app, state)
+        register_dashboard(app, state)
         if settings.worker:
             app.before_request(state.before_request)
         self._apps.add(app)
@@ -213,6 +215,25 @@ class AsyncEndpoints:
         replaces the owner check of :meth:`owner`. A ``False`` answers ``404``.
         """
         self._registry.authorize_func = func
+        return func
+
+    def dashboard_access(self, func: F) -> F:
+        """Register ``func()`` to decide who may open the dashboard and the metrics endpoint.
+
+        It runs in the request (it can look at :data:`flask.request`, :data:`flask.g` or a login
+        extension's current user) before every dashboard page, action and metrics scrape, and
+        answers ``True`` to let the request in, ``False`` for a ``403`` page, or a response to send
+        instead (such as a redirect to a login page). It replaces the default rule, which lets in
+        only requests from this machine; call
+        :func:`~flask_asyncendpoints.dashboard.is_local_request` to keep that rule as part of yours.
+
+        .. code-block:: python
+
+            @ae.dashboard_access
+            def operators_only():
+                return current_user.is_authenticated and current_user.is_admin
+        """
+        self._registry.dashboard_access_func = func
         return func
 
     def submitted_response(self, func: F) -> F:

@@ -25,6 +25,9 @@ Validator = Callable[[Any], "ResponseReturnValue | None"]
 OwnerFunc = Callable[[], "str | None"]
 #: Decides whether the current request may ``"read"`` or ``"cancel"`` a job.
 AuthorizeFunc = Callable[[Job, str], bool]
+#: Decides whether the current request may use the dashboard and the metrics: ``True``, ``False``
+#: (a ``403`` page), or a response to send instead (such as a redirect to a login page).
+DashboardAccessFunc = Callable[[], "bool | ResponseReturnValue"]
 #: Shapes a built response: gets the job (or the error) and the response, returns what to send.
 ResponseHook = Callable[[Any, Response], ResponseReturnValue]
 
@@ -55,6 +58,7 @@ class Registry:
     response_hooks: dict[str, ResponseHook] = field(default_factory=dict)
     owner_func: OwnerFunc | None = None
     authorize_func: AuthorizeFunc | None = None
+    dashboard_access_func: DashboardAccessFunc | None = None
 
     def get_handler(self, name: str) -> HandlerSpec:
         """The handler registered under ``name``.
