@@ -72,7 +72,14 @@ def generate_report(ctx: JobContext) -> dict[str, Any]:
     return {"report": "daily", "generatedAt": datetime.now(timezone.utc).isoformat(), "rows": 42}
 
 
-ae.route("/api/process-data", "ProcessData", validator=validate_process_data)
+def process_data_priority(body: dict[str, Any]) -> int:
+    """The job's priority: the request's ``processingPriority`` (1 to 5, checked by the validator);
+    higher runs first among the waiting ``ProcessData`` jobs."""
+    priority: int = body["processingPriority"]
+    return priority
+
+
+ae.route("/api/process-data", "ProcessData", validator=validate_process_data, priority=process_data_priority)
 ae.route("/api/generate-report", "GenerateReport")
 
 

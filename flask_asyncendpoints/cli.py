@@ -17,8 +17,9 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from .errors import AsyncEndpointsError
-from .jobs import JobStatus, parse_job_id
+from .config import parse_queues
+from .errors import AsyncEndpointsError, ConfigurationError
+from .jobs import JobStatus, from_timestamp, isoformat, parse_job_id
 from .state import NOT_INITIALIZED, AppState, app_state
 
 
@@ -102,6 +103,10 @@ def purge(older_than: float) -> None:
 
 @cli.command("worker")
 @click.option("--concurrency", type=click.IntRange(min=1), help="Worker threads (default: MAX_CONCURRENCY).")
+@click.option(
+    "--queues",
+    help="Queues to serve: 'high,default' (strict order) or 'high:5,default:1' (weighted); default: QUEUES.",
+)
 @click.option("--burst", is_flag=True, help="Run jobs until none is due, then exit.")
 @click.option(
     "--health-file",
@@ -110,7 +115,7 @@ def purge(older_than: float) -> None:
 )
 @click.option("--log-level", default="INFO", show_default=True, help="Level of the job start/finish log lines.")
 @with_appcontext
-def worker(concurrency: int | None, burst: bool, health_file: str | None, log_level: str) -> None:
+def worker(concurrency: int | None, queues: str | None, burst: bool, health_file: str | None, log_level: str) -> None:
     """Run jobs in this process until SIGINT or SIGTERM (or, with --burst, until none is due).
 
     SIGINT or SIGTERM stops claiming, lets running jobs finish up to ASYNCENDPOINTS_SHUTDOWN_TIMEOUT
@@ -121,6 +126,11 @@ def worker(concurrency: int | None, burst: bool, health_file: str | None, log_le
     state = _state()
     if concurrency is not None:
         state.settings = replace(state.settings, max_concurrency=concurrency)
+    if queues is not None:
+        try:
+            state.settings = replace(state.settings, queues=parse_queues(queues, key="--queues"))
+        except ConfigurationError as exc:
+            raise click.BadParameter(str(exc), param_hint="--queues") from None
     runner = state.get_worker(app)
     if burst:
         # The threaded worker, not run_once(): leases are renewed, timeouts enforced and
@@ -138,7 +148,10 @@ def worker(concurrency: int | None, burst: bool, health_file: str | None, log_le
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     state.start_worker(app)
-    click.echo(f"worker {runner.worker_id} running {runner.settings.max_concurrency} thread(s); Ctrl+C to stop")
+    click.echo(
+        f"worker {runner.worker_id} running {runner.settings.max_concurrency} thread(s) on queues "
+        f"{runner.queues.plan}; Ctrl+C to stop"
+    )
     beat = max(1.0, min(5.0, runner.settings.poll_interval))
     while not stop.wait(beat):
         if health_file is not None and time.time() - runner.heartbeat < HEALTHY_WITHIN:
@@ -147,6 +160,34 @@ def worker(concurrency: int | None, burst: bool, health_file: str | None, log_le
     runner.shutdown()
     if health_file is not None:
         Path(health_file).unlink(missing_ok=True)
+
+
+@cli.command("schedules")
+@with_appcontext
+def schedules() -> None:
+    """List the recurring jobs: cron expression, job, queue, last and next occurrence (UTC)."""
+    state = _state()
+    found = state.schedules
+    if not found:
+        click.echo("no recurring jobs (ae.schedule() or ASYNCENDPOINTS_SCHEDULES)")
+        return
+    with _store_errors_reported():
+        claimed = state.store.occurrences()
+    now = time.time()
+    for schedule in found:
+        last = claimed.get(schedule.name)
+        queue = schedule.queue or _handler_queue(state, schedule.job_name)
+        click.echo(
+            f"{schedule.name}: {schedule.cron} ({schedule.describe()}, {schedule.timezone}) -> "
+            f"{schedule.job_name} on queue {queue}\n"
+            f"  last: {isoformat(from_timestamp(last)) if last is not None else 'never'}\n"
+            f"  next: {isoformat(from_timestamp(schedule.next_after(now)))}"
+        )
+
+
+def _handler_queue(state: AppState, job_name: str) -> str:
+    spec = state.registry.find_handler(job_name)
+    return spec.queue if spec is not None else "(no handler)"
 
 
 #: A worker whose maintenance thread has not looped for this long is reported unhealthy (seconds).

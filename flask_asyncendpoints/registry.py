@@ -17,6 +17,7 @@ from flask.typing import ResponseReturnValue
 from .errors import ConfigurationError
 from .handlers import HandlerSpec
 from .jobs import Job
+from .schedules import Schedule
 
 #: A validator hook: gets the loaded request body; returns ``None`` to accept, or a response to send instead.
 Validator = Callable[[Any], "ResponseReturnValue | None"]
@@ -43,6 +44,10 @@ class RouteSpec:
     #: ``None``: a JSON body exactly when the handler has a request schema.
     body: bool | None = None
     validator: Validator | None = None
+    #: Each job's priority (higher runs first): a number, or a function of the loaded body.
+    priority: int | Callable[[Any], int] | None = None
+    #: Seconds before each job is due: a number, or a function of the loaded body (``None``: at once).
+    delay: float | Callable[[Any], float | None] | None = None
 
     def takes_body(self, spec: HandlerSpec) -> bool:
         return self.body if self.body is not None else spec.request_schema is not None
@@ -59,6 +64,8 @@ class Registry:
     owner_func: OwnerFunc | None = None
     authorize_func: AuthorizeFunc | None = None
     dashboard_access_func: DashboardAccessFunc | None = None
+    #: Recurring jobs registered with ``ae.schedule()``, by name.
+    schedules: dict[str, Schedule] = field(default_factory=dict)
 
     def get_handler(self, name: str) -> HandlerSpec:
         """The handler registered under ``name``.
@@ -75,3 +82,23 @@ class Registry:
     def find_handler(self, name: str) -> HandlerSpec | None:
         """The handler registered under ``name``, or ``None``."""
         return self.handlers.get(name)
+
+    def check_schedule(self, schedule: Schedule) -> None:
+        """Check that the schedule's handler is registered and takes its payload.
+
+        :raises ConfigurationError: when not.
+        """
+        spec = self.find_handler(schedule.job_name)
+        if spec is None:
+            raise ConfigurationError(
+                f"The schedule {schedule.name!r} runs {schedule.job_name!r}, which has no handler. "
+                f"Register one first with @ae.handler({schedule.job_name!r}), or pass job_name=."
+            )
+        if spec.request_schema is not None:
+            try:
+                spec.request_schema.load(schedule.payload)
+            except Exception as exc:
+                raise ConfigurationError(
+                    f"The payload of the schedule {schedule.name!r} does not pass the request schema of "
+                    f"{spec.name!r}: {exc}"
+                ) from exc

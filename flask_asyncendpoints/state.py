@@ -17,11 +17,14 @@ from typing import Any
 
 from flask import Flask, current_app, request
 
-from .config import Settings
+from .config import QueuePlan, Settings
+from .errors import ConfigurationError
+from .events import JobEvent, emit
 from .handlers import HandlerSpec
-from .jobs import Job, JobPayload
+from .jobs import DEFAULT_QUEUE, Job, JobPayload
 from .registry import Registry
-from .stores import MemoryStore, Store
+from .schedules import Schedule
+from .stores import CancelResult, MemoryStore, Store
 from .worker import Worker
 
 #: Where the state lives in ``app.extensions``.
@@ -55,6 +58,32 @@ class AppState:
         self.retry_after = max(1, math.ceil(settings.poll_interval))
         #: ``url_for`` the job route, with a placeholder id, by script root (see ``views.jobs.job_location``).
         self.location_templates: dict[str, str] = {}
+        #: Recurring jobs from ``ASYNCENDPOINTS_SCHEDULES``, by name.
+        self.config_schedules: dict[str, Schedule] = {}
+        for entry in settings.schedules:
+            schedule = Schedule.from_config(entry)
+            if schedule.name in self.config_schedules or schedule.name in registry.schedules:
+                raise ConfigurationError(
+                    f"ASYNCENDPOINTS_SCHEDULES: the schedule {schedule.name!r} is defined twice; "
+                    "give each its own name."
+                )
+            self.config_schedules[schedule.name] = schedule
+
+    @property
+    def schedules(self) -> list[Schedule]:
+        """Every recurring job of the app: those of ``ae.schedule()``, then those of the config."""
+        return [*self.registry.schedules.values(), *self.config_schedules.values()]
+
+    def worker_queues(self) -> QueuePlan:
+        """The queues this app's workers serve: ``ASYNCENDPOINTS_QUEUES``, else every queue that a
+        handler or schedule names, ``default`` first and the others by name, with equal weights."""
+        if self.settings.queues is not None:
+            return self.settings.queues
+        named = {spec.queue for spec in self.registry.handlers.values()}
+        named.update(s.queue for s in self.schedules if s.queue is not None)
+        named.discard(DEFAULT_QUEUE)
+        names = (DEFAULT_QUEUE, *sorted(named))
+        return QueuePlan(names, tuple(1.0 for _ in names) if len(names) > 1 else None)
 
     def max_retries_of(self, spec: HandlerSpec) -> int:
         """The handler's retries, else ``ASYNCENDPOINTS_DEFAULT_MAX_RETRIES``."""
@@ -69,10 +98,15 @@ class AppState:
         route_params: dict[str, Any],
         query_params: dict[str, list[str]],
         owner: str | None,
+        *,
+        sender: Flask,
+        priority: int = 0,
+        due: float | None = None,
     ) -> tuple[Job, bool]:
         """Store a new job for ``spec`` (the one way both the HTTP submit and the Python API do).
 
-        The redacted headers are dropped here, so no caller can store them.
+        The redacted headers are dropped here, so no caller can store them. A job created is a
+        ``submitted`` event.
 
         :param spec: the handler the job is for.
         :param job_id: the new job's id (normalized); an existing job with it is returned instead.
@@ -81,6 +115,9 @@ class AppState:
         :param route_params: the URL rule's variables, as JSON.
         :param query_params: the query string, every value of each name.
         :param owner: the owner key the job is bound to, or ``None``.
+        :param sender: the app (the sender of ``job_submitted``).
+        :param priority: higher runs first among the due jobs of its queue.
+        :param due: epoch seconds when it becomes due (``None``: at once).
         :returns: the job, and whether it was created (``False``: ``job_id`` named an existing job).
         :raises ~flask_asyncendpoints.stores.PendingLimitReached: at ``ASYNCENDPOINTS_MAX_PENDING_JOBS``.
         :raises ~flask_asyncendpoints.errors.StoreError: when the store cannot be reached.
@@ -94,19 +131,40 @@ class AppState:
             query_params=query_params,
             owner=owner,
         )
-        return self.store.create(
+        job, created = self.store.create(
             job_id,
             spec.name,
             payload,
             max_retries=self.max_retries_of(spec),
+            queue=spec.queue,
+            priority=priority,
+            due=due,
             max_pending=settings.max_pending_jobs,
         )
+        if created:
+            emit(JobEvent.SUBMITTED, sender, job)
+        return job, created
+
+    def cancel(self, job_id: str, *, sender: Flask) -> tuple[CancelResult, Job | None]:
+        """Cancel a job (the one way both ``DELETE`` and the Python API do); a job canceled at once
+        (it was waiting) is a ``canceled`` event here, a running one's is the worker's."""
+        outcome, job = self.store.cancel(job_id, result_ttl=self.settings.result_ttl)
+        if outcome is CancelResult.CANCELED and job is not None:
+            emit(JobEvent.CANCELED, sender, job)
+        return outcome, job
 
     def get_worker(self, app: Flask) -> Worker:
         """This process's worker for the app (a new one after a fork)."""
         with self.lock:
             if self.worker is None or self.worker.pid != os.getpid():
-                self.worker = Worker(app, self.settings, self.store, self.registry.find_handler)
+                self.worker = Worker(
+                    app,
+                    self.settings,
+                    self.store,
+                    self.registry.find_handler,
+                    queues=self.worker_queues(),
+                    schedules=self.schedules,
+                )
             return self.worker
 
     def start_worker(self, app: Flask) -> Worker:

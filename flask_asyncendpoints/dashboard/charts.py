@@ -7,7 +7,6 @@ the same with scripts off. Each bar carries a ``<title>`` (the browser's tooltip
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timezone
@@ -65,7 +64,9 @@ def _nice_ceiling(value: int) -> int:
     """The smallest of 1, 2, 5 × 10ⁿ that is at least ``value`` (at least 1)."""
     if value <= 1:
         return 1
-    magnitude = 10 ** int(math.floor(math.log10(value)))
+    magnitude = 1
+    while magnitude * 10 <= value:
+        magnitude *= 10
     for step in (1, 2, 5, 10):
         if step * magnitude >= value:
             return step * magnitude

@@ -95,4 +95,3 @@ def percent(fraction: float | None) -> str:
     if fraction is None or not math.isfinite(fraction):
         return "—"
     return f"{fraction * 100:.0f} %"
-

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Response, current_app, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response as BaseResponse
 
 from ..errors import StoreError
 from ..jobs import FINAL_STATUSES, PENDING_STATUSES, Job, JobStatus, LogRecord, parse_job_id
@@ -304,7 +305,7 @@ def schedules() -> Response:
 # -- actions ---------------------------------------------------------------------------------------
 
 
-def job_action(job_id: str, action: str) -> Response:
+def job_action(job_id: str, action: str) -> BaseResponse:
     """``POST`` an action on one job (``requeue``, ``cancel``, ``delete``); redirects back on success."""
     if not csrf.valid_post():
         raise PageError(
@@ -314,7 +315,7 @@ def job_action(job_id: str, action: str) -> Response:
             "Go back, reload the page and try again. The dashboard's cookie must be allowed.",
         )
     if action not in ACTIONS:
-        raise PageError(404, "No such action", f"There is no action {action!r}.", "The actions are " + ", ".join(ACTIONS))
+        raise PageError(404, "No such action", f"There is no action {action!r}.", "They are: " + ", ".join(ACTIONS))
     state = _state()
     job = _job(state, job_id, action)
     store = state.store

@@ -1,0 +1,137 @@
+"""Recurring jobs: the maintenance thread's step that enqueues each occurrence once, everywhere.
+
+Every worker process runs this for every schedule, so the occurrence is enqueued even when some
+workers are down. Exactly one of them enqueues it: the store's ``claim_occurrence(name, at)``
+answers ``True`` to one caller per occurrence across every process, and the job it then creates has
+an id derived from the schedule and the occurrence, so even a second creator would find the first
+job rather than make another.
+
+Missed occurrences (no worker ran when they fell due): when a worker starts, it looks at the latest
+occurrence of each schedule; if it is no older than the schedule's missed window
+(``ASYNCENDPOINTS_SCHEDULE_MISSED_WINDOW``, one hour by default) and nobody claimed it, it is
+enqueued once. Older ones, and every occurrence before the latest, are skipped. While a worker runs
+it enqueues each occurrence as it falls due; if its maintenance thread could not run for a while, it
+enqueues the latest occurrence then and skips the ones before it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from flask import Flask
+
+from ..config import Settings
+from ..errors import StoreError
+from ..events import JobEvent, emit
+from ..handlers import HandlerSpec
+from ..jobs import Job, JobPayload
+from ..schedules import Schedule
+from ..stores import Store
+from .ledger import logger
+
+
+class Scheduler:
+    """Enqueues the occurrences of recurring jobs as they fall due.
+
+    :param app: the Flask app (the sender of ``job_submitted``).
+    :param settings: the app's extension settings.
+    :param store: the app's job store.
+    :param schedules: the app's schedules.
+    :param find_handler: returns the handler registered under a job name, or ``None``.
+    """
+
+    def __init__(
+        self,
+        app: Flask,
+        settings: Settings,
+        store: Store,
+        schedules: Sequence[Schedule],
+        find_handler: Callable[[str], HandlerSpec | None],
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.store = store
+        self.schedules = tuple(schedules)
+        self.find_handler = find_handler
+        #: The next occurrence to look at, per schedule name; missing until the first look.
+        self._next: dict[str, float] = {}
+        #: Occurrences claimed here whose job could not be created yet (the store failed between).
+        self._unsaved: list[tuple[Schedule, float]] = []
+
+    def next_due(self) -> float | None:
+        """Epoch seconds of the next occurrence of any schedule (``None``: no schedules, or none looked at yet)."""
+        if not self.schedules:
+            return None
+        if len(self._next) < len(self.schedules) or self._unsaved:
+            return time.time()
+        return min(self._next.values())
+
+    def run_due(self, now: float | None = None) -> list[Job]:
+        """Enqueue every occurrence due by ``now`` that this process wins; the jobs created here.
+
+        :param now: epoch seconds (default: this machine's clock); also passed to the store.
+        :raises StoreError: when the store cannot be reached (what was not done is retried next time).
+        """
+        current = time.time() if now is None else now
+        created: list[Job] = []
+        unsaved, self._unsaved = self._unsaved, []
+        for index, (waiting, occurrence) in enumerate(unsaved):
+            try:
+                job = self._create(waiting, occurrence, now)
+            except StoreError:
+                self._unsaved.extend(unsaved[index:])
+                raise
+            if job is not None:
+                created.append(job)
+        for schedule in self.schedules:
+            planned = self._next.get(schedule.name)
+            if planned is not None and current < planned:
+                continue
+            at = schedule.latest(current)
+            following = schedule.next_after(current)
+            if at is not None:
+                window = schedule.missed_window
+                window = self.settings.schedule_missed_window if window is None else window
+                if planned is None and current - at > window:
+                    logger.info(
+                        "recurring job %s: skipped the occurrence of %s, missed by %.0f s (more than %g s ago)",
+                        schedule.name,
+                        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)),
+                        current - at,
+                        window,
+                    )
+                elif self.store.claim_occurrence(schedule.name, at, now=now):
+                    self._unsaved.append((schedule, at))
+                    self._next[schedule.name] = following
+                    job = self._create(schedule, at, now)
+                    self._unsaved.remove((schedule, at))
+                    if job is not None:
+                        created.append(job)
+            self._next[schedule.name] = following
+        return created
+
+    def _create(self, schedule: Schedule, at: float, now: float | None) -> Job | None:
+        """Create the occurrence's job; ``None`` when it existed already or its handler is gone."""
+        spec = self.find_handler(schedule.job_name)
+        if spec is None:
+            logger.error(
+                "recurring job %s: no handler is registered for %r in this process; the occurrence is dropped",
+                schedule.name,
+                schedule.job_name,
+            )
+            return None
+        max_retries = spec.max_retries if spec.max_retries is not None else self.settings.default_max_retries
+        job, created = self.store.create(
+            schedule.occurrence_id(at),
+            spec.name,
+            JobPayload(body=schedule.payload),
+            max_retries=max_retries,
+            queue=schedule.queue or spec.queue,
+            priority=schedule.priority,
+            now=now,
+        )
+        if not created:
+            return None
+        emit(JobEvent.SUBMITTED, self.app, job)
+        return job
