@@ -24,6 +24,7 @@ from .events import JobEvent, emit
 from .handlers import Handler, HandlerSpec
 from .hooks import HookRegistration
 from .jobs import DEFAULT_QUEUE, Job, JobPayload, parse_job_id
+from .metrics import register as register_metrics
 from .registry import Registry, RouteSpec, Validator
 from .schedules import Schedule
 from .state import EXTENSION_KEY, NOT_INITIALIZED, AppState, app_state
@@ -90,6 +91,7 @@ class AsyncEndpoints(HookRegistration):
         app.extensions[EXTENSION_KEY] = state
         register(app, state)
         register_dashboard(app, state)
+        register_metrics(app, state)
         if settings.worker:
             app.before_request(state.before_request)
         self._apps.add(app)

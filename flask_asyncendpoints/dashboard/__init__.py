@@ -1,8 +1,8 @@
 """The dashboard: a Blueprint of server-rendered pages over the store's monitoring API.
 
-Mounted by ``init_app`` at ``ASYNCENDPOINTS_DASHBOARD_URL`` (off when ``None``). Its modules:
-``access`` — who may open it (local requests by default, or the app's
-:meth:`~flask_asyncendpoints.AsyncEndpoints.dashboard_access`); ``csrf`` — the token that every
+Mounted by ``init_app`` at ``ASYNCENDPOINTS_DASHBOARD_URL`` (off when ``None``); who may open it is
+decided by :mod:`flask_asyncendpoints.access` (local requests by default, or the app's
+:meth:`~flask_asyncendpoints.AsyncEndpoints.dashboard_access`). Its modules: ``csrf`` — the token that every
 action form carries; ``pages`` — the views and actions; ``charts`` — the throughput chart's layout;
 ``format`` — how values are written. Templates and the stylesheet are package data
 (``templates/asyncendpoints/dashboard/``, ``static/``); the pages need no script.
@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask, Response, current_app, request
 
+from .. import access
+from ..access import Refusal, is_local_request
 from ..errors import StoreError
 from ..state import AppState
-from . import access, csrf, pages
-from .access import Refusal, is_local_request
+from . import csrf, pages
 from .pages import PageError
 
 __all__ = ["BLUEPRINT_NAME", "create_blueprint", "is_local_request", "register"]

@@ -1,4 +1,5 @@
-"""Who may open the dashboard and the metrics: local requests by default, or the app's own rule.
+"""Who may open the operators' pages (the dashboard, the metrics): local requests by default, or the
+app's own rule.
 
 By default only a request from this machine is let in: ``request.remote_addr`` a loopback address
 (``127.0.0.1``, ``::1``). A request that came through a proxy on this machine also has a loopback
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 from flask import Response, current_app, request
 
-from ..registry import Registry
+from .registry import Registry
 
 #: Request headers a proxy adds; a loopback request that has one came from elsewhere.
 FORWARDING_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP")
