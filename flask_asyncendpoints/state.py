@@ -162,8 +162,10 @@ class AppState:
                     self.settings,
                     self.store,
                     self.registry.find_handler,
-                    queues=self.worker_queues(),
-                    schedules=self.schedules,
+                    # Asked again on each claim turn and each look, so handlers and schedules
+                    # registered after the worker was made are served too.
+                    queues=self.worker_queues,
+                    schedules=lambda: self.schedules,
                 )
             return self.worker
 

@@ -44,13 +44,13 @@ def check_delay(value: Any) -> float:
 
 
 def due_at(
-    delay: float | None = None, eta: datetime | None = None, *, clock: Callable[[], float] = time.time
+    delay: float | None = None, eta: datetime | None = None, *, clock: Callable[[], float] | None = None
 ) -> float | None:
     """When a job submitted now becomes due, in epoch seconds; ``None`` for at once.
 
     :param delay: seconds from now.
     :param eta: the moment, a timezone-aware :class:`~datetime.datetime`.
-    :param clock: the current time (this machine's clock).
+    :param clock: the current time (default: this machine's clock, ``time.time``).
     :raises ValueError: when both are given, the delay is negative or the moment has no time zone.
     """
     if delay is not None and eta is not None:
@@ -67,7 +67,9 @@ def due_at(
     if delay is None:
         return None
     seconds = check_delay(delay)
-    return clock() + seconds if seconds > 0 else None
+    if seconds <= 0:
+        return None
+    return (clock() if clock is not None else time.time()) + seconds
 
 
 def route_option(check: Callable[[Any], Any], value: Any) -> Any:

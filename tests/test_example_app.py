@@ -40,6 +40,18 @@ def test_the_seed_request_completes(example: Flask) -> None:
     assert body["result"]["processedAt"].endswith("+00:00")
 
 
+def test_higher_processing_priorities_run_first() -> None:
+    app = create_app({"TESTING": True, "ASYNCENDPOINTS_WORKER": False})
+    client = app.test_client()
+    ids = {}
+    for priority in (1, 5, 3):
+        answer = client.post("/api/process-data", json={"data": f"p{priority}", "processingPriority": priority})
+        assert answer.status_code == 202
+        ids[priority] = answer.get_json()["id"]
+    claimed = ae.get_store(app).claim(3, 60)
+    assert [c.job.id for c in claimed] == [ids[5], ids[3], ids[1]]
+
+
 def test_the_report_endpoint_takes_no_body(example: Flask) -> None:
     response = example.test_client().post("/api/generate-report")
     assert response.status_code == 202

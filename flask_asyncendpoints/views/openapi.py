@@ -325,7 +325,10 @@ def build_document(state: AppState, title: str) -> dict[str, Any]:
             "parameters": job_params,
             "responses": {
                 "200": _job("Canceled (it was queued or scheduled)."),
-                "202": _job("Cancel requested: the running handler is told to stop."),
+                "202": _job(
+                    "Cancel requested: the running handler is told to stop, and the job ends Canceled "
+                    "whatever its attempt does next."
+                ),
                 "404": _problem("No such job."),
                 "409": _problem("The job has already finished."),
                 "503": _problem("The job store is unavailable."),

@@ -9,6 +9,7 @@ it in the calling thread.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import time
@@ -59,8 +60,10 @@ class Worker:
     :param settings: the app's extension settings.
     :param store: the app's job store.
     :param find_handler: returns the handler registered under a job name, or ``None``.
-    :param queues: the queues to serve (default: ``ASYNCENDPOINTS_QUEUES``, else ``default`` alone).
-    :param schedules: the recurring jobs this worker enqueues as they fall due.
+    :param queues: the queues to serve (default: ``ASYNCENDPOINTS_QUEUES``, else ``default`` alone),
+        or a function that returns them, asked on each claim turn.
+    :param schedules: the recurring jobs this worker enqueues as they fall due, or a function
+        that returns them, asked on each look.
     """
 
     def __init__(
@@ -70,8 +73,8 @@ class Worker:
         store: Store,
         find_handler: Callable[[str], HandlerSpec | None],
         *,
-        queues: QueuePlan | None = None,
-        schedules: Sequence[Schedule] = (),
+        queues: QueuePlan | Callable[[], QueuePlan] | None = None,
+        schedules: Sequence[Schedule] | Callable[[], Sequence[Schedule]] = (),
     ) -> None:
         self.app = app
         self.settings = settings
@@ -149,14 +152,22 @@ class Worker:
         """
         if self._maintenance.thread is not None:
             return
+        started = datetime.now(timezone.utc)
+        self._maintenance.info = dataclasses.replace(
+            self._maintenance.info, queues=self.queues.names, started_at=started, heartbeat_at=started
+        )
         try:
             self._maintenance.beat()
         except StoreError:
             logger.warning("could not register worker %s; the maintenance thread tries again", self.worker_id)
+        # Outside the ledger's lock: a store may announce a cancel while this runs, and the
+        # announcement takes that lock.
+        unwatch = self.store.watch_cancels(self._ledger.cancel_requested)
         with self._ledger.lock:
             if self._maintenance.thread is not None:
+                unwatch()
                 return
-            self._unwatch = self.store.watch_cancels(self._ledger.cancel_requested)
+            self._unwatch = unwatch
             if self._capture is not None:
                 self._capture.install()
             for _ in range(self.settings.max_concurrency):

@@ -17,13 +17,19 @@ from ..config import QueuePlan
 class QueueOrder:
     """The queues a worker serves, ordered for each claim turn.
 
-    :param plan: the queues, with weights or in strict order.
+    :param plan: the queues, with weights or in strict order; or a function that returns them,
+        asked again on each turn (so queues of handlers registered after the worker was made count).
     :param rand: a random number in ``[0, 1)``; tests pass their own.
     """
 
-    def __init__(self, plan: QueuePlan, rand: Callable[[], float] = random.random) -> None:
-        self.plan = plan
+    def __init__(self, plan: QueuePlan | Callable[[], QueuePlan], rand: Callable[[], float] = random.random) -> None:
+        self._source = plan if callable(plan) else (lambda: plan)
         self._rand = rand
+
+    @property
+    def plan(self) -> QueuePlan:
+        """The plan as it stands now."""
+        return self._source()
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -32,7 +38,7 @@ class QueueOrder:
 
     def next_turn(self) -> tuple[str, ...]:
         """The queues in the order this claim turn asks for them."""
-        plan = self.plan
+        plan = self._source()
         if plan.weights is None or len(plan.names) == 1:
             return plan.names
         # Efraimidis and Spirakis: sorting by u ** (1 / w) draws without replacement, each next

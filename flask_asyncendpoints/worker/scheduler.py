@@ -37,7 +37,8 @@ class Scheduler:
     :param app: the Flask app (the sender of ``job_submitted``).
     :param settings: the app's extension settings.
     :param store: the app's job store.
-    :param schedules: the app's schedules.
+    :param schedules: the app's schedules, or a function that returns them (asked on each look,
+        so schedules added after the worker was made count).
     :param find_handler: returns the handler registered under a job name, or ``None``.
     """
 
@@ -46,26 +47,33 @@ class Scheduler:
         app: Flask,
         settings: Settings,
         store: Store,
-        schedules: Sequence[Schedule],
+        schedules: Sequence[Schedule] | Callable[[], Sequence[Schedule]],
         find_handler: Callable[[str], HandlerSpec | None],
     ) -> None:
         self.app = app
         self.settings = settings
         self.store = store
-        self.schedules = tuple(schedules)
+        self._source = schedules if callable(schedules) else (lambda: tuple(schedules))
         self.find_handler = find_handler
         #: The next occurrence to look at, per schedule name; missing until the first look.
         self._next: dict[str, float] = {}
         #: Occurrences claimed here whose job could not be created yet (the store failed between).
         self._unsaved: list[tuple[Schedule, float]] = []
 
+    @property
+    def schedules(self) -> tuple[Schedule, ...]:
+        """The schedules as they stand now."""
+        return tuple(self._source())
+
     def next_due(self) -> float | None:
-        """Epoch seconds of the next occurrence of any schedule (``None``: no schedules, or none looked at yet)."""
-        if not self.schedules:
+        """Epoch seconds when the next look is due: the next occurrence of any schedule, now for a
+        schedule not looked at yet, ``None`` without schedules."""
+        schedules = self.schedules
+        if not schedules:
             return None
-        if len(self._next) < len(self.schedules) or self._unsaved:
+        if self._unsaved or any(s.name not in self._next for s in schedules):
             return time.time()
-        return min(self._next.values())
+        return min(self._next[s.name] for s in schedules)
 
     def run_due(self, now: float | None = None) -> list[Job]:
         """Enqueue every occurrence due by ``now`` that this process wins; the jobs created here.
