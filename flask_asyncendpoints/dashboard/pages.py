@@ -18,6 +18,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from ..errors import StoreError
 from ..jobs import FINAL_STATUSES, PENDING_STATUSES, Job, JobStatus, LogRecord, parse_job_id
+from ..schedules import Schedule
 from ..state import NOT_INITIALIZED, AppState, app_state
 from ..stores import CancelResult
 from ..stores.monitoring import DEFAULT_PAGE_SIZE
@@ -296,10 +297,31 @@ def workers() -> Response:
     )
 
 
+@dataclass(frozen=True)
+class ScheduleRow:
+    """One recurring schedule as the schedules page shows it."""
+
+    name: str
+    schedule: Schedule | None
+    queue: str | None
+    last: float | None
+    next: float | None
+
+
 def schedules() -> Response:
-    """The recurring schedules: the last occurrence each has enqueued."""
-    occurrences = _state().store.occurrences()
-    return render("schedules.html", occurrences=sorted(occurrences.items()))
+    """The app's recurring schedules with their last and next occurrence, and any other schedule
+    the store has claimed occurrences of (another app's, or one since removed)."""
+    state = _state()
+    claimed = state.store.occurrences()
+    now = time.time()
+    rows: list[ScheduleRow] = []
+    for schedule in state.schedules:
+        spec = state.registry.find_handler(schedule.job_name)
+        queue = schedule.queue or (spec.queue if spec is not None else None)
+        rows.append(ScheduleRow(schedule.name, schedule, queue, claimed.get(schedule.name), schedule.next_after(now)))
+    known = {row.name for row in rows}
+    others = [ScheduleRow(name, None, None, at, None) for name, at in sorted(claimed.items()) if name not in known]
+    return render("schedules.html", rows=rows, others=others)
 
 
 # -- actions ---------------------------------------------------------------------------------------
