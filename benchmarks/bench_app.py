@@ -13,6 +13,7 @@ from typing import Any
 from flask import Flask, current_app
 
 from flask_asyncendpoints import AsyncEndpoints, JobContext
+from flask_asyncendpoints.stores import MemoryStore
 
 ae = AsyncEndpoints()
 
@@ -64,6 +65,11 @@ BENCH_CONFIG: dict[str, Any] = {
     "CLAIM_TIMEOUT": 300.0,
     "RECOVERY_ENABLED": True,
 }
+
+
+def memory_store() -> MemoryStore:
+    """A memory store without its default bounds: a benchmark queues and keeps more jobs than they allow."""
+    return MemoryStore(max_pending=None, max_finished=None)
 
 
 def create_app(store: Any = None, **config: Any) -> Flask:

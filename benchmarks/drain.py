@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from benchmarks import _common as common
-from benchmarks.bench_app import NOOP, ae, create_app, small_body
+from benchmarks.bench_app import NOOP, ae, create_app, memory_store, small_body
 from flask_asyncendpoints.jobs import JobStatus
 from flask_asyncendpoints.stores import Store
 
@@ -75,7 +75,7 @@ def _timeout(jobs: int) -> float:
 
 
 def _drain_memory(jobs: int, config: dict[str, Any]) -> float:
-    app = create_app("memory://", **config)
+    app = create_app(memory_store(), **config)
     ids = [ae.submit(NOOP, small_body(n), app=app).id for n in range(jobs)]
     store = ae.get_store(app)
     ae.start_worker(app)

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from flask import Flask
 
 from benchmarks import _common as common
-from benchmarks.bench_app import NOOP, ae, create_app, small_body
+from benchmarks.bench_app import NOOP, ae, create_app, memory_store, small_body
 
 #: Submits before the clock starts (the first one loads the store's scripts).
 WARMUP = 20
@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if "memory" in stores:
         for threads in args.threads:
-            runs = [_run(create_app("memory://"), args.jobs, threads) for _ in range(args.runs)]
+            runs = [_run(create_app(memory_store()), args.jobs, threads) for _ in range(args.runs)]
             report.add(f"enqueue.memory.threads_{threads}", "jobs/s", runs)
     if "redis" in stores:
         with common.redis_target(args.redis_url) as target:

@@ -30,7 +30,7 @@ from typing import Any
 from flask import Flask
 
 from benchmarks import _common as common
-from benchmarks.bench_app import STAMP, ae, create_app, small_body
+from benchmarks.bench_app import STAMP, ae, create_app, memory_store, small_body
 
 #: Jobs run before the measured ones (process start-up, script loading, first connections).
 WARMUP = 20
@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.note("memory: worker threads in this process")
         runs = []
         for _ in range(args.runs):
-            app = create_app("memory://")
+            app = create_app(memory_store())
             ae.start_worker(app)
             try:
                 runs.append(_measure(app, args.samples, args.gap, args.poller, _nothing))

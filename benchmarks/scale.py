@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from benchmarks import _common as common
-from benchmarks.bench_app import NOOP, ae, create_app, small_body
+from benchmarks.bench_app import NOOP, ae, create_app, memory_store, small_body
 from flask_asyncendpoints.config import DEFAULTS
 from flask_asyncendpoints.jobs import JobPayload, JobStatus
 from flask_asyncendpoints.stores.redis import RedisStore
@@ -166,7 +166,7 @@ def _finish_all(store: RedisStore, jobs: int) -> None:
 
 def _memory_store_bytes(jobs: int) -> float:
     """tracemalloc's count of the Python memory that ``jobs`` submitted and completed jobs hold."""
-    app = create_app("memory://", BATCH_SIZE=100)
+    app = create_app(memory_store(), BATCH_SIZE=100)
     worker = ae.get_worker(app)
     ae.submit(NOOP, small_body(0), app=app)  # one job first: lazily created structures are not counted
     worker.run_once()
