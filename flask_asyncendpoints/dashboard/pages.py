@@ -231,7 +231,23 @@ def job_list(status: str) -> Response:
         names=names,
         queues=queues,
         notice=NOTICES.get(request.args.get("done", "")),
+        error_summary=lambda job: _error_summary(state, job),
     )
+
+
+#: The longest error message a list shows (the job's page shows all of it).
+LIST_MESSAGE_CHARS = 120
+
+
+def _error_summary(state: AppState, job: Job) -> str:
+    """The job's error message for a list row, one line, as much as the job API would show."""
+    if job.error is None:
+        return ""
+    message = str(
+        job.error.to_dict(expose_traceback=False, expose_message=state.settings.expose_exception_messages)["message"]
+    )
+    flat = " ".join(message.split())
+    return flat if len(flat) <= LIST_MESSAGE_CHARS else flat[: LIST_MESSAGE_CHARS - 1] + "…"
 
 
 @dataclass(frozen=True)
