@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 
+import pytest
 from flask import Flask
 
 from flask_asyncendpoints import AsyncEndpoints, JobStatus
 from flask_asyncendpoints.cli import cli
 from flask_asyncendpoints.stores import MemoryStore
+from flask_asyncendpoints.worker import Worker
 
 from .conftest import FakeClock
+from .monitoring_run import MixedRun, mixed_run, register_handlers
+from .test_dashboard import DownStore
+
+
+@pytest.fixture
+def app_config() -> dict[str, object]:
+    # Execution logs on, so that ``show`` has log lines to print.
+    return {"ASYNCENDPOINTS_EXECUTION_LOGS": True}
 
 
 def setup(ae: AsyncEndpoints, app: Flask) -> list[str]:
@@ -104,3 +115,110 @@ def test_purge_finished_jobs_older_than(
     assert "deleted 0 finished job(s)" in runner.invoke(cli, ["purge", "--older-than", "7200"]).output
     assert "deleted 4 finished job(s)" in runner.invoke(cli, ["purge", "--older-than", "60"]).output
     assert all(memory_store.get(job_id) is None for job_id in ids)
+
+
+# -- monitoring: list, show with history and logs, workers ------------------------------------------------
+
+
+@pytest.fixture
+def run(ae: AsyncEndpoints, app: Flask, worker: Worker, memory_store: MemoryStore) -> MixedRun:
+    register_handlers(ae)
+    return mixed_run(ae, app, worker, memory_store)
+
+
+def test_list_prints_one_line_per_job_in_the_stores_order(app: Flask, run: MixedRun, memory_store: MemoryStore) -> None:
+    result = app.test_cli_runner().invoke(cli, ["list", "--status", "Completed"])
+    assert result.exit_code == 0, result.output
+    ids = [line.split()[0] for line in result.output.splitlines()]
+    assert ids == [job.id for job in memory_store.list_jobs(JobStatus.COMPLETED).jobs]
+    assert sorted(ids) == sorted(run.completed)
+    assert "  Echo  default  " in result.output.splitlines()[0]
+
+
+def test_list_failed_jobs_shows_the_error(app: Flask, run: MixedRun) -> None:
+    result = app.test_cli_runner().invoke(cli, ["list", "--status", "failed", "--name", "Boom"])
+    assert result.exit_code == 0, result.output
+    [line] = result.output.splitlines()
+    assert line.startswith(run.failed)
+    assert line.endswith("tries 0/0  VALUEERROR: the input was <b>bad</b>")
+
+
+def test_list_filters_by_name_and_queue(app: Flask, run: MixedRun) -> None:
+    runner = app.test_cli_runner()
+    assert runner.invoke(cli, ["list", "--status", "Completed", "--name", "Boom"]).output == "no Completed jobs\n"
+    queued = runner.invoke(cli, ["list", "--status", "Queued", "--queue", "default"]).output.splitlines()
+    assert [line.split()[0] for line in queued] == run.queued
+    assert runner.invoke(cli, ["list", "--status", "Queued", "--queue", "other"]).output == "no Queued jobs\n"
+
+
+def test_list_pages_with_the_printed_cursor(app: Flask, run: MixedRun) -> None:
+    runner = app.test_cli_runner()
+    first = runner.invoke(cli, ["list", "--status", "Completed", "--limit", "2"])
+    assert first.exit_code == 0
+    *lines, more = first.output.splitlines()
+    assert len(lines) == 2
+    assert more.startswith("more: flask asyncendpoints list --status Completed --limit 2 --cursor ")
+    args = shlex.split(more.removeprefix("more: "))[2:]
+    second = runner.invoke(cli, args)
+    assert second.exit_code == 0, second.output
+    rest = second.output.splitlines()
+    assert len(rest) == 1 and not rest[0].startswith("more:")
+    assert sorted(line.split()[0] for line in [*lines, *rest]) == sorted(run.completed)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["list", "--status", "Completed", "--cursor", "nonsense"], "Error: "),
+        (["list", "--status", "Lost"], "Invalid value for '--status'"),
+        (["list"], "Missing option '--status'"),
+    ],
+)
+def test_list_refuses_bad_options_in_one_line(app: Flask, run: MixedRun, args: list[str], message: str) -> None:
+    result = app.test_cli_runner().invoke(cli, args)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_bad_cursor_is_one_error_line(app: Flask, run: MixedRun) -> None:
+    result = app.test_cli_runner().invoke(cli, ["list", "--status", "Completed", "--cursor", "nonsense"])
+    assert result.exit_code == 1
+    [line] = result.output.splitlines()
+    assert line.startswith("Error: ") and line.endswith("Start again without --cursor.")
+
+
+def test_show_adds_the_attempts_and_the_log(app: Flask, run: MixedRun, memory_store: MemoryStore) -> None:
+    result = app.test_cli_runner().invoke(cli, ["show", run.failed])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert list(shown)[:3] == ["id", "name", "status"]  # the record first, as the job API writes it
+    assert shown["attempts"] == [attempt.to_dict() for attempt in memory_store.attempts(run.failed)]
+    [attempt] = shown["attempts"]
+    assert (attempt["outcome"], attempt["errorCode"]) == ("Failed", "VALUEERROR")
+    assert [line["message"] for line in shown["logs"]] == ["about to fail"]
+
+
+def test_workers_lists_the_registered_workers(app: Flask, run: MixedRun, worker: Worker) -> None:
+    result = app.test_cli_runner().invoke(cli, ["workers"])
+    assert result.exit_code == 0, result.output
+    [line] = result.output.splitlines()
+    assert line.startswith(f"{worker.worker_id}  host ")
+    assert f"pid {os.getpid()}" in line and "queues default" in line and "running 1" in line
+
+
+def test_workers_without_any(app: Flask) -> None:
+    result = app.test_cli_runner().invoke(cli, ["workers"])
+    assert (result.exit_code, result.output) == (0, "no worker is registered\n")
+
+
+def test_an_unreachable_store_is_one_error_line(ae: AsyncEndpoints) -> None:
+    app = Flask("down")
+    app.config.update(ASYNCENDPOINTS_WORKER=False)
+    ae.init_app(app, store=DownStore())
+    runner = app.test_cli_runner()
+    for args in (["list", "--status", "Failed"], ["workers"], ["show", "3f1c9a2e-0000-4000-8000-000000000000"]):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 1
+        [line] = result.output.splitlines()
+        assert line.startswith("Error: Could not reach the store")
