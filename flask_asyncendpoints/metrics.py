@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 #: The endpoint name of the metrics view.
 METRICS_ENDPOINT = "asyncendpoints.metrics"
 
+#: Where an app's :class:`Metrics` is kept in ``app.extensions``.
+EXTENSION_KEY = "asyncendpoints.metrics"
+
 #: The environment variable that turns on prometheus-client's multiprocess mode.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -279,5 +282,21 @@ def register(app: Flask, state: AppState) -> Metrics | None:
         return None
     metrics = Metrics(app, state)
     app.add_url_rule(url, endpoint=METRICS_ENDPOINT, view_func=metrics.view, methods=["GET"])
-    app.extensions["asyncendpoints.metrics"] = metrics
+    app.extensions[EXTENSION_KEY] = metrics
     return metrics
+
+
+def metrics_registry(app: Flask) -> CollectorRegistry:
+    """The registry the app's scrapes answer from, to serve it elsewhere too.
+
+    For example from a machine that runs only ``flask asyncendpoints worker`` processes, which
+    serve no HTTP: ``prometheus_client.start_http_server(9101, registry=metrics_registry(app))``.
+
+    :raises ConfigurationError: when ``ASYNCENDPOINTS_METRICS_URL`` is not set for the app.
+    """
+    metrics = app.extensions.get(EXTENSION_KEY)
+    if not isinstance(metrics, Metrics):
+        raise ConfigurationError(
+            "The app has no metrics: set ASYNCENDPOINTS_METRICS_URL (e.g. '/metrics') before init_app()."
+        )
+    return metrics.registry

@@ -187,3 +187,14 @@ def test_without_prometheus_client_the_error_says_what_to_install(
     app.config.update(ASYNCENDPOINTS_WORKER=False, ASYNCENDPOINTS_METRICS_URL=URL)
     with pytest.raises(ConfigurationError, match=r"pip install 'flask-asyncendpoints\[metrics\]'"):
         ae.init_app(app, store=MemoryStore())
+
+
+def test_the_registry_can_be_served_elsewhere(app: Flask, run: MixedRun) -> None:
+    from prometheus_client import generate_latest
+
+    from flask_asyncendpoints.metrics import metrics_registry
+
+    samples = parse(generate_latest(metrics_registry(app)).decode())
+    assert events(samples)[("Echo", "completed")] == 3
+    with pytest.raises(ConfigurationError, match="set ASYNCENDPOINTS_METRICS_URL"):
+        metrics_registry(Flask("bare"))
