@@ -2,14 +2,17 @@
 
 The modules, each importing only those listed after it:
 
-- ``store``: :class:`MemoryStore`, the job lifecycle under one lock.
-- ``monitoring``: the monitoring reads, throughput counters and worker registry it mixes in.
+- ``store``: :class:`MemoryStore`, one method per store operation.
+- ``monitoring``: the monitoring reads, history and logs reads and worker registry it mixes in.
+- ``state``: the state under the one lock and the bookkeeping every change goes through
+  (indexes, counts, history, expiry and eviction, throughput, waking workers).
 - ``entries``: what is kept per job and per queue, and which index holds a job in each status.
 - ``index``: :class:`~.index.SortedIndex`, the ordered keys every queue and list is made of.
 """
 
 from __future__ import annotations
 
-from .store import DEFAULT_MAX_FINISHED, DEFAULT_MAX_PENDING, MemoryStore
+from .state import DEFAULT_MAX_FINISHED, DEFAULT_MAX_PENDING
+from .store import MemoryStore
 
 __all__ = ["DEFAULT_MAX_FINISHED", "DEFAULT_MAX_PENDING", "MemoryStore"]

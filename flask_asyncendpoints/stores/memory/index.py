@@ -23,26 +23,27 @@ Key = tuple[Any, ...]
 class SortedIndex:
     """Keys in ascending order."""
 
-    __slots__ = ("_len", "_lists", "_maxes")
+    __slots__ = ("_lists", "_maxes", "size")
 
     def __init__(self) -> None:
         self._lists: list[list[Key]] = []
         self._maxes: list[Key] = []
-        self._len = 0
+        #: How many keys it holds: read on the hot path, where ``len()`` would be a call more.
+        self.size = 0
 
     def __len__(self) -> int:
-        return self._len
+        return self.size
 
     def __bool__(self) -> bool:
-        return self._len > 0
+        return self.size > 0
 
     def __repr__(self) -> str:
-        return f"<SortedIndex of {self._len} keys>"
+        return f"<SortedIndex of {self.size} keys>"
 
     def add(self, key: Key) -> None:
         """Insert ``key``, which must not be present."""
         maxes = self._maxes
-        self._len += 1
+        self.size += 1
         if not maxes:
             self._lists.append([key])
             maxes.append(key)
@@ -75,7 +76,7 @@ class SortedIndex:
         if keys[j] != key:
             raise KeyError(key)
         del keys[j]
-        self._len -= 1
+        self.size -= 1
         if not keys:
             del self._lists[i]
             del maxes[i]
@@ -96,7 +97,7 @@ class SortedIndex:
         """
         keys = self._lists[0]
         key = keys.pop(0)
-        self._len -= 1
+        self.size -= 1
         if not keys:
             del self._lists[0]
             del self._maxes[0]
@@ -107,7 +108,7 @@ class SortedIndex:
         maxes = self._maxes
         i = bisect_left(maxes, bound)
         if i == len(maxes):
-            return self._len
+            return self.size
         return sum(len(keys) for keys in self._lists[:i]) + bisect_left(self._lists[i], bound)
 
     def after(self, key: Key | None, *, reverse: bool = False) -> Iterator[Key]:

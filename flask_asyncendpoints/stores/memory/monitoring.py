@@ -12,83 +12,23 @@ import binascii
 import dataclasses
 import heapq
 import json
-import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from ...jobs import Job, JobStatus, from_timestamp
+from ...jobs import AttemptRecord, Job, JobStatus, LogRecord, from_timestamp
 from ..monitoring import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
-    THROUGHPUT_HOURS,
-    THROUGHPUT_MINUTES,
     JobPage,
     Monitoring,
     QueueStats,
     RunningJob,
     Throughput,
-    ThroughputPoint,
     WorkerInfo,
 )
-from .entries import Counts, Entry, QueueState
+from .entries import QueueState
 from .index import Key
-
-
-class ThroughputCounter:
-    """Completed and failed jobs per minute and per hour; buckets older than an hour (a day) go.
-
-    Called under the store's lock as each job finishes, so it keeps the current buckets at hand.
-    """
-
-    def __init__(self) -> None:
-        self._minutes: dict[int, list[int]] = {}
-        self._hours: dict[int, list[int]] = {}
-        self._minute = -1
-        self._minute_counts = [0, 0]
-        self._hour = -1
-        self._hour_counts = [0, 0]
-
-    def count(self, now: float, column: int) -> None:
-        """Count one job that ended now: ``column`` 0 for completed, 1 for failed."""
-        minute = int(now // 60)
-        if minute != self._minute:
-            self._minute = minute
-            self._minute_counts = _bucket(self._minutes, minute, THROUGHPUT_MINUTES)
-            hour = minute // 60
-            if hour != self._hour:
-                self._hour = hour
-                self._hour_counts = _bucket(self._hours, hour, THROUGHPUT_HOURS)
-        self._minute_counts[column] += 1
-        self._hour_counts[column] += 1
-
-    def read(self, now: float) -> Throughput:
-        minute = int(now // 60)
-        hour = minute // 60
-        return Throughput(
-            minutes=_points(self._minutes, minute, THROUGHPUT_MINUTES, 60),
-            hours=_points(self._hours, hour, THROUGHPUT_HOURS, 3600),
-        )
-
-
-def _bucket(buckets: dict[int, list[int]], number: int, kept: int) -> list[int]:
-    """The counts of bucket ``number``, made when new; buckets more than ``kept`` before the newest go."""
-    counts = buckets.get(number)
-    if counts is None:
-        counts = buckets[number] = [0, 0]
-        newest = max(buckets)
-        for old in [n for n in buckets if n <= newest - kept]:
-            del buckets[old]
-    return counts
-
-
-def _points(buckets: dict[int, list[int]], last: int, count: int, seconds: int) -> list[ThroughputPoint]:
-    points = []
-    for number in range(last - count + 1, last + 1):
-        completed, failed = buckets.get(number, (0, 0))
-        start = from_timestamp(number * seconds)
-        assert start is not None
-        points.append(ThroughputPoint(start=start, completed=completed, failed=failed))
-    return points
+from .state import MemoryState
 
 
 def _queued(queue: QueueState, after: Key | None) -> Iterator[Key]:
@@ -139,20 +79,8 @@ def _is_a(value: object, kind: type) -> bool:
     return isinstance(value, kind)
 
 
-class MemoryMonitoring(Monitoring):
-    """The monitoring half of :class:`~flask_asyncendpoints.stores.MemoryStore`."""
-
-    # Set by the store's constructor.
-    _clock: Callable[[], float]
-    _lock: threading.Lock
-    _jobs: dict[str, Entry]
-    _queues: dict[str, QueueState]
-    _names: dict[str, Counts]
-    _throughput: ThroughputCounter
-    _workers: dict[str, tuple[WorkerInfo, float]]
-
-    def _now(self, now: float | None) -> float:
-        return self._clock() if now is None else now
+class MemoryMonitoring(MemoryState, Monitoring):
+    """The monitoring half of :class:`~flask_asyncendpoints.stores.MemoryStore`, with the history and logs reads."""
 
     def queue_stats(self, *, now: float | None = None) -> list[QueueStats]:
         stats = []
@@ -264,3 +192,21 @@ class MemoryMonitoring(Monitoring):
             for gone in [worker_id for worker_id, (_, until) in self._workers.items() if until < now]:
                 del self._workers[gone]
             return [self._workers[worker_id][0] for worker_id in sorted(self._workers)]
+
+    # -- history and logs ----------------------------------------------------------------------------
+
+    def attempts(self, job_id: str) -> list[AttemptRecord]:
+        with self._lock:
+            entry = self._jobs.get(job_id)
+            rows = list(entry.history or ()) if entry is not None else []
+        records = []
+        for number, started, finished, worker_id, outcome, code, message in rows:
+            started_at, finished_at = from_timestamp(started), from_timestamp(finished)
+            assert started_at is not None and finished_at is not None
+            records.append(AttemptRecord(number, started_at, finished_at, worker_id, outcome, code, message))
+        return records
+
+    def logs(self, job_id: str) -> list[LogRecord]:
+        with self._lock:
+            entry = self._jobs.get(job_id)
+            return [record for record, _ in entry.logs or ()] if entry is not None else []

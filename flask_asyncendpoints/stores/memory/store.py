@@ -1,6 +1,6 @@
-"""The in-memory store: for development, tests and single-process apps.
+"""The in-memory store: for development, tests and single-process apps. Its operations, one per method.
 
-A dict of jobs and, per queue, ordered indexes (:mod:`.entries`) under one lock: claims take the
+A dict of jobs and, per queue, ordered indexes (:mod:`.entries`) under one lock (:mod:`.state`): claims take the
 first due job of the highest priority in O(log n), cancels take a job out of the middle, and the
 monitoring lists page through the same indexes. Idle workers wait on conditions of that lock and are
 woken the moment a job of their queues is due. Jobs live only as long as the process: under several
@@ -10,20 +10,17 @@ gunicorn workers each process has its own store, so use Redis there.
 from __future__ import annotations
 
 import heapq
-import itertools
 import json
 import logging
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
-from ...errors import ConfigurationError
 from ...jobs import (
     DEFAULT_QUEUE,
     AttemptOutcome,
-    AttemptRecord,
     ClaimedJob,
     Job,
     JobError,
@@ -34,7 +31,6 @@ from ...jobs import (
     from_timestamp,
 )
 from ..base import (
-    DEFAULT_HISTORY_LIMIT,
     LEASE_EXPIRED_CODE,
     LEASE_EXPIRED_MESSAGE,
     CancelResult,
@@ -42,30 +38,13 @@ from ..base import (
     PendingLimitReached,
     Store,
 )
-from ..monitoring import WorkerInfo
-from .entries import Bucket, Counts, Entry, QueueState, zero_counts
-from .monitoring import MemoryMonitoring, ThroughputCounter
+from .entries import Bucket, Entry, QueueState, zero_counts
+from .monitoring import MemoryMonitoring
+from .state import Waiter
 
 logger = logging.getLogger(__package__)
 
-#: The memory store's bounds unless told otherwise: pending jobs, and finished jobs kept.
-DEFAULT_MAX_PENDING = 10_000
-DEFAULT_MAX_FINISHED = 10_000
-
 _LEASE_EXPIRED_ERROR = JobError(code=LEASE_EXPIRED_CODE, message=LEASE_EXPIRED_MESSAGE)
-_COMPLETED, _FAILED = 0, 1  # ThroughputCounter columns
-
-
-class _Waiter:
-    """One caller blocked in :meth:`MemoryStore.wait_for_work`."""
-
-    __slots__ = ("cond", "queues", "ready")
-
-    def __init__(self, cond: threading.Condition, queues: Sequence[str]) -> None:
-        self.cond = cond
-        self.queues = queues
-        #: Set when a job of its queues became due (or at :meth:`MemoryStore.wake`): it returns.
-        self.ready = False
 
 
 class MemoryStore(MemoryMonitoring, Store):
@@ -80,175 +59,6 @@ class MemoryStore(MemoryMonitoring, Store):
         deleted at once, before its ``result_ttl`` runs out. ``None``: no bound.
     :raises ConfigurationError: for a negative bound or history limit.
     """
-
-    def __init__(
-        self,
-        clock: Callable[[], float] = time.time,
-        *,
-        history_limit: int = DEFAULT_HISTORY_LIMIT,
-        max_pending: int | None = DEFAULT_MAX_PENDING,
-        max_finished: int | None = DEFAULT_MAX_FINISHED,
-    ) -> None:
-        for name, value in (
-            ("history_limit", history_limit),
-            ("max_pending", max_pending),
-            ("max_finished", max_finished),
-        ):
-            if value is not None and value < 0:
-                raise ConfigurationError(f"MemoryStore({name}={value!r}): use 0 or more, or None for no bound.")
-        self._clock = clock
-        self.history_limit = history_limit
-        self.max_pending = max_pending
-        self.max_finished = max_finished
-        self._lock = threading.Lock()
-        self._finished = threading.Condition(self._lock)
-        self._jobs: dict[str, Entry] = {}
-        self._queues: dict[str, QueueState] = {}
-        self._names: dict[str, Counts] = {}
-        self._pending = 0
-        #: Finished job ids, the one that finished first first: what max_finished evicts.
-        self._finished_order: OrderedDict[str, None] = OrderedDict()
-        #: (when, job id) of finished jobs with a result ttl, for purge.
-        self._expiring: list[tuple[float, str]] = []
-        self._seq = itertools.count(1)
-        #: Attempt tokens: unique within this store, which is all a lease needs.
-        self._tokens = itertools.count(1)
-        self._waiters: dict[str, dict[_Waiter, None]] = {}
-        #: A wake() that found no waiter is kept for the next wait, so it is never lost.
-        self._woken = False
-        self._watchers: dict[int, Callable[[str], None]] = {}
-        self._watcher_ids = itertools.count(1)
-        self._throughput = ThroughputCounter()
-        self._workers: dict[str, tuple[WorkerInfo, float]] = {}
-        self._occurrences: dict[str, float] = {}
-
-    def __repr__(self) -> str:
-        return f"<MemoryStore: {len(self._jobs)} jobs in this process>"
-
-    # -- bookkeeping (under the lock) ------------------------------------------------------------------
-
-    def _set(self, entry: Entry, job: Job) -> None:
-        old, new = entry.job.status, job.status
-        if old is not new:
-            counts = entry.queue.counts
-            counts[old] -= 1
-            counts[new] += 1
-            counts = entry.names
-            counts[old] -= 1
-            counts[new] += 1
-        entry.job = job
-
-    def _held(self, job_id: str, token: str) -> Entry | None:
-        entry = self._jobs.get(job_id)
-        if entry is None or not token or entry.token != token or entry.job.status is not JobStatus.IN_PROGRESS:
-            return None
-        return entry
-
-    def _queue(self, name: str) -> QueueState:
-        queue = self._queues.get(name)
-        if queue is None:
-            queue = self._queues[name] = QueueState(name)
-        return queue
-
-    def _make_ready(self, entry: Entry, job: Job, now: float) -> None:
-        """``job`` (``Queued``) joins the back of its priority, due now, and a waiter of its queue wakes."""
-        self._set(entry, job)
-        entry.key = key = (now, next(self._seq), job.id)
-        entry.queue.bucket(job.priority).ready.add(key)
-        self._notify(job.queue, ready=True)
-
-    def _make_scheduled(self, entry: Entry, job: Job, due: float) -> None:
-        self._set(entry, job)
-        entry.key = key = (due, next(self._seq), job.id)
-        entry.queue.bucket(job.priority).scheduled.add(key)
-        self._notify(job.queue, ready=False)
-
-    def _notify(self, queue: str, *, ready: bool) -> None:
-        """Tell the waiters of ``queue``: one returns when a job is ready; otherwise all look again at how
-        long to wait (a scheduled job may now be due sooner)."""
-        waiters = self._waiters.get(queue)
-        if not waiters:
-            return
-        if ready:
-            waiter = next(iter(waiters))
-            waiter.ready = True
-            self._forget_waiter(waiter)
-            waiter.cond.notify()
-        else:
-            for waiter in waiters:
-                waiter.cond.notify()
-
-    def _forget_waiter(self, waiter: _Waiter) -> None:
-        for queue in waiter.queues:
-            waiters = self._waiters.get(queue)
-            if waiters is not None:
-                waiters.pop(waiter, None)
-
-    def _record(self, entry: Entry, outcome: AttemptOutcome, now: float, error: JobError | None = None) -> None:
-        """Add the running attempt that ends now to the job's history and let go of its lease."""
-        if self.history_limit:
-            row = (
-                entry.job.retry_count + 1,
-                entry.started,
-                now,
-                entry.worker_id,
-                outcome,
-                error.code if error is not None else None,
-                error.message if error is not None else None,
-            )
-            history = entry.history
-            if history is None:
-                entry.history = [row]
-            else:
-                history.append(row)
-                if len(history) > self.history_limit:
-                    del history[0]
-        entry.token = ""
-        entry.queue.running.remove(entry.key)
-
-    def _finish(self, entry: Entry, job: Job, result_ttl: float | None, now: float) -> Job:
-        """``job`` is final: index it, count it, expire it after ``result_ttl``, evict past max_finished."""
-        self._set(entry, job)
-        entry.key = key = (now, next(self._seq), job.id)
-        entry.queue.finished[job.status].add(key)
-        self._pending -= 1
-        self._finished_order[job.id] = None
-        if result_ttl is not None:
-            entry.expires_at = now + result_ttl
-            heapq.heappush(self._expiring, (entry.expires_at, job.id))
-        if job.status is JobStatus.COMPLETED:
-            self._throughput.count(now, _COMPLETED)
-        elif job.status is JobStatus.FAILED:
-            self._throughput.count(now, _FAILED)
-        if self.max_finished is not None:
-            while len(self._finished_order) > self.max_finished:
-                self._remove(self._jobs[next(iter(self._finished_order))])
-        self._finished.notify_all()
-        return job
-
-    def _cancel_ends(self, entry: Entry, now: float, result_ttl: float | None, error: JobError | None) -> Job:
-        """The cancel rule: the running attempt of a job with a cancel requested ends it ``Canceled``."""
-        self._record(entry, AttemptOutcome.CANCELED, now, error)
-        stamp = from_timestamp(now)
-        job = entry.job.replace(status=JobStatus.CANCELED, completed_at=stamp, last_updated_at=stamp)
-        return self._finish(entry, job, result_ttl, now)
-
-    def _remove(self, entry: Entry) -> None:
-        """Delete a finished job with everything kept beside it."""
-        job = entry.job
-        entry.queue.finished[job.status].remove(entry.key)
-        entry.queue.counts[job.status] -= 1
-        entry.names[job.status] -= 1
-        del self._jobs[job.id]
-        del self._finished_order[job.id]
-        if entry.expires_at is not None and len(self._expiring) > 2 * len(self._finished_order) + 64:
-            # Entries of deleted jobs would stay until their time came: at most about as many as live ones.
-            self._expiring = [(when, job_id) for when, job_id in self._expiring if self._expires(job_id, when)]
-            heapq.heapify(self._expiring)
-
-    def _expires(self, job_id: str, when: float) -> bool:
-        entry = self._jobs.get(job_id)
-        return entry is not None and entry.job.status.is_final and entry.expires_at == when
 
     # -- creating and reading ------------------------------------------------------------------------
 
@@ -359,9 +169,9 @@ class MemoryStore(MemoryMonitoring, Store):
         ready, scheduled = bucket.ready, bucket.scheduled
         jobs, running = self._jobs, state.running
         while len(claimed) < limit:
-            if scheduled and scheduled.first()[0] <= now and (not ready or scheduled.first() < ready.first()):
+            if scheduled.size and scheduled.first()[0] <= now and (not ready.size or scheduled.first() < ready.first()):
                 key = scheduled.pop_first()
-            elif ready:
+            elif ready.size:
                 key = ready.pop_first()
             else:
                 return
@@ -568,17 +378,6 @@ class MemoryStore(MemoryMonitoring, Store):
 
     # -- history and logs ----------------------------------------------------------------------------
 
-    def attempts(self, job_id: str) -> list[AttemptRecord]:
-        with self._lock:
-            entry = self._jobs.get(job_id)
-            rows = list(entry.history or ()) if entry is not None else []
-        records = []
-        for number, started, finished, worker_id, outcome, code, message in rows:
-            started_at, finished_at = from_timestamp(started), from_timestamp(finished)
-            assert started_at is not None and finished_at is not None
-            records.append(AttemptRecord(number, started_at, finished_at, worker_id, outcome, code, message))
-        return records
-
     def append_logs(
         self, job_id: str, token: str, records: Sequence[LogRecord], *, max_lines: int, max_bytes: int
     ) -> bool:
@@ -595,11 +394,6 @@ class MemoryStore(MemoryMonitoring, Store):
             while lines and (len(lines) > max_lines or entry.log_bytes > max_bytes):
                 entry.log_bytes -= lines.popleft()[1]
             return True
-
-    def logs(self, job_id: str) -> list[LogRecord]:
-        with self._lock:
-            entry = self._jobs.get(job_id)
-            return [record for record, _ in entry.logs or ()] if entry is not None else []
 
     # -- recurring jobs ------------------------------------------------------------------------------
 
@@ -684,7 +478,7 @@ class MemoryStore(MemoryMonitoring, Store):
     def wait_for_work(self, timeout: float, *, queues: Sequence[str] = (DEFAULT_QUEUE,)) -> None:
         deadline = time.monotonic() + timeout
         with self._lock:
-            waiter: _Waiter | None = None
+            waiter: Waiter | None = None
             try:
                 while True:
                     if self._woken or (waiter is not None and waiter.ready):
@@ -703,7 +497,7 @@ class MemoryStore(MemoryMonitoring, Store):
                     if wait <= 0:
                         return
                     if waiter is None:
-                        waiter = _Waiter(threading.Condition(self._lock), tuple(queues))
+                        waiter = Waiter(threading.Condition(self._lock), tuple(queues))
                     for name in queues:
                         self._waiters.setdefault(name, {})[waiter] = None
                     waiter.cond.wait(wait)
