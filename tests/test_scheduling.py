@@ -220,6 +220,27 @@ class TestRecurringJobs:
         assert extra_worker(app).run_schedules(now=THREE_AM + 3 * 86400 + 2 * 3600) == []
         assert memory_store.counts()[JobStatus.QUEUED] == 1
 
+    def test_an_occurrence_that_finds_its_queue_full_waits_for_room(self, ae: AsyncEndpoints, clock: FakeClock) -> None:
+        store = MemoryStore(clock=clock, max_pending=1)
+        app = Flask("full")
+        app.config.update(ASYNCENDPOINTS_WORKER=False)
+        ae.init_app(app, store=store)
+        ae.handler("Report")(lambda ctx: None)
+        ae.schedule("nightly", cron="0 3 * * *", job_name="Report")
+        with app.app_context():
+            blocker = ae.submit("Report")
+        w = extra_worker(app)
+        w.run_schedules(now=T0)
+        assert w.run_schedules(now=THREE_AM) == []
+        # Claimed all the same: no other process takes it while it waits here.
+        assert store.occurrences() == {"nightly": THREE_AM}
+        assert extra_worker(app).run_schedules(now=THREE_AM + 1) == []
+        # Retried every few seconds, not on every round of the maintenance thread.
+        assert w.next_schedule_check() == THREE_AM + 5
+        store.cancel(blocker.id, result_ttl=None)
+        [job] = w.run_schedules(now=THREE_AM + 5)
+        assert job.id == Schedule.create("nightly", cron="0 3 * * *").occurrence_id(THREE_AM)
+
     def test_the_missed_window_is_configurable_per_schedule(self, ae: AsyncEndpoints, app: Flask) -> None:
         ae.handler("Report")(lambda ctx: None)
         ae.schedule("strict", cron="0 3 * * *", job_name="Report", missed_window=0)

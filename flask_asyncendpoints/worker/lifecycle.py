@@ -316,6 +316,10 @@ class Worker:
         if self._capture is not None:
             self._capture.flush_running(now, force=True)
 
+    def next_schedule_check(self) -> float | None:
+        """Epoch seconds of the next look at the schedules (``None`` without schedules)."""
+        return self._maintenance.scheduler.next_due()
+
     @property
     def schedules(self) -> tuple[Schedule, ...]:
         """The recurring jobs this worker enqueues."""

@@ -27,8 +27,11 @@ from ..events import JobEvent, emit
 from ..handlers import HandlerSpec
 from ..jobs import Job, JobPayload
 from ..schedules import Schedule
-from ..stores import Store
+from ..stores import PendingLimitReached, Store
 from .ledger import logger
+
+#: Seconds between tries to create the job of an occurrence this process claimed but could not save.
+UNSAVED_RETRY = 5.0
 
 
 class Scheduler:
@@ -57,8 +60,10 @@ class Scheduler:
         self.find_handler = find_handler
         #: The next occurrence to look at, per schedule name; missing until the first look.
         self._next: dict[str, float] = {}
-        #: Occurrences claimed here whose job could not be created yet (the store failed between).
+        #: Occurrences claimed here whose job could not be created yet (the store failed in
+        #: between, or the queue was full); tried again from ``_retry_at`` on.
         self._unsaved: list[tuple[Schedule, float]] = []
+        self._retry_at = 0.0
 
     @property
     def schedules(self) -> tuple[Schedule, ...]:
@@ -71,9 +76,10 @@ class Scheduler:
         schedules = self.schedules
         if not schedules:
             return None
-        if self._unsaved or any(s.name not in self._next for s in schedules):
+        if any(s.name not in self._next for s in schedules):
             return time.time()
-        return min(self._next[s.name] for s in schedules)
+        due = min(self._next[s.name] for s in schedules)
+        return min(due, self._retry_at) if self._unsaved else due
 
     def run_due(self, now: float | None = None) -> list[Job]:
         """Enqueue every occurrence due by ``now`` that this process wins; the jobs created here.
@@ -86,12 +92,12 @@ class Scheduler:
         unsaved, self._unsaved = self._unsaved, []
         for index, (waiting, occurrence) in enumerate(unsaved):
             try:
-                job = self._create(waiting, occurrence, now)
+                saved = self._save(waiting, occurrence, now, created)
             except StoreError:
                 self._unsaved.extend(unsaved[index:])
                 raise
-            if job is not None:
-                created.append(job)
+            if not saved:
+                self._unsaved.append((waiting, occurrence))
         for schedule in self.schedules:
             planned = self._next.get(schedule.name)
             if planned is not None and current < planned:
@@ -110,14 +116,30 @@ class Scheduler:
                         window,
                     )
                 elif self.store.claim_occurrence(schedule.name, at, now=now):
+                    # Ours now: kept until its job exists, whatever fails in between.
                     self._unsaved.append((schedule, at))
                     self._next[schedule.name] = following
-                    job = self._create(schedule, at, now)
-                    self._unsaved.remove((schedule, at))
-                    if job is not None:
-                        created.append(job)
+                    if self._save(schedule, at, now, created):
+                        self._unsaved.remove((schedule, at))
             self._next[schedule.name] = following
+        if self._unsaved:
+            self._retry_at = current + UNSAVED_RETRY
         return created
+
+    def _save(self, schedule: Schedule, at: float, now: float | None, created: list[Job]) -> bool:
+        """Create the occurrence's job (added to ``created``); ``False`` when its queue is full and it
+        must wait for room (it keeps its claim, so no other process takes it meanwhile)."""
+        try:
+            job = self._create(schedule, at, now)
+        except PendingLimitReached:
+            logger.warning(
+                "recurring job %s: the queue is at its pending-jobs limit; the occurrence waits for room",
+                schedule.name,
+            )
+            return False
+        if job is not None:
+            created.append(job)
+        return True
 
     def _create(self, schedule: Schedule, at: float, now: float | None) -> Job | None:
         """Create the occurrence's job; ``None`` when it existed already or its handler is gone."""
