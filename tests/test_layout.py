@@ -90,7 +90,7 @@ def test_the_import_graph_has_no_circle() -> None:
 def test_the_graph_sees_the_imports_it_checks() -> None:
     # A reader that found no edges would pass the test above vacuously.
     assert "flask_asyncendpoints.views" in dependencies("flask_asyncendpoints.extension")
-    assert "flask_asyncendpoints.stores.base" in dependencies("flask_asyncendpoints.stores.memory")
+    assert "flask_asyncendpoints.stores.base" in dependencies("flask_asyncendpoints.stores.memory.store")
     assert "flask_asyncendpoints.extension" not in dependencies("flask_asyncendpoints.views.submit")
 
 
