@@ -488,6 +488,33 @@ class TestThreadedWorker:
         assert job.status is JobStatus.CANCELED
         assert wire(client, job_id)["status"] == "Canceled"
 
+    @pytest.mark.parametrize("ending", ["returns", "raises"])
+    def test_a_handler_that_ignores_a_cancel_still_ends_canceled(
+        self,
+        ae: AsyncEndpoints,
+        app: Flask,
+        client: FlaskClient,
+        worker: Worker,
+        ending: str,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        @ae.handler("Stubborn", max_retries=3)
+        def stubborn(ctx: JobContext) -> str:
+            with app.app_context():
+                # The cancel arrives while the handler runs; it never looks at ctx.cancelled.
+                assert ae.cancel(ctx.job_id)[0].value == "requested"
+            if ending == "raises":
+                raise ValueError("failed after the cancel")
+            return "a result no one asked for any more"
+
+        job_id = submit(ae, app, "Stubborn")
+        worker.run_once()
+
+        body = wire(client, job_id)
+        assert body["status"] == "Canceled"
+        assert body["result"] is None and body["error"] is None and body["completedAt"] is not None
+        assert "failed for good" not in caplog.text
+
 
 class TestRecovery:
     def test_a_job_whose_worker_vanished_is_retried(
