@@ -80,7 +80,10 @@ def _loopback(remote_addr: str | None) -> bool:
 
 def check_access(registry: Registry) -> Refusal | Response | None:
     """Decide on the current request: ``None`` to let it in, a :class:`Refusal`, or the response
-    the app's access function answered instead (a redirect to its login page, say)."""
+    the app's access function answered instead (a redirect to its login page, say).
+
+    :param registry: the extension's registry, with the app's ``dashboard_access`` function if any.
+    """
     func = registry.dashboard_access_func
     if func is None:
         return _local_refusal()

@@ -68,7 +68,11 @@ def valid_post() -> bool:
 
 
 def set_cookie(response: Response, path: str) -> Response:
-    """Send a new token's cookie with the answer, when this request made one."""
+    """Send a new token's cookie with the answer, when this request made one.
+
+    :param response: the answer.
+    :param path: the cookie's path: where the dashboard is mounted.
+    """
     if g.get(_G_NEW):
         token: str = g.get(_G_TOKEN)
         serializer = _serializer()

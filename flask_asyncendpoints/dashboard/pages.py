@@ -78,6 +78,10 @@ def render(template: str, code: int = 200, /, **context: Any) -> Response:
 
     The text is encoded with ``replace``, so a stored string that is not valid Unicode (a lone
     surrogate in an exception message) shows as ``?`` rather than failing the page.
+
+    :param template: the file name under :data:`TEMPLATE_DIR`.
+    :param code: the HTTP status.
+    :param context: the template's variables.
     """
     html = render_template(f"{TEMPLATE_DIR}/{template}", **context)
     return Response(html.encode("utf-8", "replace"), status=code, content_type="text/html; charset=utf-8")
@@ -106,7 +110,10 @@ def template_context() -> dict[str, Any]:
 
 
 def here(**changes: Any) -> str:
-    """The URL of this page with some query arguments changed (``None`` drops one)."""
+    """The URL of this page with some query arguments changed.
+
+    :param changes: query arguments to set; ``None`` drops one. Off a ``GET`` page: the overview.
+    """
     if request.method != "GET" or request.endpoint is None:
         return url_for(".overview")
     args: dict[str, Any] = {**request.args.to_dict(), **changes}
@@ -190,7 +197,12 @@ def _limit() -> int:
 
 
 def job_list(status: str) -> Response:
-    """One status's jobs, a page at a time, optionally of one job name and one queue."""
+    """One status's jobs, a page at a time, optionally of one job name and one queue.
+
+    :param status: the status, in any case (``failed``, ``InProgress``); the query arguments
+        ``name``, ``queue``, ``cursor`` and ``limit`` choose the page.
+    :raises PageError: for an unknown status, a bad limit or a cursor of another list.
+    """
     state = _state()
     store = state.store
     wanted = _status(status)
@@ -269,7 +281,11 @@ def _log_groups(records: list[LogRecord]) -> list[LogGroup]:
 
 
 def job_detail(job_id: str) -> Response:
-    """One job: its record, payload (redacted headers left out), result or error, attempts and logs."""
+    """One job: its record, payload (redacted headers left out), result or error, attempts and logs.
+
+    :param job_id: the job's id, in any spelling of the UUID.
+    :raises PageError: ``404`` for an unknown job or one the app's authorize hook refuses.
+    """
     state = _state()
     settings = state.settings
     job = _job(state, job_id, "read")
@@ -344,7 +360,13 @@ def schedules() -> Response:
 
 
 def job_action(job_id: str, action: str) -> BaseResponse:
-    """``POST`` an action on one job (``requeue``, ``cancel``, ``delete``); redirects back on success."""
+    """``POST`` an action on one job (``requeue``, ``cancel``, ``delete``); redirects back on success.
+
+    :param job_id: the job's id.
+    :param action: one of :data:`ACTIONS`.
+    :raises PageError: ``403`` without the form's CSRF token, ``404`` for an unknown action or job,
+        ``409`` when the action does not fit the job's status.
+    """
     if not csrf.valid_post():
         raise PageError(
             403,
