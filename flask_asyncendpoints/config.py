@@ -60,6 +60,8 @@ DEFAULTS: dict[str, Any] = {
     "OPENAPI_TITLE": None,  # None: app.name
     "OPENAPI_VERSION": "1.0.0",
     "IMMEDIATE": False,
+    "DASHBOARD_URL": None,
+    "METRICS_URL": None,
 }
 
 
@@ -171,6 +173,8 @@ class Settings:
     execution_log_max_bytes: int = 64 * 1024
     schedules: tuple[Mapping[str, Any], ...] = ()
     schedule_missed_window: float = 3600.0
+    dashboard_url: str | None = None
+    metrics_url: str | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], *, debug: bool = False) -> Settings:
@@ -215,7 +219,7 @@ class Settings:
             expose_exception_messages=reader.flag("EXPOSE_EXCEPTION_MESSAGES"),
             job_details_url=reader.text("JOB_DETAILS_URL"),
             long_poll_max=reader.number("LONG_POLL_MAX", minimum=0),
-            openapi_url=reader.text("OPENAPI_URL") if config.get(PREFIX + "OPENAPI_URL") is not None else None,
+            openapi_url=reader.optional_text("OPENAPI_URL"),
             queues=parse_queues(config.get(PREFIX + "QUEUES")),
             history_limit=reader.integer("HISTORY_LIMIT", minimum=1),
             worker_heartbeat=reader.number("WORKER_HEARTBEAT", minimum=0.1),
@@ -228,6 +232,8 @@ class Settings:
             openapi_title=reader.text("OPENAPI_TITLE") if config.get(PREFIX + "OPENAPI_TITLE") is not None else None,
             openapi_version=reader.text("OPENAPI_VERSION"),
             immediate=reader.flag("IMMEDIATE"),
+            dashboard_url=reader.optional_url_prefix("DASHBOARD_URL"),
+            metrics_url=reader.optional_text("METRICS_URL"),
         )
 
 
@@ -245,6 +251,19 @@ class _Reader:
         if not isinstance(value, str) or not value:
             raise self._fail(key, value, "a non-empty string")
         return value
+
+    def optional_text(self, key: str) -> str | None:
+        return None if self.config.get(PREFIX + key) is None else self.text(key)
+
+    def optional_url_prefix(self, key: str) -> str | None:
+        """A URL prefix such as ``/asyncendpoints``: a leading slash, no trailing one, no variables."""
+        value = self.optional_text(key)
+        if value is None:
+            return None
+        prefix = value.rstrip("/")
+        if not prefix.startswith("/") or "<" in prefix or "?" in prefix or "#" in prefix:
+            raise self._fail(key, value, "a URL path such as '/asyncendpoints' (or None to turn it off)")
+        return prefix
 
     def flag(self, key: str) -> bool:
         value = self.config.get(PREFIX + key)

@@ -18,11 +18,13 @@ from flask import Blueprint, Flask, current_app
 from marshmallow import Schema
 
 from .config import Settings, set_defaults
+from .dashboard import register as register_dashboard
 from .encoding import surrogate_in
 from .errors import ConfigurationError, JobIdConflict
 from .handlers import Handler, HandlerSpec
 from .hooks import HookRegistration
 from .jobs import DEFAULT_QUEUE, Job, parse_job_id
+from .metrics import register as register_metrics
 from .registry import Registry, RouteSpec, Validator, ViewDecorator
 from .schedules import Schedule
 from .state import EXTENSION_KEY, NOT_INITIALIZED, AppState, app_state
@@ -115,6 +117,8 @@ class AsyncEndpoints(HookRegistration):
             self._registry.check_schedule(schedule)
         app.extensions[EXTENSION_KEY] = state
         register(app, state, blueprint=blueprint, url_prefix=url_prefix)
+        register_dashboard(app, state)
+        register_metrics(app, state)
         if settings.worker:
             app.before_request(state.before_request)
         self._apps.add(app)

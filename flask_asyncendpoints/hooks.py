@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .registry import AuthorizeFunc, OwnerFunc, Registry, ResponseHook
+from .registry import AuthorizeFunc, DashboardAccessFunc, OwnerFunc, Registry, ResponseHook
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -58,6 +58,25 @@ class HookRegistration:
                     abort(401)
         """
         self._registry.before_submit = func
+        return func
+
+    def dashboard_access(self, func: F) -> F:
+        """Register ``func()`` to decide who may open the dashboard and the metrics endpoint.
+
+        It runs in the request (it can look at :obj:`flask.request`, :data:`flask.g` or a login
+        extension's current user) before every dashboard page, action and metrics scrape, and
+        answers ``True`` to let the request in, ``False`` for a ``403`` page, or a response to send
+        instead (such as a redirect to a login page). It replaces the default rule, which lets in
+        only requests from this machine; call
+        :func:`~flask_asyncendpoints.dashboard.is_local_request` to keep that rule as part of yours.
+
+        .. code-block:: python
+
+            @ae.dashboard_access
+            def operators_only():
+                return current_user.is_authenticated and current_user.is_admin
+        """
+        self._registry.dashboard_access_func = func
         return func
 
     def submitted_response(self, func: F) -> F:
@@ -116,6 +135,15 @@ class HookRegistration:
     @authorize_func.setter
     def authorize_func(self, func: AuthorizeFunc | None) -> None:
         self._registry.authorize_func = func
+
+    @property
+    def dashboard_access_func(self) -> DashboardAccessFunc | None:
+        """The function registered with :meth:`dashboard_access`, or ``None``."""
+        return self._registry.dashboard_access_func
+
+    @dashboard_access_func.setter
+    def dashboard_access_func(self, func: DashboardAccessFunc | None) -> None:
+        self._registry.dashboard_access_func = func
 
     @property
     def response_hooks(self) -> dict[str, ResponseHook]:

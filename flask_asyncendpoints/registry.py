@@ -27,6 +27,9 @@ Validator = Callable[[Any], "ResponseReturnValue | None"]
 OwnerFunc = Callable[[], "str | None"]
 #: Decides whether the current request may ``"read"`` or ``"cancel"`` a job.
 AuthorizeFunc = Callable[[Job, str], bool]
+#: Decides whether the current request may use the dashboard and the metrics: ``True``, ``False``
+#: (a ``403`` page), or a response to send instead (such as a redirect to a login page).
+DashboardAccessFunc = Callable[[], "bool | ResponseReturnValue"]
 #: Shapes a built response: gets the job (or the error) and the response, returns what to send.
 ResponseHook = Callable[[Any, Response], ResponseReturnValue]
 #: Runs first on every submit, before the body is read: gets the job name; returns ``None`` to go on,
@@ -74,6 +77,7 @@ class Registry:
     owner_func: OwnerFunc | None = None
     authorize_func: AuthorizeFunc | None = None
     before_submit: BeforeSubmit | None = None
+    dashboard_access_func: DashboardAccessFunc | None = None
     #: Recurring jobs registered with ``ae.schedule()``, by name.
     schedules: dict[str, Schedule] = field(default_factory=dict)
 

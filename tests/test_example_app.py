@@ -111,3 +111,17 @@ def test_the_store_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("FLASK_ASYNCENDPOINTS_STORE", "nosuch://x")
     with pytest.raises(Exception, match="nosuch://x"):
         create_app()
+
+
+def test_the_dashboard_is_on_for_this_machine_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    app = create_app({"TESTING": True, "ASYNCENDPOINTS_WORKER": False})
+    client = app.test_client()
+    job_id = client.post("/api/process-data", json={"data": "x", "processingPriority": 2}).get_json()["id"]
+    page = client.get(f"/asyncendpoints/job/{job_id}")
+    assert page.status_code == 200 and "ProcessData" in page.get_data(as_text=True)
+    assert client.get("/asyncendpoints/", environ_base={"REMOTE_ADDR": "203.0.113.7"}).status_code == 403
+    monkeypatch.setenv("FLASK_ASYNCENDPOINTS_DASHBOARD_URL", "null")
+    assert (
+        create_app({"TESTING": True, "ASYNCENDPOINTS_WORKER": False}).test_client().get("/asyncendpoints/").status_code
+        == 404
+    )
