@@ -55,8 +55,14 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(marshmallow\.)?(schema\.)?Schema"),
     (r"py:.*", r"(H|F|T)"),
     (r"py:class", r"(_io|email\.message)\..*"),
-    (r"py:class", r"flask_asyncendpoints\.extension\.(F|H)"),
-    (r"py:class", r"Validator|ViewDecorator|Blueprint|ResponseHook|OwnerFunc|AuthorizeFunc|BeforeSubmit|Flask|APISpec"),
+    (r"py:class", r"flask_asyncendpoints\.(extension|hooks)\.(F|H)"),
+    (
+        r"py:class",
+        r"Validator|ViewDecorator|Blueprint|ResponseHook|OwnerFunc|AuthorizeFunc|BeforeSubmit|DashboardAccessFunc"
+        r"|Flask|APISpec",
+    ),
+    # Nor does prometheus-client's.
+    (r"py:.*", r"(prometheus_client\.)?CollectorRegistry"),
     (r"py:class", r"(dict|tuple|list)\[.*"),
 ]
 

@@ -2,7 +2,8 @@
 
 Run it with ``flask --app example_app run``; every ``ASYNCENDPOINTS_*`` key can be set from the
 environment as ``FLASK_ASYNCENDPOINTS_…`` (e.g. ``FLASK_ASYNCENDPOINTS_STORE=redis://127.0.0.1:6379/0``).
-``EXAMPLE_DELAY`` sets how long each job takes, in seconds (default 2).
+``EXAMPLE_DELAY`` sets how long each job takes, in seconds (default 2). The dashboard is at
+``/asyncendpoints/`` (from this machine only).
 """
 
 from __future__ import annotations
@@ -82,13 +83,22 @@ def generate_report(ctx: JobContext) -> dict[str, Any]:
     return {"report": "daily", "generatedAt": datetime.now(timezone.utc).isoformat(), "rows": 42}
 
 
-ae.route("/api/process-data", "ProcessData", validator=validate_process_data)
+def process_data_priority(body: dict[str, Any]) -> int:
+    """The job's priority: the request's ``processingPriority`` (1 to 5, checked by the validator);
+    higher runs first among the waiting ``ProcessData`` jobs."""
+    priority: int = body["processingPriority"]
+    return priority
+
+
+ae.route("/api/process-data", "ProcessData", validator=validate_process_data, priority=process_data_priority)
 ae.route("/api/generate-report", "GenerateReport")
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the example app; ``config`` overrides what the environment sets."""
     app = Flask(__name__)
+    # The dashboard, for this machine only (FLASK_ASYNCENDPOINTS_DASHBOARD_URL=null turns it off).
+    app.config["ASYNCENDPOINTS_DASHBOARD_URL"] = "/asyncendpoints"
     app.config.from_prefixed_env()
     if config:
         app.config.update(config)

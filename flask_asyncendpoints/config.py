@@ -48,10 +48,87 @@ DEFAULTS: dict[str, Any] = {
     "JOB_DETAILS_URL": "/jobs/<uuid:job_id>",
     "LONG_POLL_MAX": 30.0,
     "OPENAPI_URL": None,
+    "QUEUES": None,  # None: every queue the app's handlers and schedules name, served with equal weights
+    "HISTORY_LIMIT": 10,
+    "WORKER_HEARTBEAT": 10.0,
+    "EXECUTION_LOGS": False,
+    "EXECUTION_LOG_LOGGERS": None,  # None: the module logger of each handler
+    "EXECUTION_LOG_MAX_LINES": 200,
+    "EXECUTION_LOG_MAX_BYTES": 64 * 1024,
+    "SCHEDULES": None,
+    "SCHEDULE_MISSED_WINDOW": 3600.0,
     "OPENAPI_TITLE": None,  # None: app.name
     "OPENAPI_VERSION": "1.0.0",
     "IMMEDIATE": False,
+    "DASHBOARD_URL": None,
+    "METRICS_URL": None,
 }
+
+
+@dataclass(frozen=True)
+class QueuePlan:
+    """The queues a worker serves, and how it orders them on each claim turn.
+
+    Without ``weights`` the order is strict: every claim takes all it can from the first queue, then
+    the next. With ``weights``, each claim turn puts the queues in a weighted random order (a queue
+    of weight 5 comes first five times as often as one of weight 1), so no queue is ever starved.
+    """
+
+    names: tuple[str, ...]
+    weights: tuple[float, ...] | None = None
+
+    def __str__(self) -> str:
+        if self.weights is None:
+            return ",".join(self.names)
+        return ",".join(f"{name}:{weight:g}" for name, weight in zip(self.names, self.weights, strict=True))
+
+
+def parse_queues(value: Any, *, key: str = PREFIX + "QUEUES") -> QueuePlan | None:
+    """Read a queue list: ``None``; ``"high,default"`` or ``["high", "default"]`` (strict order); or
+    ``"high:5,default:1"`` / ``{"high": 5, "default": 1}`` / ``[["high", 5], ...]`` (weighted).
+
+    :param value: the configured value.
+    :param key: named in the error (the config key, or a command-line option).
+    :raises ConfigurationError: for anything else, an empty list, a repeated queue or a weight ≤ 0.
+    """
+    if value is None:
+        return None
+    example = "e.g. 'high,default' (strict order) or 'high:5,default:1' (weighted)"
+    items: list[Any]
+    if isinstance(value, str):
+        items = [part.strip() for part in value.split(",") if part.strip()]
+    elif isinstance(value, Mapping):
+        items = [(k, v) for k, v in value.items()]
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        raise ConfigurationError(f"{key} must be a list of queue names, {example}, not {value!r}.")
+    names: list[str] = []
+    weights: list[float] = []
+    weighted = False
+    for item in items:
+        if isinstance(item, str) and ":" in item:
+            item = tuple(part.strip() for part in item.rsplit(":", 1))
+        if isinstance(item, (list, tuple)) and len(item) == 2:
+            name, raw = item
+            weighted = True
+            try:
+                weight = float(raw)
+            except (TypeError, ValueError):
+                weight = math.nan
+            if isinstance(raw, bool) or not math.isfinite(weight) or weight <= 0:
+                raise ConfigurationError(f"{key}: the weight of queue {name!r} must be a number > 0, not {raw!r}.")
+        else:
+            name, weight = item, 1.0
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"{key} must name queues by non-empty strings, {example}, not {value!r}.")
+        if name in names:
+            raise ConfigurationError(f"{key} names the queue {name!r} twice; name each queue once.")
+        names.append(name)
+        weights.append(weight)
+    if not names:
+        raise ConfigurationError(f"{key} names no queue; {example}, or None for every queue the handlers name.")
+    return QueuePlan(tuple(names), tuple(weights) if weighted else None)
 
 
 @dataclass(frozen=True)
@@ -87,6 +164,17 @@ class Settings:
     openapi_title: str | None
     openapi_version: str
     immediate: bool = False
+    queues: QueuePlan | None = None
+    history_limit: int = 10
+    worker_heartbeat: float = 10.0
+    execution_logs: bool = False
+    execution_log_loggers: tuple[str, ...] | None = None
+    execution_log_max_lines: int = 200
+    execution_log_max_bytes: int = 64 * 1024
+    schedules: tuple[Mapping[str, Any], ...] = ()
+    schedule_missed_window: float = 3600.0
+    dashboard_url: str | None = None
+    metrics_url: str | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], *, debug: bool = False) -> Settings:
@@ -131,10 +219,21 @@ class Settings:
             expose_exception_messages=reader.flag("EXPOSE_EXCEPTION_MESSAGES"),
             job_details_url=reader.text("JOB_DETAILS_URL"),
             long_poll_max=reader.number("LONG_POLL_MAX", minimum=0),
-            openapi_url=reader.text("OPENAPI_URL") if config.get(PREFIX + "OPENAPI_URL") is not None else None,
+            openapi_url=reader.optional_text("OPENAPI_URL"),
+            queues=parse_queues(config.get(PREFIX + "QUEUES")),
+            history_limit=reader.integer("HISTORY_LIMIT", minimum=1),
+            worker_heartbeat=reader.number("WORKER_HEARTBEAT", minimum=0.1),
+            execution_logs=reader.flag("EXECUTION_LOGS"),
+            execution_log_loggers=reader.optional_names("EXECUTION_LOG_LOGGERS"),
+            execution_log_max_lines=reader.integer("EXECUTION_LOG_MAX_LINES", minimum=1),
+            execution_log_max_bytes=reader.integer("EXECUTION_LOG_MAX_BYTES", minimum=1),
+            schedules=reader.dicts("SCHEDULES"),
+            schedule_missed_window=reader.number("SCHEDULE_MISSED_WINDOW", minimum=0),
             openapi_title=reader.text("OPENAPI_TITLE") if config.get(PREFIX + "OPENAPI_TITLE") is not None else None,
             openapi_version=reader.text("OPENAPI_VERSION"),
             immediate=reader.flag("IMMEDIATE"),
+            dashboard_url=reader.optional_url_prefix("DASHBOARD_URL"),
+            metrics_url=reader.optional_text("METRICS_URL"),
         )
 
 
@@ -152,6 +251,19 @@ class _Reader:
         if not isinstance(value, str) or not value:
             raise self._fail(key, value, "a non-empty string")
         return value
+
+    def optional_text(self, key: str) -> str | None:
+        return None if self.config.get(PREFIX + key) is None else self.text(key)
+
+    def optional_url_prefix(self, key: str) -> str | None:
+        """A URL prefix such as ``/asyncendpoints``: a leading slash, no trailing one, no variables."""
+        value = self.optional_text(key)
+        if value is None:
+            return None
+        prefix = value.rstrip("/")
+        if not prefix.startswith("/") or "<" in prefix or "?" in prefix or "#" in prefix:
+            raise self._fail(key, value, "a URL path such as '/asyncendpoints' (or None to turn it off)")
+        return prefix
 
     def flag(self, key: str) -> bool:
         value = self.config.get(PREFIX + key)
@@ -188,6 +300,24 @@ class _Reader:
 
     def optional_integer(self, key: str, *, minimum: int) -> int | None:
         return None if self.config.get(PREFIX + key) is None else self.integer(key, minimum=minimum)
+
+    def optional_names(self, key: str) -> tuple[str, ...] | None:
+        value = self.config.get(PREFIX + key)
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise self._fail(key, value, "a list of logger names (or a comma-separated string), or None")
+        return tuple(value)
+
+    def dicts(self, key: str) -> tuple[Mapping[str, Any], ...]:
+        value = self.config.get(PREFIX + key)
+        if value is None:
+            return ()
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, Mapping) for v in value):
+            raise self._fail(key, value, "a list of dicts (one per schedule), or None")
+        return tuple(value)
 
 
 def set_defaults(config: dict[str, Any]) -> None:

@@ -11,19 +11,25 @@ import os
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Blueprint, Flask, current_app
 from marshmallow import Schema
 
 from .config import Settings, set_defaults
+from .dashboard import register as register_dashboard
 from .encoding import surrogate_in
 from .errors import ConfigurationError, JobIdConflict
 from .handlers import Handler, HandlerSpec
-from .jobs import Job, parse_job_id
-from .registry import AuthorizeFunc, OwnerFunc, Registry, ResponseHook, RouteSpec, Validator, ViewDecorator
+from .hooks import HookRegistration
+from .jobs import DEFAULT_QUEUE, Job, parse_job_id
+from .metrics import register as register_metrics
+from .registry import Registry, RouteSpec, Validator, ViewDecorator
+from .schedules import Schedule
 from .state import EXTENSION_KEY, NOT_INITIALIZED, AppState, app_state
-from .stores import CancelResult, NewJob, Store, create_store
+from .stores import CancelResult, Store, create_store
+from .submitting import check_delay, check_priority, due_at, route_option, store_jobs
 from .views import add_route, job_rule, register
 from .views.openapi import import_apispec, openapi_spec
 from .worker import Worker
@@ -32,12 +38,11 @@ if TYPE_CHECKING:
     from apispec import APISpec
 
 H = TypeVar("H", bound=Handler)
-F = TypeVar("F", bound=Callable[..., Any])
 
 ALLOWED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-class AsyncEndpoints:
+class AsyncEndpoints(HookRegistration):
     """The flask-asyncendpoints extension.
 
     Register handlers with :meth:`handler`, map them to URLs with :meth:`route`, and bind to apps
@@ -102,10 +107,18 @@ class AsyncEndpoints:
         state = AppState(
             self._registry,
             settings,
-            create_store(store if store is not None else settings.store, key_prefix=settings.key_prefix),
+            create_store(
+                store if store is not None else settings.store,
+                key_prefix=settings.key_prefix,
+                history_limit=settings.history_limit,
+            ),
         )
+        for schedule in state.config_schedules.values():
+            self._registry.check_schedule(schedule)
         app.extensions[EXTENSION_KEY] = state
         register(app, state, blueprint=blueprint, url_prefix=url_prefix)
+        register_dashboard(app, state)
+        register_metrics(app, state)
         if settings.worker:
             app.before_request(state.before_request)
         self._apps.add(app)
@@ -131,6 +144,7 @@ class AsyncEndpoints:
         response_schema: Schema | type[Schema] | None = None,
         max_retries: int | None = None,
         timeout: float | None = None,
+        queue: str = DEFAULT_QUEUE,
     ) -> Callable[[H], H]:
         """Register the decorated function as the handler of the job name ``name``.
 
@@ -146,6 +160,8 @@ class AsyncEndpoints:
         :param response_schema: a marshmallow schema that dumps the handler's return value.
         :param max_retries: overrides ``ASYNCENDPOINTS_DEFAULT_MAX_RETRIES`` for this handler.
         :param timeout: overrides ``ASYNCENDPOINTS_JOB_TIMEOUT`` (seconds) for this handler.
+        :param queue: the queue its jobs go to (every route and schedule of the handler uses it);
+            workers serve the queues of ``ASYNCENDPOINTS_QUEUES``.
         :raises ConfigurationError: when ``name`` already has a handler.
         """
         if not isinstance(name, str) or not name:
@@ -158,6 +174,8 @@ class AsyncEndpoints:
             raise ConfigurationError(f"max_retries must be a whole number ≥ 0, not {max_retries!r}.")
         if timeout is not None and not timeout > 0:
             raise ConfigurationError(f"timeout must be a number of seconds > 0, not {timeout!r}.")
+        if not isinstance(queue, str) or not queue:
+            raise ConfigurationError(f"queue must be a non-empty queue name, not {queue!r}.")
 
         def decorator(func: H) -> H:
             if name in self._registry.handlers:
@@ -172,6 +190,7 @@ class AsyncEndpoints:
                 response_schema=_schema(response_schema),
                 max_retries=max_retries,
                 timeout=timeout,
+                queue=queue,
             )
             return func
 
@@ -186,11 +205,15 @@ class AsyncEndpoints:
         body: bool | None = None,
         validator: Validator | None = None,
         endpoint: str | None = None,
+        priority: int | Callable[[Any], int] | None = None,
+        delay: float | Callable[[Any], float | None] | None = None,
         blueprint: Blueprint | None = None,
         decorators: Iterable[ViewDecorator] = (),
         responses: Mapping[int, str] | None = None,
     ) -> None:
         """Map a URL to a handler: a request to ``rule`` submits a job and answers ``202``.
+
+        The job goes to the handler's queue.
 
         .. code-block:: python
 
@@ -206,6 +229,11 @@ class AsyncEndpoints:
             accept, or a response (anything a view may return) to answer with instead.
         :param endpoint: the endpoint's name within its blueprint (default: ``<job_name>``, so
             ``url_for("asyncendpoints.<job_name>")``).
+        :param priority: each job's priority (higher runs first among the due jobs of its queue;
+            default 0): a whole number, or a function that gets the loaded body (as the validator
+            does) and returns one.
+        :param delay: seconds before each job is due (it is ``Scheduled`` until then): a number, or
+            a function of the loaded body that returns one (or ``None`` for at once).
         :param blueprint: put the route on this blueprint of the app's own (before it is
             registered) rather than on the extension's: its URL prefix, ``before_request`` hooks
             and error handlers apply.
@@ -213,7 +241,8 @@ class AsyncEndpoints:
             one outermost), as Flask's ``View.decorators``. They run before anything is read.
         :param responses: more statuses the route can answer, with a description each (such as
             ``{401: "Not logged in."}``), for the OpenAPI document.
-        :raises ConfigurationError: for an unknown job name or an unsupported method.
+        :raises ConfigurationError: for an unknown job name, an unsupported method, or a priority or
+            delay that is neither a number nor a function.
         """
         handler = self.get_handler(job_name)
         if body is False and handler.request_schema is not None:
@@ -234,6 +263,8 @@ class AsyncEndpoints:
             endpoint=endpoint or self._endpoint_name(job_name, blueprint),
             body=body,
             validator=validator,
+            priority=priority if callable(priority) or priority is None else route_option(check_priority, priority),
+            delay=delay if callable(delay) or delay is None else route_option(check_delay, delay),
             blueprint=blueprint,
             decorators=tuple(decorators),
             responses=dict(responses or {}),
@@ -248,111 +279,6 @@ class AsyncEndpoints:
                 # under the blueprint's prefix and name (so its hooks apply).
                 state = self._state(app)
                 add_route(app, spec, rule_prefix=state.url_prefix, endpoint_prefix=state.blueprint_name + ".")
-
-    # -- access control and response hooks --------------------------------------------------------
-
-    def owner(self, func: F) -> F:
-        """Register the function that names the owner of the current request (e.g. the user id).
-
-        Each job is bound to the owner of the request that submitted it; only requests with the same
-        owner may read or cancel it (others get ``404``, exactly as for an unknown id), and
-        ``X-Async-Request-Id`` keys are scoped per owner. Without it, anyone holding a job's id
-        (an unguessable UUID) may read and cancel it.
-
-        .. code-block:: python
-
-            @ae.owner
-            def current_user():
-                return str(g.user.id) if g.get("user") else None
-        """
-        self._registry.owner_func = func
-        return func
-
-    def authorize(self, func: F) -> F:
-        """Register ``func(job, action) -> bool`` to decide who may ``"read"`` or ``"cancel"`` a job.
-
-        It runs in the request, so it can look at :obj:`flask.request` and :data:`flask.g`; it
-        replaces the owner check of :meth:`owner`. A ``False`` answers ``404``.
-        """
-        self._registry.authorize_func = func
-        return func
-
-    def before_submit(self, func: F) -> F:
-        """Register ``func(job_name)``, run first on every submit, before the request id or the
-        body is read: return ``None`` to go on, or a response to send instead (nothing is read or
-        stored then). An HTTP error it raises (``abort(401)``) is answered as problem JSON.
-
-        .. code-block:: python
-
-            @ae.before_submit
-            def must_be_logged_in(job_name):
-                if g.get("user") is None:
-                    abort(401)
-        """
-        self._registry.before_submit = func
-        return func
-
-    def submitted_response(self, func: F) -> F:
-        """Register ``func(job, response)`` to shape the ``202`` answer to a submit.
-
-        It gets the :class:`~flask_asyncendpoints.Job` and the response the extension built, and
-        returns the response to send (anything a view may return).
-
-        .. code-block:: python
-
-            @ae.submitted_response
-            def add_job_header(job, response):
-                response.headers["Async-Job-Id"] = job.id
-                return response
-        """
-        self._registry.response_hooks["submitted"] = func
-        return func
-
-    def job_details_response(self, func: F) -> F:
-        """Register ``func(job, response)`` to shape the answers about one job (``GET``, ``DELETE``)."""
-        self._registry.response_hooks["job_details"] = func
-        return func
-
-    def submission_error_response(self, func: F) -> F:
-        """Register ``func(error, response)`` to shape the ``4xx``/``503`` answers to a refused submit.
-
-        ``error`` is the :class:`~flask_asyncendpoints.ProblemError` (its ``code``, ``title``,
-        ``detail`` and ``extra``); ``response`` is the problem JSON the extension built.
-        """
-        self._registry.response_hooks["submission_error"] = func
-        return func
-
-    def exception_response(self, func: F) -> F:
-        """Register ``func(error, response)`` to shape the answer when the job store fails (``503``).
-
-        ``error`` is the :class:`~flask_asyncendpoints.StoreError`; ``response`` is the problem JSON
-        the extension built.
-        """
-        self._registry.response_hooks["exception"] = func
-        return func
-
-    @property
-    def owner_func(self) -> OwnerFunc | None:
-        """The function registered with :meth:`owner`, or ``None``."""
-        return self._registry.owner_func
-
-    @owner_func.setter
-    def owner_func(self, func: OwnerFunc | None) -> None:
-        self._registry.owner_func = func
-
-    @property
-    def authorize_func(self) -> AuthorizeFunc | None:
-        """The function registered with :meth:`authorize`, or ``None``."""
-        return self._registry.authorize_func
-
-    @authorize_func.setter
-    def authorize_func(self, func: AuthorizeFunc | None) -> None:
-        self._registry.authorize_func = func
-
-    @property
-    def response_hooks(self) -> dict[str, ResponseHook]:
-        """Response hooks by kind: ``submitted``, ``job_details``, ``submission_error``, ``exception``."""
-        return self._registry.response_hooks
 
     @property
     def routes(self) -> tuple[RouteSpec, ...]:
@@ -392,20 +318,36 @@ class AsyncEndpoints:
         query_params: Mapping[str, list[str]] | None = None,
         job_id: str | uuid.UUID | None = None,
         owner: str | None = None,
+        priority: int = 0,
+        delay: float | None = None,
+        eta: datetime | None = None,
         app: Flask | None = None,
     ) -> Job:
         """Submit a job without HTTP (from scripts, CLI commands, other views or tests).
 
-        The body is validated by the handler's request schema, as on the HTTP endpoint.
+        The body is validated by the handler's request schema, as on the HTTP endpoint. The job
+        goes to the handler's queue.
+
+        .. code-block:: python
+
+            ae.submit("GenerateReport", {"day": "2026-11-23"}, priority=5)
+            ae.submit("SendReminder", {"user": 42}, delay=3600)  # Scheduled for an hour
 
         :param job_name: the handler's job name.
         :param body: the request body (JSON data).
         :param job_id: the job's id; submitting an id that exists returns that job (idempotent).
         :param owner: bind the job to this owner key (see :meth:`owner`).
+        :param priority: among the due jobs of its queue, higher runs first (default 0).
+        :param delay: seconds until the job is due; it is ``Scheduled`` (with ``retryDelayUntil``)
+            until then.
+        :param eta: when the job is due, a timezone-aware datetime (instead of ``delay``).
         :param app: the app (default: the current app).
         :returns: the stored job record.
+        :raises ValueError: for a priority that is not a whole number, a negative delay, a naive
+            ``eta``, or both ``delay`` and ``eta``.
         :raises ~flask_asyncendpoints.errors.InvalidPayload: when the body, a header or a parameter
-            cannot be stored as UTF-8 JSON (a lone surrogate, NaN, a value that is not JSON).
+            cannot be stored as UTF-8 JSON (a lone surrogate, NaN, a value that is not JSON); a
+            subclass of ``ValueError``.
         :raises ~marshmallow.exceptions.ValidationError: when the body fails the request schema.
         :raises ~flask_asyncendpoints.stores.PendingLimitReached: at ``ASYNCENDPOINTS_MAX_PENDING_JOBS``.
         :raises ~flask_asyncendpoints.errors.JobIdConflict: when ``job_id`` names a job of another handler.
@@ -413,6 +355,8 @@ class AsyncEndpoints:
         """
         state = self._state(app)
         spec = self.get_handler(job_name)
+        priority = check_priority(priority)
+        due = due_at(delay, eta)
         checked = state.build_payload(
             body,
             (headers or {}).items(),
@@ -426,6 +370,9 @@ class AsyncEndpoints:
             spec,
             str(uuid.UUID(str(job_id))) if job_id is not None else str(uuid.uuid4()),
             checked.payload,
+            sender=self._app(app),
+            priority=priority,
+            due=due,
         )
         if job.name != job_name:
             raise JobIdConflict(f"The job id {job.id} already names a {job.name!r} job; use a new id.")
@@ -440,6 +387,9 @@ class AsyncEndpoints:
         bodies: Iterable[Any],
         *,
         owner: str | None = None,
+        priority: int = 0,
+        delay: float | None = None,
+        eta: datetime | None = None,
         app: Flask | None = None,
     ) -> list[Job | None]:
         """Submit one job per body in one go (bulk loads, fan-out); much faster than :meth:`submit` in a loop.
@@ -450,29 +400,94 @@ class AsyncEndpoints:
         :param job_name: the handler's job name.
         :param bodies: the request body of each job.
         :param owner: bind the jobs to this owner key (see :meth:`owner`).
+        :param priority: the priority of every job (as for :meth:`submit`).
+        :param delay: seconds until the jobs are due (as for :meth:`submit`).
+        :param eta: when the jobs are due (as for :meth:`submit`).
         :param app: the app (default: the current app).
         :returns: the stored jobs in order; ``None`` for a job refused at
             ``ASYNCENDPOINTS_MAX_PENDING_JOBS`` (nothing is stored for it).
+        :raises ValueError: as :meth:`submit` does.
         :raises ~flask_asyncendpoints.errors.InvalidPayload: when a body cannot be stored as UTF-8 JSON.
         :raises ~marshmallow.exceptions.ValidationError: when a body fails the request schema.
         :raises ~flask_asyncendpoints.errors.StoreError: when the store cannot be reached.
         """
         state = self._state(app)
         spec = self.get_handler(job_name)
+        priority = check_priority(priority)
+        due = due_at(delay, eta)
         payloads = [state.build_payload(body, (), {}, {}, owner).payload for body in bodies]
         if spec.request_schema is not None:
             for payload in payloads:
                 spec.request_schema.load(payload.body)
-        max_retries = state.max_retries_of(spec)
-        created = state.store.create_many(
-            [NewJob(str(uuid.uuid4()), job_name, payload, max_retries) for payload in payloads],
-            max_pending=state.settings.max_pending_jobs,
+        created = store_jobs(
+            state.store,
+            state.settings,
+            spec,
+            [(str(uuid.uuid4()), payload) for payload in payloads],
+            sender=self._app(app),
+            priority=priority,
+            due=due,
         )
         jobs = [outcome[0] if outcome is not None else None for outcome in created]
         if state.settings.immediate:
             state.run_immediately(self._app(app))
             jobs = [(state.store.get(job.id) or job) if job is not None else None for job in jobs]
         return jobs
+
+    def schedule(
+        self,
+        name: str,
+        *,
+        cron: str,
+        job_name: str | None = None,
+        payload: Any = None,
+        queue: str | None = None,
+        priority: int = 0,
+        timezone: tzinfo | str | None = None,
+        missed_window: float | None = None,
+    ) -> Schedule:
+        """Enqueue a job at each occurrence of a cron expression (a recurring job).
+
+        .. code-block:: python
+
+            ae.schedule("nightly-report", cron="0 3 * * *", job_name="GenerateReport",
+                        payload={"kind": "daily"}, timezone="Europe/Berlin")
+
+        Workers enqueue each occurrence exactly once, however many processes and machines run
+        them: each claims the occurrence in the store, and only the winner creates the job (whose
+        id is derived from the schedule and the occurrence). A missed occurrence (no worker ran at
+        the time) is enqueued once when a worker starts, if it is at most ``missed_window`` seconds
+        old; older ones are skipped. Needs the ``cron`` extra (``cronsim``). See :doc:`/scheduling`.
+
+        :param name: the schedule's name, unique in the app (it keys the occurrence claims).
+        :param cron: five fields, minute hour day-of-month month day-of-week (``"*/15 * * * *"``).
+        :param job_name: the handler to run (default: ``name``); register it first.
+        :param payload: the job's request body (JSON data), validated by the handler's request schema.
+        :param queue: the queue (default: the handler's).
+        :param priority: the jobs' priority (default 0).
+        :param timezone: the zone the expression is read in: a tzinfo or an IANA name (default UTC).
+        :param missed_window: overrides ``ASYNCENDPOINTS_SCHEDULE_MISSED_WINDOW`` (seconds).
+        :returns: the schedule.
+        :raises ConfigurationError: for a name already used, an unknown handler, a payload the
+            handler's schema refuses, or a cron expression or time zone that does not parse.
+        """
+        schedule = Schedule.create(
+            name,
+            cron=cron,
+            job_name=job_name,
+            payload=payload,
+            queue=queue,
+            priority=priority,
+            timezone=timezone,
+            missed_window=missed_window,
+        )
+        states = [app_state(bound) for bound in list(self._apps)]
+        taken = any(state is not None and name in state.config_schedules for state in states)
+        if name in self._registry.schedules or taken:
+            raise ConfigurationError(f"A schedule named {name!r} exists already; give each schedule its own name.")
+        self._registry.check_schedule(schedule)
+        self._registry.schedules[name] = schedule
+        return schedule
 
     def get_job(self, job_id: str | uuid.UUID, *, app: Flask | None = None) -> Job | None:
         """The job with this id (any spelling of the UUID), or ``None``."""
@@ -486,7 +501,7 @@ class AsyncEndpoints:
         normalized = parse_job_id(job_id)
         if normalized is None:
             return CancelResult.NOT_FOUND, None
-        return state.store.cancel(normalized, result_ttl=state.settings.result_ttl)
+        return state.cancel(normalized, sender=self._app(app))
 
     def openapi_spec(self, app: Flask | None = None, *, spec: APISpec | None = None) -> APISpec:
         """The app's OpenAPI document (async endpoints and job routes) as an ``apispec.APISpec``.

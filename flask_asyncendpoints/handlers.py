@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from marshmallow import Schema
 from werkzeug.datastructures import Headers, MultiDict
 
 from .encoding import safe_text
+from .jobs import DEFAULT_QUEUE
 
 #: A handler: takes the job's context, returns the job's result (JSON, or what the response schema dumps).
 Handler = Callable[["JobContext"], Any]
@@ -29,6 +31,34 @@ class HandlerSpec:
     max_retries: int | None = None
     #: ``None``: ``ASYNCENDPOINTS_JOB_TIMEOUT``.
     timeout: float | None = None
+    #: The queue its jobs go to.
+    queue: str = DEFAULT_QUEUE
+
+    @property
+    def logger_name(self) -> str:
+        """The name of the logger behind ``ctx.logger``: the handler's module (``func.__module__``)."""
+        return getattr(self.func, "__module__", None) or "flask_asyncendpoints.handlers"
+
+
+if TYPE_CHECKING:
+    _LoggerAdapter = logging.LoggerAdapter[logging.Logger]
+else:
+    _LoggerAdapter = logging.LoggerAdapter
+
+
+class JobLogger(_LoggerAdapter):
+    """``ctx.logger``: a :class:`logging.LoggerAdapter` over the handler's module logger that adds
+    ``job_id``, ``job_name`` and ``attempt`` to every record (as attributes, merged with the
+    ``extra=`` of the call)."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        given = kwargs.get("extra")
+        kwargs["extra"] = {**(self.extra or {}), **given} if given else self.extra
+        return msg, kwargs
+
+
+def _default_logger() -> JobLogger:
+    return JobLogger(logging.getLogger("flask_asyncendpoints.handlers"), {})
 
 
 @dataclass
@@ -45,7 +75,11 @@ class JobContext:
     :ivar name: the job name the handler was registered under.
     :ivar cancelled: set when a cancel was requested, the attempt timed out or the worker lost the
         job's lease; a long handler checks it (``ctx.cancelled.is_set()``) and stops, returning or
-        raising :class:`~flask_asyncendpoints.JobCanceled`.
+        raising :class:`~flask_asyncendpoints.JobCanceled`. A cancel request reaches it within
+        milliseconds on stores that announce cancels, else at the next lease renewal.
+    :ivar logger: a :class:`logging.Logger`-compatible adapter over the handler's module logger
+        (``logging.getLogger(handler.__module__)``); its records carry ``job_id``, ``job_name`` and
+        ``attempt``. With ``ASYNCENDPOINTS_EXECUTION_LOGS`` they are kept with the job.
     """
 
     request: Any
@@ -56,6 +90,7 @@ class JobContext:
     attempt: int
     name: str = ""
     cancelled: threading.Event = field(default_factory=threading.Event)
+    logger: JobLogger = field(default_factory=_default_logger, repr=False)
     _on_progress: Callable[[float, str | None], None] | None = field(default=None, repr=False)
 
     def report_progress(self, fraction: float, message: str | None = None) -> None:

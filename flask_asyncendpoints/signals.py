@@ -1,16 +1,22 @@
-"""Signals sent by the worker (blinker, as Flask's own signals).
+"""Signals sent for job events (blinker, as Flask's own signals).
 
 Connect a receiver for metrics, logging or tests::
 
-    from flask_asyncendpoints.signals import job_finished
+    from flask_asyncendpoints.signals import job_completed
 
-    @job_finished.connect_via(app)
+    @job_completed.connect_via(app)
     def count(sender, job, **extra):
-        if job is not None:
-            metrics.incr(f"jobs.{job.status.value}")
+        metrics.incr(f"jobs.completed.{job.name}")
 
-Receivers run in the worker thread, outside any lock; an exception in a receiver is logged and
-does not affect the job.
+Every receiver gets ``sender`` (the app), ``job`` (the :class:`~flask_asyncendpoints.Job` as stored
+after the event) and ``job_id``; the event signals also get ``attempt`` (the attempt number, 0 for a
+job that never started) and ``duration`` (seconds the attempt ran, or ``None``).
+
+Each event signal is sent exactly once per occurrence, in the process where the event happened:
+``job_submitted`` where the job was created, ``job_recovered`` in the process that recovered it,
+``job_canceled`` where it became ``Canceled`` (the process that answered the ``DELETE`` of a waiting
+job; the worker for a running one). Receivers run in the thread of the event, outside any lock; an
+exception in a receiver is logged and does not affect the job.
 """
 
 from __future__ import annotations
@@ -27,3 +33,23 @@ job_started = _signals.signal("asyncendpoints.job-started")
 #: afterwards (``Completed``, ``Failed``, ``Canceled``, or ``Scheduled`` for a retry), or ``None``
 #: when the outcome was discarded because the attempt had lost its lease; ``job_id`` its id.
 job_finished = _signals.signal("asyncendpoints.job-finished")
+
+#: Sent when a job is created (an HTTP submit, :meth:`~flask_asyncendpoints.AsyncEndpoints.submit`,
+#: ``submit_many`` or a recurring job's occurrence); not for a resubmit that found its job.
+job_submitted = _signals.signal("asyncendpoints.job-submitted")
+
+#: Sent when a failed attempt is scheduled for a retry (``job`` is ``Scheduled``).
+job_retried = _signals.signal("asyncendpoints.job-retried")
+
+#: Sent when a job ends ``Completed``.
+job_completed = _signals.signal("asyncendpoints.job-completed")
+
+#: Sent when a job ends ``Failed`` (out of retries, ``retry=False``, or recovered with none left).
+job_failed = _signals.signal("asyncendpoints.job-failed")
+
+#: Sent when a job whose lease expired is taken back (``job`` is ``Queued`` again, or ``Failed``
+#: or ``Canceled``, in which case ``job_failed`` or ``job_canceled`` follows).
+job_recovered = _signals.signal("asyncendpoints.job-recovered")
+
+#: Sent when a job ends ``Canceled``.
+job_canceled = _signals.signal("asyncendpoints.job-canceled")

@@ -14,17 +14,20 @@ import signal
 import threading
 import weakref
 from collections.abc import Iterable
-from typing import Any, NamedTuple
+from typing import Any
 
 from flask import Flask, current_app, request
 
-from .config import Settings
-from .encoding import SURROGATE, NotJSONError, json_bytes, surrogate_in
-from .errors import InvalidPayload
+from . import submitting
+from .config import QueuePlan, Settings
+from .errors import ConfigurationError
+from .events import JobEvent, emit
 from .handlers import HandlerSpec
-from .jobs import Job, JobPayload
+from .jobs import DEFAULT_QUEUE, Job, JobPayload
 from .registry import Registry
-from .stores import MemoryStore, Store
+from .schedules import Schedule
+from .stores import CancelResult, MemoryStore, Store
+from .submitting import CheckedPayload
 from .worker import Worker, logger
 
 #: Where the state lives in ``app.extensions``.
@@ -36,16 +39,6 @@ NOT_INITIALIZED = "flask-asyncendpoints is not initialized on this app. Did you 
 
 #: Batches one immediate-mode submit runs at most (a handler that submits a job each run would never end).
 IMMEDIATE_MAX_BATCHES = 1000
-
-
-class CheckedPayload(NamedTuple):
-    """A job's request as it will be stored, with its size as stored."""
-
-    payload: JobPayload
-    #: The body as stored (UTF-8 JSON), in bytes; 0 for no body.
-    body_bytes: int
-    #: The stored headers, route and query parameters and owner key (UTF-8 JSON), in bytes.
-    context_bytes: int
 
 
 def app_state(app: Flask) -> AppState | None:
@@ -76,10 +69,32 @@ class AppState:
         self.blueprint_name = "asyncendpoints"
         self.url_prefix = ""
         self.job_endpoint = "asyncendpoints.job"
+        #: Recurring jobs from ``ASYNCENDPOINTS_SCHEDULES``, by name.
+        self.config_schedules: dict[str, Schedule] = {}
+        for entry in settings.schedules:
+            schedule = Schedule.from_config(entry)
+            if schedule.name in self.config_schedules or schedule.name in registry.schedules:
+                raise ConfigurationError(
+                    f"ASYNCENDPOINTS_SCHEDULES: the schedule {schedule.name!r} is defined twice; "
+                    "give each its own name."
+                )
+            self.config_schedules[schedule.name] = schedule
 
-    def max_retries_of(self, spec: HandlerSpec) -> int:
-        """The handler's retries, else ``ASYNCENDPOINTS_DEFAULT_MAX_RETRIES``."""
-        return spec.max_retries if spec.max_retries is not None else self.settings.default_max_retries
+    @property
+    def schedules(self) -> list[Schedule]:
+        """Every recurring job of the app: those of ``ae.schedule()``, then those of the config."""
+        return [*self.registry.schedules.values(), *self.config_schedules.values()]
+
+    def worker_queues(self) -> QueuePlan:
+        """The queues this app's workers serve: ``ASYNCENDPOINTS_QUEUES``, else every queue that a
+        handler or schedule names, ``default`` first and the others by name, with equal weights."""
+        if self.settings.queues is not None:
+            return self.settings.queues
+        named = {spec.queue for spec in self.registry.handlers.values()}
+        named.update(s.queue for s in self.schedules if s.queue is not None)
+        named.discard(DEFAULT_QUEUE)
+        names = (DEFAULT_QUEUE, *sorted(named))
+        return QueuePlan(names, tuple(1.0 for _ in names) if len(names) > 1 else None)
 
     def build_payload(
         self,
@@ -89,58 +104,45 @@ class AppState:
         query_params: dict[str, list[str]],
         owner: str | None,
     ) -> CheckedPayload:
-        """The payload a job is stored with, checked (the one place both the HTTP submit and the Python API build it).
-
-        The redacted headers are dropped here, so no caller can store them. Everything is checked to
-        be storable as UTF-8 JSON here, before any store sees it: a lone surrogate that Python's
-        ``json`` reads from ``"\\ud800"`` would otherwise fail in one store's encoder and be kept by
-        another, to fail every answer that shows it.
+        """The payload a job is stored with, checked (:func:`~flask_asyncendpoints.submitting.build_payload`
+        with this app's settings: the one builder every submit goes through).
 
         :param body: the request body as sent (JSON data), not yet validated.
-        :param headers: the request headers, redacted ones included.
+        :param headers: the request headers, redacted ones included (they are dropped).
         :param route_params: the URL rule's variables, as JSON.
         :param query_params: the query string, every value of each name.
         :param owner: the owner key the job is bound to, or ``None``.
         :returns: the payload and its size as stored.
         :raises ~flask_asyncendpoints.errors.InvalidPayload: naming the first part that cannot be stored.
         """
-        redact = self.settings.redact_headers
-        kept = tuple((k, v) for k, v in headers if k.lower() not in redact)
-        payload = JobPayload(
-            body=body,
-            headers=kept,
-            route_params=route_params,
-            query_params=query_params,
-            owner=owner,
-        )
-        try:
-            body_bytes = json_bytes(body, "body") if body is not None else 0
-            context_bytes = (
-                _headers_bytes(kept)
-                + json_bytes(route_params, "route_params")
-                + json_bytes(query_params, "query_params")
-                + (json_bytes(owner, "the owner key") if owner is not None else 0)
-            )
-        except NotJSONError as exc:
-            raise InvalidPayload(f"The request cannot be stored as UTF-8 JSON: {exc}.", exc.kind) from None
-        return CheckedPayload(payload, body_bytes, context_bytes)
+        return submitting.build_payload(self.settings, body, headers, route_params, query_params, owner)
 
-    def store_job(self, spec: HandlerSpec, job_id: str, payload: JobPayload) -> tuple[Job, bool]:
-        """Store a new job for ``spec`` with a payload from :meth:`build_payload`.
+    def store_job(
+        self,
+        spec: HandlerSpec,
+        job_id: str,
+        payload: JobPayload,
+        *,
+        sender: Flask,
+        priority: int = 0,
+        due: float | None = None,
+    ) -> tuple[Job, bool]:
+        """Store a new job for ``spec``, in its handler's queue, with a payload from :meth:`build_payload`.
+
+        A job created is a ``submitted`` event.
 
         :param spec: the handler the job is for.
         :param job_id: the new job's id (normalized); an existing job with it is returned instead.
         :param payload: what the handler will be called with.
+        :param sender: the app (the sender of ``job_submitted``).
+        :param priority: higher runs first among the due jobs of its queue.
+        :param due: epoch seconds when it becomes due (``None``: at once).
         :returns: the job, and whether it was created (``False``: ``job_id`` named an existing job).
         :raises ~flask_asyncendpoints.stores.PendingLimitReached: at ``ASYNCENDPOINTS_MAX_PENDING_JOBS``.
         :raises ~flask_asyncendpoints.errors.StoreError: when the store cannot be reached.
         """
-        return self.store.create(
-            job_id,
-            spec.name,
-            payload,
-            max_retries=self.max_retries_of(spec),
-            max_pending=self.settings.max_pending_jobs,
+        return submitting.store_job(
+            self.store, self.settings, spec, job_id, payload, sender=sender, priority=priority, due=due
         )
 
     def create_job(
@@ -152,15 +154,27 @@ class AppState:
         route_params: dict[str, Any],
         query_params: dict[str, list[str]],
         owner: str | None,
+        *,
+        sender: Flask,
+        priority: int = 0,
+        due: float | None = None,
     ) -> tuple[Job, bool]:
-        """:meth:`build_payload`, then :meth:`store_job`.
+        """:meth:`build_payload`, then :meth:`store_job` (see them for the parameters).
 
         :raises ~flask_asyncendpoints.errors.InvalidPayload: when the request cannot be stored as UTF-8 JSON.
         :raises ~flask_asyncendpoints.stores.PendingLimitReached: at ``ASYNCENDPOINTS_MAX_PENDING_JOBS``.
         :raises ~flask_asyncendpoints.errors.StoreError: when the store cannot be reached.
         """
         checked = self.build_payload(body, headers, route_params, query_params, owner)
-        return self.store_job(spec, job_id, checked.payload)
+        return self.store_job(spec, job_id, checked.payload, sender=sender, priority=priority, due=due)
+
+    def cancel(self, job_id: str, *, sender: Flask) -> tuple[CancelResult, Job | None]:
+        """Cancel a job (the one way both ``DELETE`` and the Python API do); a job canceled at once
+        (it was waiting) is a ``canceled`` event here, a running one's is the worker's."""
+        outcome, job = self.store.cancel(job_id, result_ttl=self.settings.result_ttl)
+        if outcome is CancelResult.CANCELED and job is not None:
+            emit(JobEvent.CANCELED, sender, job)
+        return outcome, job
 
     def run_immediately(self, app: Flask) -> None:
         """``ASYNCENDPOINTS_IMMEDIATE``: run every due job now, in the calling thread (tests)."""
@@ -174,7 +188,16 @@ class AppState:
         """This process's worker for the app (a new one after a fork)."""
         with self.lock:
             if self.worker is None or self.worker.pid != os.getpid():
-                self.worker = Worker(app, self.settings, self.store, self.registry.find_handler)
+                self.worker = Worker(
+                    app,
+                    self.settings,
+                    self.store,
+                    self.registry.find_handler,
+                    # Asked again on each claim turn and each look, so handlers and schedules
+                    # registered after the worker was made are served too.
+                    queues=self.worker_queues,
+                    schedules=lambda: self.schedules,
+                )
             return self.worker
 
     def start_worker(self, app: Flask) -> Worker:
@@ -232,13 +255,3 @@ def _shutdown_at_exit(ref: weakref.ReferenceType[Worker]) -> None:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         released = worker.release_now()
         logger.warning("flask-asyncendpoints: stopped at once; %d unfinished job(s) given back to the queue", released)
-
-
-def _headers_bytes(headers: tuple[tuple[str, str], ...]) -> int:
-    """The headers' size as stored (a JSON list of ``[name, value]`` pairs); each one named when it cannot be."""
-    for name, value in headers:
-        for part in (name, value):
-            bad = surrogate_in(part) if isinstance(part, str) else None
-            if bad is not None:
-                raise NotJSONError(f"the header {name!a} holds a lone UTF-16 surrogate ({bad!a})", SURROGATE)
-    return json_bytes([list(pair) for pair in headers], "headers")

@@ -178,7 +178,10 @@ def serve(worker: Worker, start: Callable[[], object], *, health_file: str | Non
             if child is None
             else f" as worker process {child.process} of supervisor {child.supervisor}"
         )
-        click.echo(f"worker {worker.worker_id} running {worker.settings.max_concurrency} thread(s){suffix}")
+        click.echo(
+            f"worker {worker.worker_id} running {worker.settings.max_concurrency} thread(s) on queues "
+            f"{worker.queues.plan}{suffix}"
+        )
         beat = max(1.0, min(5.0, worker.settings.poll_interval))
         stop = _StopRequest()
         while not stop.requested:

@@ -244,12 +244,27 @@ def memory_store(clock: FakeClock) -> MemoryStore:
 
 
 @pytest.fixture
-def app(ae: AsyncEndpoints, memory_store: MemoryStore, app_config: dict[str, object]) -> Iterator[Flask]:
-    """An app on the memory store with the fake clock; no worker threads unless a test starts them."""
+def app_store(memory_store: MemoryStore) -> Store:
+    """The ``app`` fixture's store: the memory store with the fake clock.
+
+    A test class whose tests every store must pass overrides it with the parametrized ``store``
+    fixture, so they run once per kind of store::
+
+        @pytest.fixture
+        def app_store(self, store: Store) -> Store:
+            return store
+    """
+    return memory_store
+
+
+@pytest.fixture
+def app(ae: AsyncEndpoints, app_store: Store, app_config: dict[str, object]) -> Iterator[Flask]:
+    """An app on ``app_store`` (the memory store with the fake clock unless a test class says every
+    store); no worker threads unless a test starts them."""
     app = Flask("testapp")
     app.config.update(TESTING=True, ASYNCENDPOINTS_WORKER=False, ASYNCENDPOINTS_MAX_CONCURRENCY=2)
     app.config.update(app_config)
-    ae.init_app(app, store=memory_store)
+    ae.init_app(app, store=app_store)
     yield app
     ae.shutdown(app, timeout=5)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
@@ -63,7 +64,7 @@ def bad_ae() -> AsyncEndpoints:
 
 @pytest.fixture
 def bad_app(bad_ae: AsyncEndpoints, store: Store) -> Iterator[Flask]:
-    """An app on every kind of store (memory, fakeredis, real Redis), no worker threads."""
+    """An app on every kind of store (memory, fakeredis, real Redis and Cluster, SQL), no worker threads."""
     app = Flask("bad-input")
     app.url_map.converters["raw"] = RawName
     app.config.update(TESTING=True, ASYNCENDPOINTS_WORKER=False)
@@ -200,6 +201,59 @@ class TestPythonSubmit:
     def test_a_handler_name_with_a_surrogate_is_refused_at_registration(self) -> None:
         with pytest.raises(AsyncEndpointsError, match="lone UTF-16 surrogate"):
             AsyncEndpoints().handler("Report\udcff")(lambda ctx: None)
+
+
+class TestOneBuilderWithQueuesAndPriorities:
+    """Every submit goes through the one payload builder, whatever queue, priority or delay it has,
+    on every kind of store."""
+
+    @pytest.fixture
+    def queued_ae(self) -> AsyncEndpoints:
+        ae = AsyncEndpoints()
+        ae.handler("Echo", queue="urgent")(lambda ctx: ctx.request)
+        ae.route("/echo", "Echo", body=True, priority=lambda body: 7, delay=lambda body: 60)
+        return ae
+
+    @pytest.fixture
+    def queued_app(self, queued_ae: AsyncEndpoints, store: Store) -> Iterator[Flask]:
+        app = Flask("queued")
+        app.config.update(TESTING=True, ASYNCENDPOINTS_WORKER=False, ASYNCENDPOINTS_MAX_CONTEXT_BYTES=200)
+        queued_ae.init_app(app, store=store)
+        yield app
+        queued_ae.shutdown(app, timeout=5)
+
+    def test_http_checks_come_before_the_priority_and_delay_and_the_job_gets_both(
+        self, queued_app: Flask, store: Store
+    ) -> None:
+        client = queued_app.test_client()
+        assert_refused(client.post("/echo", data=b'"\\ud800"', content_type="application/json"), where="body")
+        too_big = client.post("/echo", json="ok", headers={"X-Pad": "x" * 300})
+        assert too_big.status_code == 413
+        assert total(store) == 0
+
+        answer = client.post("/echo", json="ok", headers={"Authorization": "Bearer secret"})
+        assert answer.status_code == 202
+        assert answer.get_json()["status"] == "Scheduled"
+        job = store.get(answer.get_json()["id"])
+        assert job is not None
+        assert (job.queue, job.priority) == ("urgent", 7)
+        assert "authorization" not in {name.lower() for name, _ in job.payload.headers}
+
+    def test_the_python_api_checks_the_payload_and_keeps_queue_priority_and_delay(
+        self, queued_ae: AsyncEndpoints, queued_app: Flask, store: Store
+    ) -> None:
+        with pytest.raises(InvalidPayload, match="the header 'X-Name'"):
+            queued_ae.submit("Echo", "ok", headers={"X-Name": "\udcff"}, priority=3, delay=60, app=queued_app)
+        with pytest.raises(InvalidPayload, match=re.escape("body['n'] is nan")):
+            queued_ae.submit_many("Echo", [{"n": 1}, {"n": math.nan}], priority=3, app=queued_app)
+        assert total(store) == 0
+
+        job = queued_ae.submit(
+            "Echo", "ok", headers={"Authorization": "Bearer secret"}, priority=3, delay=60, app=queued_app
+        )
+        assert (job.status, job.queue, job.priority, job.payload.headers) == (JobStatus.SCHEDULED, "urgent", 3, ())
+        many = queued_ae.submit_many("Echo", ["a", "b"], priority=-2, app=queued_app)
+        assert [(j.queue, j.priority) for j in many if j is not None] == [("urgent", -2), ("urgent", -2)]
 
 
 class TestWhatTheLibraryWrites:

@@ -10,6 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from example_app import NOT_BLANK, ae, create_app
+from flask_asyncendpoints.stores import Store
 
 from .conftest import Finished
 
@@ -23,7 +24,17 @@ def example(monkeypatch: pytest.MonkeyPatch) -> Iterator[Flask]:
     ae.shutdown(app, timeout=5)
 
 
-def test_the_seed_request_completes(example: Flask) -> None:
+@pytest.fixture
+def example_on_every_store(monkeypatch: pytest.MonkeyPatch, store: Store) -> Iterator[Flask]:
+    """The example app, its worker threads running, on each kind of store."""
+    monkeypatch.setenv("EXAMPLE_DELAY", "0")
+    app = create_app({"TESTING": True, "ASYNCENDPOINTS_STORE": store, "ASYNCENDPOINTS_MAX_CONCURRENCY": 2})
+    yield app
+    ae.shutdown(app, timeout=5)
+
+
+def test_the_seed_request_completes(example_on_every_store: Flask) -> None:
+    example = example_on_every_store
     client: FlaskClient = example.test_client()
     watcher = Finished(example)
     try:
@@ -39,6 +50,18 @@ def test_the_seed_request_completes(example: Flask) -> None:
     assert body["result"]["processedData"] == "Processed: HELLO, ASYNCENDPOINTS!"
     assert body["result"]["characterCount"] == 22
     assert body["result"]["processedAt"].endswith("+00:00")
+
+
+def test_higher_processing_priorities_run_first(store: Store) -> None:
+    app = create_app({"TESTING": True, "ASYNCENDPOINTS_WORKER": False, "ASYNCENDPOINTS_STORE": store})
+    client = app.test_client()
+    ids = {}
+    for priority in (1, 5, 3):
+        answer = client.post("/api/process-data", json={"data": f"p{priority}", "processingPriority": priority})
+        assert answer.status_code == 202
+        ids[priority] = answer.get_json()["id"]
+    claimed = ae.get_store(app).claim(3, 60)
+    assert [c.job.id for c in claimed] == [ids[5], ids[3], ids[1]]
 
 
 def test_the_report_endpoint_takes_no_body(example: Flask) -> None:
@@ -88,3 +111,17 @@ def test_the_store_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("FLASK_ASYNCENDPOINTS_STORE", "nosuch://x")
     with pytest.raises(Exception, match="nosuch://x"):
         create_app()
+
+
+def test_the_dashboard_is_on_for_this_machine_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    app = create_app({"TESTING": True, "ASYNCENDPOINTS_WORKER": False})
+    client = app.test_client()
+    job_id = client.post("/api/process-data", json={"data": "x", "processingPriority": 2}).get_json()["id"]
+    page = client.get(f"/asyncendpoints/job/{job_id}")
+    assert page.status_code == 200 and "ProcessData" in page.get_data(as_text=True)
+    assert client.get("/asyncendpoints/", environ_base={"REMOTE_ADDR": "203.0.113.7"}).status_code == 403
+    monkeypatch.setenv("FLASK_ASYNCENDPOINTS_DASHBOARD_URL", "null")
+    assert (
+        create_app({"TESTING": True, "ASYNCENDPOINTS_WORKER": False}).test_client().get("/asyncendpoints/").status_code
+        == 404
+    )

@@ -310,3 +310,20 @@ class TestSubmitMany:
         ]
         assert all(job.payload.owner == "alice" for job in jobs if job)
         assert ae.get_store(app).counts()[JobStatus.QUEUED] == 3
+
+
+def test_the_history_limit_reaches_the_store() -> None:
+    ae = AsyncEndpoints()
+
+    def always_fails(ctx: object) -> None:
+        raise ValueError("no")
+
+    ae.handler("Broken", max_retries=4)(always_fails)
+    app = make_app(ASYNCENDPOINTS_HISTORY_LIMIT=2, ASYNCENDPOINTS_RETRY_DELAY_BASE=0)
+    ae.init_app(app)
+    job_id = ae.submit("Broken", app=app).id
+    worker = ae.get_worker(app)
+    while worker.run_once():
+        pass
+    assert ae.get_store(app).get(job_id).status is JobStatus.FAILED  # type: ignore[union-attr]
+    assert [record.number for record in ae.get_store(app).attempts(job_id)] == [4, 5]

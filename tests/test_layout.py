@@ -120,3 +120,24 @@ def test_each_module_imports_first() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_package_data_covers_every_file_the_package_reads() -> None:
+    # A template, stylesheet or script missing from setup.cfg's package_data is left out of the
+    # wheel: the app then fails only once installed, never in a checkout.
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(PACKAGE_DIR.parent / "setup.cfg")
+    covered: set[Path] = set()
+    for package, patterns in config["options.package_data"].items():
+        base = PACKAGE_DIR.parent.joinpath(*package.split("."))
+        for pattern in patterns.replace(",", " ").split():
+            covered.update(base.glob(pattern))
+    data = {
+        path
+        for path in PACKAGE_DIR.rglob("*")
+        if path.is_file() and path.suffix not in {".py", ".pyc"} and "__pycache__" not in path.parts
+    }
+    assert data - covered == set()
+    assert any(path.suffix == ".html" for path in covered) and any(path.suffix == ".lua" for path in covered)

@@ -902,15 +902,20 @@ def test_gunicorn_and_a_killed_worker_process_complete_every_job_and_leave_no_ke
 
     # Once RESULT_TTL has passed, every finished job is gone with all its index entries.
     # What stays: the per-name counts (at zero), the wake list, the throughput of the hour (it
-    # expires) and the names of the queues.
+    # expires), the names of the queues and the worker registry (the live workers, and the killed
+    # one's entry until it expires).
     queue = Layout(prefix).default
-    kept = {queue.key(NAMES), queue.key(WAKE), Layout(prefix).queues}
+    kept = {queue.key(NAMES), queue.key(WAKE), Layout(prefix).queues, Layout(prefix).workers}
+    expiring = (queue.throughput(0).rpartition(":")[0] + ":", Layout(prefix).worker(""))
 
     def nothing_left() -> bool:
         keys = {
             key.decode() for pattern in scan_patterns(prefix) for key in redis_server.client.scan_iter(match=pattern)
         }
-        return {key for key in keys if not key.startswith(queue.throughput(0).rpartition(":")[0] + ":")} <= kept
+        return {key for key in keys if not key.startswith(expiring)} <= kept
 
     wait_until(nothing_left, 30, "finished jobs to be purged")
+    # Each registration of the worker registry expires by itself: the killed process's too.
+    registrations = list(redis_server.client.scan_iter(match=Layout(prefix).worker("*")))
+    assert registrations and all(redis_server.client.ttl(key) > 0 for key in registrations)
     assert statuses(ae, app) == {}

@@ -142,7 +142,9 @@ class RefusesPoison(RedisStore):
 @pytest.fixture(params=["fakeredis", "redis"])
 def poison_store(request: pytest.FixtureRequest, key_prefix: str) -> Iterator[RefusesPoison]:
     client = request.getfixturevalue("fake_redis_client" if request.param == "fakeredis" else "real_redis_client")
-    yield RefusesPoison(client, key_prefix=key_prefix)
+    store = RefusesPoison(client, key_prefix=key_prefix)
+    yield store
+    store.close()  # its subscriber thread, which outlives the test otherwise
     if request.param == "redis":
         _delete_prefix(client, key_prefix)
 

@@ -100,7 +100,8 @@ def worker_context(info: ScriptInfo, args: list[str]) -> click.Context:
 
 
 def test_each_worker_process_runs_the_same_app_and_options_again() -> None:
-    args = ["--processes", "3", "--concurrency=4", "--log-level", "DEBUG", "--health-file", "/tmp/w.alive"]
+    args = ["--processes", "3", "--concurrency=4", "--queues", "high:5,default:1", "--log-level", "DEBUG"]
+    args += ["--health-file", "/tmp/w.alive"]
     ctx = worker_context(ScriptInfo(app_import_path="example_app:create_app()"), list(args))
     assert child_command(ctx) == [
         sys.executable,
@@ -131,6 +132,13 @@ def test_processes_need_a_shared_store(app: Flask) -> None:
     result = app.test_cli_runner().invoke(cli, ["worker", "--processes", "2"])
     assert result.exit_code == 2
     assert "memory store each process would see only its own jobs" in result.output
+
+
+def test_a_queue_plan_the_worker_processes_would_refuse_is_refused_before_they_start(app: Flask) -> None:
+    result = app.test_cli_runner().invoke(cli, ["worker", "--processes", "2", "--queues", "high:fast"])
+    assert result.exit_code == 2
+    assert "--queues" in result.output
+    assert "memory store" not in result.output  # refused before the supervisor is considered
 
 
 def test_processes_and_burst_do_not_go_together(app: Flask) -> None:
@@ -221,7 +229,9 @@ def submitter(redis_server: RedisServer, prefix: str) -> Iterator[tuple[AsyncEnd
 
 
 #: A child's line once its worker runs: its worker id (hostname:pid:…), its number, its supervisor.
-CHILD_RUNNING = r"^worker [^\s:]+:(\d+):\S+ running \d+ thread\(s\) as worker process (\d+) of supervisor (\d+)$"
+CHILD_RUNNING = (
+    r"^worker [^\s:]+:(\d+):\S+ running \d+ thread\(s\) on queues \S+ as worker process (\d+) of supervisor (\d+)$"
+)
 
 
 class Supervised:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from flask import Flask
 
-from flask_asyncendpoints import AsyncEndpoints, JobContext, JobStatus, StoreError
+from flask_asyncendpoints import AsyncEndpoints, Job, JobContext, JobStatus, StoreError
+from flask_asyncendpoints.signals import job_completed
 from flask_asyncendpoints.stores import MemoryStore
 from flask_asyncendpoints.worker.ledger import StoreHealth
 
@@ -41,9 +43,9 @@ class FlakyStore(MemoryStore):
         if self.failures:
             self.answered_after_outage.set()
 
-    def claim(self, limit: int, lease_seconds: float, *, now: float | None = None) -> Any:
+    def claim(self, limit: int, lease_seconds: float, **kwargs: Any) -> Any:
         self._gate()
-        return super().claim(limit, lease_seconds, now=now)
+        return super().claim(limit, lease_seconds, **kwargs)
 
     def recover(self, **kwargs: Any) -> Any:
         self._gate()
@@ -52,6 +54,28 @@ class FlakyStore(MemoryStore):
     def complete(self, *args: Any, **kwargs: Any) -> Any:
         self._gate()
         return super().complete(*args, **kwargs)
+
+    # The calls of queues' recurring jobs, the worker registry, execution logs and instant cancels.
+
+    def register_worker(self, *args: Any, **kwargs: Any) -> None:
+        self._gate()
+        super().register_worker(*args, **kwargs)
+
+    def unregister_worker(self, worker_id: str) -> None:
+        self._gate()
+        super().unregister_worker(worker_id)
+
+    def watch_cancels(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        self._gate()
+        return super().watch_cancels(callback)
+
+    def claim_occurrence(self, *args: Any, **kwargs: Any) -> bool:
+        self._gate()
+        return super().claim_occurrence(*args, **kwargs)
+
+    def append_logs(self, *args: Any, **kwargs: Any) -> bool:
+        self._gate()
+        return super().append_logs(*args, **kwargs)
 
 
 def make_app(ae: AsyncEndpoints, store: MemoryStore, **config: Any) -> Flask:
@@ -111,6 +135,50 @@ def test_an_outage_is_one_warning_and_one_line_when_it_ends(caplog: pytest.LogCa
     failed = int(back.getMessage().split("; ")[1].split(" ")[0])
     assert 5 <= failed <= store.failures
     assert not any(r.exc_info for r in ours if r.levelno >= logging.INFO)
+
+
+def test_the_registry_recurring_jobs_logs_and_cancel_watch_report_to_the_one_outage(
+    caplog: pytest.LogCaptureFixture, clock: FakeClock
+) -> None:
+    pytest.importorskip("cronsim")
+    store = FlakyStore(clock)
+    ae = AsyncEndpoints()
+
+    @ae.handler("Tick")
+    def tick(ctx: JobContext) -> None:
+        ctx.logger.warning("tick")  # above the default level of the handler's logger
+
+    ae.schedule("every-minute", cron="* * * * *", job_name="Tick")
+    app = make_app(ae, store, ASYNCENDPOINTS_EXECUTION_LOGS=True)
+    completed: list[Job] = []
+    ran = threading.Event()
+
+    def on_completed(sender: Flask, job: Job, **extra: Any) -> None:
+        completed.append(job)
+        ran.set()
+
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    store.down.set()
+    job_completed.connect(on_completed, sender=app)
+    try:
+        ae.start_worker(app)  # registering and watching for cancels fail first
+        assert store.enough_failures.wait(10)
+        store.down.clear()
+        # Back: registered at the next beat, the minute's occurrence enqueued, run, its log written.
+        assert ran.wait(10)
+    finally:
+        job_completed.disconnect(on_completed, sender=app)
+        ae.shutdown(app, timeout=5)
+
+    ours = [r for r in caplog.records if r.name == LOGGER]
+    warnings = [r.getMessage() for r in ours if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("job store unavailable while registering the worker: Could not reach Redis")
+    assert sum("available again" in r.getMessage() for r in ours) == 1
+    assert not any(r.exc_info for r in ours if r.levelno >= logging.INFO)
+    (job,) = completed
+    assert [line.message for line in store.logs(job.id)] == ["tick"]
+    assert store.workers() == []  # it left the registry at shutdown
 
 
 def test_each_retry_during_an_outage_is_logged_at_debug_with_its_traceback(

@@ -6,7 +6,7 @@ import json
 import math
 import uuid
 
-from flask import Response, request, url_for
+from flask import Response, current_app, request, url_for
 
 from ..errors import ProblemError, StoreError
 from ..jobs import Job, parse_job_id
@@ -123,7 +123,7 @@ def cancel_job(state: AppState, job_id: str) -> Response:
     """``DELETE`` a job: 200 canceled, 202 cancel requested (running), 409 finished, 404 unknown."""
     try:
         job = _visible_job(state, job_id, "cancel")
-        outcome, canceled = state.store.cancel(job.id, result_ttl=state.settings.result_ttl)
+        outcome, canceled = state.cancel(job.id, sender=current_app._get_current_object())  # type: ignore[attr-defined]
         if outcome is CancelResult.NOT_FOUND or canceled is None:
             raise not_found(job_id)
         if outcome is CancelResult.FINISHED:

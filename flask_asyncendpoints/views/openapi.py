@@ -417,7 +417,10 @@ def _job_operations(state: AppState, params: list[dict[str, Any]]) -> dict[str, 
             "parameters": job_param,
             "responses": {
                 "200": _job("Canceled at once (it was Queued or Scheduled).", retry_after=False),
-                "202": _job("Cancel requested: the job is running; it ends Canceled."),
+                "202": _job(
+                    "Cancel requested: the job is running; its handler is told to stop, and the job ends "
+                    "Canceled whatever its attempt does next."
+                ),
                 "404": not_found,
                 "409": _problem("The job has finished already (Completed, Failed or Canceled); nothing changed."),
                 "503": _problem(_STORE_DOWN, retry_after=True),

@@ -15,8 +15,9 @@ from ..encoding import NOT_FINITE, SURROGATE, TOO_DEEP, safe_text
 from ..errors import InvalidPayload, ProblemError, StoreError
 from ..jobs import Job, parse_job_id
 from ..registry import BeforeSubmit, RouteSpec
-from ..state import AppState, CheckedPayload
+from ..state import AppState
 from ..stores import PendingLimitReached
+from ..submitting import CheckedPayload, check_priority, due_at
 from .jobs import current_owner, job_response, may
 from .problems import JSON_MIMETYPE, hooked, problem_response, store_unavailable
 
@@ -103,9 +104,17 @@ def _submit(state: AppState, route: RouteSpec, route_params: dict[str, Any]) -> 
         answer = route.validator(loaded)
         if answer is not None:
             return current_app.make_response(answer)
+    priority, due = _scheduling(route, loaded)
 
     try:
-        job, created = state.store_job(spec, job_id or str(uuid.uuid4()), checked.payload)
+        job, created = state.store_job(
+            spec,
+            job_id or str(uuid.uuid4()),
+            checked.payload,
+            sender=current_app._get_current_object(),  # type: ignore[attr-defined]
+            priority=priority,
+            due=due,
+        )
     except PendingLimitReached as exc:
         raise ProblemError(
             503,
@@ -119,6 +128,17 @@ def _submit(state: AppState, route: RouteSpec, route_params: dict[str, Any]) -> 
         state.run_immediately(current_app._get_current_object())  # type: ignore[attr-defined]
         job = state.store.get(job.id) or job
     return hooked(state, "submitted", job, job_response(job, 202, state, location=True))
+
+
+def _scheduling(route: RouteSpec, loaded: Any) -> tuple[int, float | None]:
+    """The job's priority and due time from the route's options, called with the loaded body.
+
+    A function given as an option is the app's own code: what it returns must be a priority (a whole
+    number) or a delay (seconds, or ``None``), else it is the app's error, not the client's.
+    """
+    priority = route.priority(loaded) if callable(route.priority) else route.priority
+    delay = route.delay(loaded) if callable(route.delay) else route.delay
+    return check_priority(priority if priority is not None else 0), due_at(delay)
 
 
 def _existing_job(job: Job, job_name: str, state: AppState) -> Response:

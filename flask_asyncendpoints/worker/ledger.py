@@ -14,9 +14,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-from flask import Flask
 
 from ..config import Settings
 from ..errors import StoreError
@@ -27,16 +24,6 @@ logger = logging.getLogger("flask_asyncendpoints")
 
 #: Longest back-off after repeated store errors (seconds).
 MAX_ERROR_BACKOFF = 30.0
-
-
-def send_signal(signal: Any, sender: Flask, **kwargs: Any) -> None:
-    """Send a signal if anyone listens; a receiver that raises is logged, never the worker's problem."""
-    if not signal.receivers:
-        return
-    try:
-        signal.send(sender, **kwargs)
-    except Exception:
-        logger.exception("a receiver of %s failed", signal.name)
 
 
 class StoreHealth:
@@ -113,6 +100,15 @@ class Attempt:
     def job(self) -> Job:
         return self.claimed.job
 
+    @property
+    def number(self) -> int:
+        """The attempt's number: 1 for the first run."""
+        return self.claimed.job.retry_count + 1
+
+    def duration(self) -> float | None:
+        """Seconds since its handler started (``None`` while buffered)."""
+        return time.monotonic() - self.started if self.started is not None else None
+
 
 class Ledger:
     """The attempts held in this process (buffered or running), their slots, and the stop flag.
@@ -158,6 +154,16 @@ class Ledger:
         """
         held = sum(1 for a in self.attempts.values() if not (a.abandoned or a.finishing))
         return self.capacity - held - self.reserved
+
+    def cancel_requested(self, job_id: str) -> None:
+        """A cancel was requested for ``job_id`` (the store announced it): tell its handler at once.
+
+        Called from any thread (the store's listener); a job not held here is none of ours.
+        """
+        with self.lock:
+            attempt = self.attempts.get(job_id)
+        if attempt is not None and not attempt.abandoned:
+            attempt.cancelled.set()
 
     def done_running(self, attempt: Attempt) -> None:
         """The attempt's handler has returned or raised: its slot is free for the next claim."""

@@ -9,25 +9,31 @@ it in the calling thread.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import time
 import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 
 from flask import Flask
 
-from ..config import Settings
+from ..config import QueuePlan, Settings
 from ..errors import StoreError
 from ..handlers import HandlerSpec
-from ..jobs import Job
-from ..stores import Store
+from ..jobs import DEFAULT_QUEUE, Job
+from ..schedules import Schedule
+from ..stores import Store, WorkerInfo
 from .ledger import Attempt, Ledger, logger
+from .logcapture import LogCapture
 from .maintenance import Maintenance
 from .pool import Pool
+from .queues import QueueOrder
 from .results import Results
 from .run import Runner
+from .scheduler import Scheduler
 
 #: Workers started in this process, for :func:`shutdown_all` (weak: a dropped worker is not kept alive).
 _started_workers: weakref.WeakSet[Worker] = weakref.WeakSet()
@@ -54,6 +60,10 @@ class Worker:
     :param settings: the app's extension settings.
     :param store: the app's job store.
     :param find_handler: returns the handler registered under a job name, or ``None``.
+    :param queues: the queues to serve (default: ``ASYNCENDPOINTS_QUEUES``, else ``default`` alone),
+        or a function that returns them, asked on each claim turn.
+    :param schedules: the recurring jobs this worker enqueues as they fall due, or a function
+        that returns them, asked on each look.
     """
 
     def __init__(
@@ -62,18 +72,46 @@ class Worker:
         settings: Settings,
         store: Store,
         find_handler: Callable[[str], HandlerSpec | None],
+        *,
+        queues: QueuePlan | Callable[[], QueuePlan] | None = None,
+        schedules: Sequence[Schedule] | Callable[[], Sequence[Schedule]] = (),
     ) -> None:
         self.app = app
         self.settings = settings
         self.store = store
         self.find_handler = find_handler
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.host = socket.gethostname()
+        self.worker_id = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.pid = os.getpid()
+        self.queues = QueueOrder(queues or settings.queues or QueuePlan((DEFAULT_QUEUE,)))
+        self._unwatch: Callable[[], None] | None = None
         self._ledger = Ledger(settings, store)
+        self._capture = LogCapture(settings, store, self._ledger.health) if settings.execution_logs else None
         self._results = Results(app, settings, store, self._ledger)
-        self._runner = Runner(app, settings, store, find_handler, self._ledger, self._results)
-        self._pool = Pool(settings, store, self._ledger, self._runner, self._results)
-        self._maintenance = Maintenance(settings, store, find_handler, self._ledger, self._runner, self._pool)
+        self._runner = Runner(app, settings, store, find_handler, self._ledger, self._results, self._capture)
+        self._pool = Pool(settings, store, self._ledger, self._runner, self._results, self.queues, self.worker_id)
+        now = datetime.now(timezone.utc)
+        info = WorkerInfo(
+            id=self.worker_id,
+            host=self.host,
+            pid=self.pid,
+            queues=self.queues.names,
+            concurrency=settings.max_concurrency,
+            started_at=now,
+            heartbeat_at=now,
+        )
+        self._maintenance = Maintenance(
+            settings,
+            store,
+            find_handler,
+            self._ledger,
+            self._runner,
+            self._pool,
+            app=app,
+            scheduler=Scheduler(app, settings, store, schedules, find_handler, self._ledger.health),
+            capture=self._capture,
+            info=info,
+        )
 
     @property
     def capacity(self) -> int:
@@ -112,15 +150,53 @@ class Worker:
     # -- lifecycle --------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the pool threads and the maintenance thread (daemon threads)."""
+        """Start the pool threads and the maintenance thread (daemon threads).
+
+        First the worker asks the store to announce cancels (so a cancel reaches a running handler
+        at once), hooks its log capture in (with execution logs on) and registers itself in the
+        store's worker registry; the maintenance thread then renews that entry.
+        """
+        if self._maintenance.thread is not None:
+            return
+        started = datetime.now(timezone.utc)
+        self._maintenance.info = dataclasses.replace(
+            self._maintenance.info, queues=self.queues.names, started_at=started, heartbeat_at=started
+        )
+        health = self._ledger.health
+        try:
+            self._maintenance.beat()
+        except StoreError as exc:
+            # The maintenance thread registers it at its next beat.
+            health.failed(exc, "registering the worker")
+        # Outside the ledger's lock: a store may announce a cancel while this runs, and the
+        # announcement takes that lock.
+        unwatch: Callable[[], None] | None = None
+        try:
+            unwatch = self.store.watch_cancels(self._ledger.cancel_requested)
+        except StoreError as exc:
+            # Cancels still reach running handlers with each lease renewal, only later.
+            health.failed(exc, "watching for cancels")
+        else:
+            health.answered()
         with self._ledger.lock:
             if self._maintenance.thread is not None:
+                if unwatch is not None:
+                    unwatch()
                 return
+            self._unwatch = unwatch
+            if self._capture is not None:
+                self._capture.install()
             for _ in range(self.settings.max_concurrency):
                 self._pool.spawn()
             self._maintenance.start()
             _started_workers.add(self)
-        logger.info("worker %s started: %d threads on %s", self.worker_id, self.settings.max_concurrency, self.store)
+        logger.info(
+            "worker %s started: %d threads on %s, queues %s",
+            self.worker_id,
+            self.settings.max_concurrency,
+            self.store,
+            self.queues.plan,
+        )
 
     def wait_until_idle(self, timeout: float | None = None) -> bool:
         """Block until no job is due and none is running here; ``False`` if ``timeout`` ran out first.
@@ -183,6 +259,7 @@ class Worker:
             leftovers = list(ledger.attempts.values())
             ledger.attempts.clear()
         released += self._results.release(leftovers)
+        self._leave()
         logger.info("worker %s stopped; %d unfinished job(s) released", self.worker_id, released)
 
     def release_now(self) -> int:
@@ -201,7 +278,10 @@ class Worker:
             held = list(ledger.attempts.values())
             ledger.attempts.clear()
             ledger.buffer.clear()
-        return self._results.release(held)
+        released = self._results.release(held)
+        # The shutdown this cuts short would not get to it: leave the registry and stop watching now.
+        self._leave()
+        return released
 
     def stop_waiting(self) -> None:
         """Cut a graceful :meth:`shutdown` short: it stops waiting for running jobs and gives them back now.
@@ -214,6 +294,30 @@ class Worker:
             self._ledger.hurry = True
             self._ledger.room.notify_all()
 
+    def _leave(self) -> None:
+        """Stop hearing of cancels, unhook the log capture and leave the worker registry."""
+        health = self._ledger.health
+        unwatch, self._unwatch = self._unwatch, None
+        if unwatch is not None:
+            try:
+                unwatch()
+            except StoreError as exc:
+                health.failed(exc, "no longer watching for cancels at shutdown")
+            except Exception:
+                logger.warning("could not stop watching for cancels", exc_info=True)
+        if self._capture is not None:
+            self._capture.uninstall()
+        self._maintenance.unregistered = True
+        if not self._maintenance.registered:
+            return
+        try:
+            self.store.unregister_worker(self.worker_id)
+        except StoreError as exc:
+            # Its entry expires by itself after three missed heartbeats.
+            health.failed(exc, "leaving the worker registry at shutdown")
+        else:
+            health.answered()
+
     # -- without threads, and the maintenance steps one at a time ---------------------------------
 
     def run_once(self, now: float | None = None) -> int:
@@ -221,7 +325,7 @@ class Worker:
 
         For tests, scripts and ``--burst`` workers. Timeouts are not enforced here.
         """
-        claimed = self.store.claim(self.settings.batch_size, self.settings.claim_timeout, now=now)
+        claimed = self._pool.claim(self.settings.batch_size, now=now)
         for job in claimed:
             attempt = Attempt(job)
             with self._ledger.lock:
@@ -250,3 +354,25 @@ class Worker:
     def recover_once(self, now: float | None = None) -> list[Job]:
         """Recover jobs whose lease expired anywhere (unless recovery is off) and purge expired finished jobs."""
         return self._maintenance.recover_once(now)
+
+    def run_schedules(self, now: float | None = None) -> list[Job]:
+        """Enqueue the recurring jobs' occurrences due by ``now`` that this process wins; the jobs created here."""
+        return self._maintenance.scheduler.run_due(now)
+
+    def beat(self, now: float | None = None) -> None:
+        """Register this worker in the store's worker registry (again), its heartbeat at ``now``."""
+        self._maintenance.beat(now)
+
+    def flush_logs(self, now: float | None = None) -> None:
+        """Write the execution logs of running attempts now (the maintenance thread does it every second)."""
+        if self._capture is not None:
+            self._capture.flush_running(now, force=True)
+
+    def next_schedule_check(self) -> float | None:
+        """Epoch seconds of the next look at the schedules (``None`` without schedules)."""
+        return self._maintenance.scheduler.next_due()
+
+    @property
+    def schedules(self) -> tuple[Schedule, ...]:
+        """The recurring jobs this worker enqueues."""
+        return self._maintenance.scheduler.schedules

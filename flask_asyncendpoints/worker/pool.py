@@ -23,6 +23,7 @@ from ..errors import StoreError
 from ..jobs import ClaimedJob
 from ..stores import Store
 from .ledger import MAX_ERROR_BACKOFF, Attempt, Ledger, logger
+from .queues import QueueOrder
 from .results import Results
 from .run import Runner
 
@@ -37,11 +38,24 @@ class Pool:
     :param ledger: the attempts held in this process.
     :param runner: runs each attempt.
     :param results: gives back jobs claimed while the worker shuts down.
+    :param queues: the queues to claim from, in each turn's order.
+    :param worker_id: recorded by the store with each attempt.
     """
 
-    def __init__(self, settings: Settings, store: Store, ledger: Ledger, runner: Runner, results: Results) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        ledger: Ledger,
+        runner: Runner,
+        results: Results,
+        queues: QueueOrder,
+        worker_id: str,
+    ) -> None:
         self.settings = settings
         self.store = store
+        self.queues = queues
+        self.worker_id = worker_id
         self._ledger = ledger
         self._runner = runner
         self._results = results
@@ -68,6 +82,12 @@ class Pool:
             self._stuck += 1
             self._excess_threads += 1
             self.spawn()
+
+    def claim(self, limit: int, now: float | None = None) -> list[ClaimedJob]:
+        """Claim up to ``limit`` due jobs from the queues, in this turn's order."""
+        return self.store.claim(
+            limit, self.settings.claim_timeout, queues=self.queues.next_turn(), worker_id=self.worker_id, now=now
+        )
 
     def _loop(self) -> None:
         while True:
@@ -119,18 +139,18 @@ class Pool:
         ledger = self._ledger
         claimed: list[ClaimedJob] = []
         try:
-            claimed = self.store.claim(limit, settings.claim_timeout)
+            claimed = self.claim(limit)
             if not claimed:
                 with self._lock:
                     if not ledger.attempts:
                         ledger.idle.set()
                     nothing_buffered = not ledger.buffer
                 if nothing_buffered and not ledger.stopping.is_set():
-                    self.store.wait_for_work(settings.poll_interval)
+                    self.store.wait_for_work(settings.poll_interval, queues=self.queues.names)
                     if not ledger.stopping.is_set():
                         # Claim what woke us at once, still in this turn: nothing else claims
                         # meanwhile, so ``limit`` slots are still free.
-                        claimed = self.store.claim(limit, settings.claim_timeout)
+                        claimed = self.claim(limit)
             self._claim_backoff = 0.0
             ledger.health.answered()
         except StoreError as exc:

@@ -17,13 +17,22 @@ from flask import Flask
 
 from ..config import Settings
 from ..errors import StoreError
+from ..events import JobEvent, emit, send_signal
 from ..jobs import Job, JobError, JobStatus
 from ..signals import job_finished
 from ..stores import Store
-from .ledger import MAX_ERROR_BACKOFF, Attempt, Ledger, logger, send_signal
+from .ledger import MAX_ERROR_BACKOFF, Attempt, Ledger, logger
 
 #: Results the completer writes in one round trip at most.
 COMPLETION_BATCH = 100
+
+#: The event an attempt's stored outcome is, by the status it left the job in.
+OUTCOME_EVENTS = {
+    JobStatus.COMPLETED: JobEvent.COMPLETED,
+    JobStatus.SCHEDULED: JobEvent.RETRIED,
+    JobStatus.FAILED: JobEvent.FAILED,
+    JobStatus.CANCELED: JobEvent.CANCELED,
+}
 
 #: The error code of an attempt whose result cannot be stored.
 RESULT_NOT_SERIALIZABLE = "RESULTNOTSERIALIZABLE"
@@ -72,25 +81,39 @@ class Results:
         self._write_pause = threading.Event()
 
     def finish(self, attempt: Attempt, outcome: Job | None, note: str = NOTHING_STORED) -> None:
-        """Let go of an attempt whose outcome is written (or not to be): log it and tell receivers.
+        """Let go of an attempt whose outcome is written (or not to be) and tell ``job_finished`` receivers.
+
+        An outcome the store has was logged as its job event already (:meth:`stored`); an attempt
+        that stored nothing is logged here, with why.
 
         :param outcome: the job as the store has it now, or ``None`` when this attempt stored nothing.
         :param note: what happened, for the log, when ``outcome`` is ``None``.
         """
         self.ledger.forget(attempt)
         job = attempt.job
-        logger.info(
-            "job %s (%s) attempt %d finished: %s in %.3f s",
-            job.id,
-            job.name,
-            job.retry_count + 1,
-            outcome.status.value if outcome is not None else note,
-            time.monotonic() - (attempt.started or 0.0),
-        )
+        if outcome is None:
+            logger.info(
+                "job %s (%s) attempt %d finished: %s in %.3f s",
+                job.id,
+                job.name,
+                attempt.number,
+                note,
+                time.monotonic() - (attempt.started or 0.0),
+            )
         send_signal(job_finished, self.app, job=outcome, job_id=job.id)
+
+    def stored(self, attempt: Attempt, outcome: Job | None) -> None:
+        """The store has the attempt's outcome: its event (completed, retried, failed, canceled), once."""
+        if outcome is None:
+            return
+        event = OUTCOME_EVENTS.get(outcome.status)
+        if event is not None:
+            emit(event, self.app, outcome, attempt=attempt.number, duration=attempt.duration())
 
     def complete(self, results: list[tuple[Attempt, str]], now: float | None = None) -> list[Job | None]:
         """Store successful attempts' results; for each, the completed job or ``None`` (lease lost).
+
+        A job asked to cancel meanwhile comes back ``Canceled`` (the store's cancel rule).
 
         :raises ~flask_asyncendpoints.errors.StoreError: when the store cannot be reached.
         """
@@ -105,6 +128,7 @@ class Results:
                     attempt.job.id,
                     attempt.job.name,
                 )
+            self.stored(attempt, outcome)
         return outcomes
 
     def complete_one(self, attempt: Attempt, result_json: str, now: float | None = None) -> tuple[Job | None, str]:
@@ -224,15 +248,17 @@ class Results:
             logger.warning(
                 "job %s (%s): this attempt no longer holds the job, so its failure is not recorded", job.id, job.name
             )
-        elif failed.status is JobStatus.FAILED:  # a cancel requested meanwhile makes it Canceled instead
-            logger.error("job %s (%s) failed for good: %s: %s", job.id, job.name, error.code, error.message)
+        # A final failure is logged as its ``failed`` event (at ERROR), a retry as ``retried``.
+        self.stored(attempt, failed)
         return failed
 
     def cancel(self, attempt: Attempt, now: float | None) -> Job | None:
         """Store an attempt that stopped on a cancel request as canceled."""
-        return self.store.finish_canceled(
+        canceled = self.store.finish_canceled(
             attempt.job.id, attempt.claimed.token, result_ttl=self.settings.result_ttl, now=now
         )
+        self.stored(attempt, canceled)
+        return canceled
 
     def release(self, attempts: list[Attempt]) -> int:
         """Give back the jobs of attempts that will not finish here; how many the store took back."""
@@ -247,6 +273,11 @@ class Results:
             try:
                 if self.store.release(attempt.job.id, attempt.claimed.token):
                     released += 1
+                    # A job asked to cancel is Canceled by its release (the cancel rule), and that is
+                    # its canceled event, here. Shutdown only, so one read per job given back is cheap.
+                    after = self.store.get(attempt.job.id)
+                    if after is not None and after.status is JobStatus.CANCELED:
+                        self.stored(attempt, after)
             except StoreError as exc:
                 self.ledger.health.failed(exc, "giving back unfinished jobs")
                 unreleased.append(attempt.job.id)

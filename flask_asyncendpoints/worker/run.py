@@ -8,6 +8,7 @@ that started it.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,11 +19,12 @@ from werkzeug.datastructures import Headers, MultiDict
 from ..config import Settings
 from ..encoding import NOT_FINITE, NOT_JSON, SURROGATE, TOO_DEEP, NotJSONError, json_text
 from ..errors import JobCanceled, JobFailure, StoreError
-from ..handlers import HandlerSpec, JobContext
+from ..events import JobEvent, emit
+from ..handlers import HandlerSpec, JobContext, JobLogger
 from ..jobs import Job, JobError
-from ..signals import job_started
 from ..stores import Store
-from .ledger import Attempt, Ledger, logger, send_signal
+from .ledger import Attempt, Ledger, logger
+from .logcapture import LogCapture
 from .results import NOT_RECORDED, NOTHING_STORED, RESULT_DISCARDED, RESULT_NOT_SERIALIZABLE, Results, retry_delay
 
 #: Progress is written to the store at most this often per attempt (seconds).
@@ -52,6 +54,7 @@ class Runner:
     :param find_handler: returns the handler registered under a job name, or ``None``.
     :param ledger: the attempts held in this process.
     :param results: writes each attempt's outcome.
+    :param capture: keeps what handlers log (``None``: execution logs are off).
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class Runner:
         find_handler: Callable[[str], HandlerSpec | None],
         ledger: Ledger,
         results: Results,
+        capture: LogCapture | None = None,
     ) -> None:
         self.app = app
         self.settings = settings
@@ -69,6 +73,7 @@ class Runner:
         self.find_handler = find_handler
         self._ledger = ledger
         self._results = results
+        self._capture = capture
         #: Attempts run here.
         self.executed = 0
 
@@ -82,13 +87,11 @@ class Runner:
         if attempt.started is None:
             attempt.started = time.monotonic()
         job = attempt.job
-        number = job.retry_count + 1
         self.executed += 1
-        logger.debug("job %s (%s) attempt %d started", job.id, job.name, number)
         outcome: Job | None = None
         note = NOTHING_STORED
         try:
-            send_signal(job_started, self.app, job=job, job_id=job.id)
+            emit(JobEvent.STARTED, self.app, job, attempt=attempt.number)
             ran = self._run(attempt, now)
             if isinstance(ran, str):
                 if attempt.abandoned:
@@ -128,13 +131,18 @@ class Runner:
             self._ledger.done_running(attempt)
             message = f"No handler is registered for the job name {job.name!r} in this process."
             return self.fail(attempt, JobError(code=HANDLER_NOT_FOUND, message=message), retry=True, now=now)
+        capture = self._capture
         try:
             ctx = self._context(attempt, spec, now)
+            if capture is not None:
+                capture.begin(attempt, spec.logger_name)
             try:
                 with self.app.app_context():
                     value = spec.func(ctx)
             finally:
                 self._ledger.done_running(attempt)
+                if capture is not None:
+                    capture.end(attempt, now)
             result_json = self._serialize(spec, value)
         except JobCanceled:
             if attempt.abandoned:
@@ -142,13 +150,11 @@ class Runner:
                 return None
             return self._results.cancel(attempt, now)
         except JobFailure as exc:
-            if attempt.cancelled.is_set() and not attempt.abandoned:
-                return self._results.cancel(attempt, now)
+            # A failure after a cancel request is written as a failure all the same: the store makes
+            # the job Canceled (its cancel rule) and keeps the error in the attempt's history.
             return self.fail(attempt, JobError.from_exception(exc), retry=exc.retry, now=now)
         except BaseException as exc:  # the worker must survive SystemExit, KeyboardInterrupt and all
-            if attempt.cancelled.is_set() and not attempt.abandoned:
-                return self._results.cancel(attempt, now)
-            logger.info("job %s (%s) attempt %d failed: %r", job.id, job.name, job.retry_count + 1, exc)
+            logger.debug("job %s (%s) attempt %d failed: %r", job.id, job.name, job.retry_count + 1, exc)
             return self.fail(attempt, JobError.from_exception(exc), retry=True, now=now)
         if attempt.cancelled.is_set() and not attempt.abandoned:
             return self._results.cancel(attempt, now)
@@ -176,9 +182,13 @@ class Runner:
             route_params=dict(payload.route_params),
             query_params=MultiDict([(k, v) for k, values in query.items() for v in values]) if query else MultiDict(),
             job_id=job.id,
-            attempt=job.retry_count + 1,
+            attempt=attempt.number,
             name=job.name,
             cancelled=attempt.cancelled,
+            logger=JobLogger(
+                logging.getLogger(spec.logger_name),
+                {"job_id": job.id, "job_name": job.name, "attempt": attempt.number},
+            ),
             _on_progress=lambda fraction, message: self._progress(attempt, fraction, message, now),
         )
 

@@ -113,7 +113,14 @@ def flaky(ctx: JobContext) -> dict[str, Any]:
     return {"pid": os.getpid(), "run": run}
 
 
+@ae.handler("Fail", max_retries=1)
+def fail(ctx: JobContext) -> None:
+    """Fails every attempt: retried once, then ``Failed``."""
+    raise RuntimeError(f"attempt {ctx.attempt} fails on purpose")
+
+
 ae.route("/work", "Work", body=True)
+ae.route("/fail", "Fail", body=True)
 ae.route("/hold", "Hold", body=True)
 
 

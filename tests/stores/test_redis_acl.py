@@ -44,8 +44,8 @@ def test_the_documented_acl_user_can_run_every_operation(
     admin.execute_command("ACL", "SETUSER", user, f">{password}", *documented_rule(key_prefix))
     host = admin.connection_pool.connection_kwargs
     client = redis.Redis(host=host["host"], port=host["port"], db=host.get("db", 0), username=user, password=password)
+    store = RedisStore(client, key_prefix=key_prefix)
     try:
-        store = RedisStore(client, key_prefix=key_prefix)
         store.ping()
         job, _ = store.create(str(uuid.uuid4()), "Work", JobPayload(body={"a": 1}), max_retries=1)
         store.wait_for_work(0.01)
@@ -84,6 +84,8 @@ def test_the_documented_acl_user_can_run_every_operation(
         with pytest.raises(redis.exceptions.NoPermissionError):
             client.get("some-other-app:key")
     finally:
+        # Its subscriber thread first: left running, it would retry as a user that no longer exists.
+        store.close()
         client.close()
         admin.acl_deluser(user)
         _delete_prefix(admin, key_prefix)
