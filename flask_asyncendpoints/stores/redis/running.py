@@ -44,13 +44,15 @@ class RedisRunning(RedisCore):
     _progress: dict[tuple[str, str], Progress]
 
     if TYPE_CHECKING:
-        # Kept by the cancel announcements of :class:`~.waiting.RedisWaiting`.
+        # Kept by the cancel announcements (waiting.RedisWaiting).
         _origin: str
         _cancel_callbacks: list[Callable[[str], None]]
         _claimed_queues: set[str]
 
         def _listen_cancels(self, queue: str) -> None: ...
         def _tell_cancel(self, job_id: str) -> None: ...
+
+    # -- claims and leases ---------------------------------------------------------------------------
 
     def claim(
         self,
@@ -117,6 +119,8 @@ class RedisRunning(RedisCore):
             for (job_id, _), state in zip(held, reply, strict=True):
                 states[job_id] = LEASE_STATES[int(state)]
         return states
+
+    # -- the ends of attempts ------------------------------------------------------------------------
 
     def complete(
         self, job_id: str, token: str, result_json: str, *, result_ttl: float | None, now: float | None = None
@@ -250,6 +254,8 @@ class RedisRunning(RedisCore):
         self._forget_progress(job_id, attempt)
         return bool(reply)
 
+    # -- cancels -------------------------------------------------------------------------------------
+
     def cancel(
         self, job_id: str, *, result_ttl: float | None, now: float | None = None
     ) -> tuple[CancelResult, Job | None]:
@@ -269,6 +275,8 @@ class RedisRunning(RedisCore):
         if outcome is CancelResult.REQUESTED:
             self._tell_cancel(job_id)
         return outcome, job
+
+    # -- progress and logs ---------------------------------------------------------------------------
 
     def set_progress(
         self, job_id: str, token: str, fraction: float, message: str | None, *, now: float | None = None

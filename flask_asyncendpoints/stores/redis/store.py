@@ -399,6 +399,8 @@ class RedisStore(RedisRunning, RedisWaiting, RedisUpkeep, RedisMonitoring, Store
                 # Its pointer, in the default queue, may be on another master.
                 self._scripts.wait_for_replicas(self._default.base, "confirming a job's pointer on the replicas")
 
+    # -- the connection ------------------------------------------------------------------------------
+
     def ping(self) -> None:
         """Raise :class:`~flask_asyncendpoints.errors.StoreError` if Redis cannot be reached."""
         with self._errors("pinging"):
