@@ -88,15 +88,7 @@ class MemoryUpkeep(MemoryState):
             del self._finished_order[job_id]
             entry.expires_at = None
             self._pending += 1
-            job = entry.job.replace(
-                status=JobStatus.QUEUED,
-                retry_count=0,
-                completed_at=None,
-                retry_delay_until=None,
-                progress=None,
-                cancel_requested=False,
-                last_updated_at=from_timestamp(now),
-            )
+            job = entry.job.requeued(from_timestamp(now))
             self._make_ready(entry, job, now)
             return job
 
