@@ -11,10 +11,15 @@ import enum
 import traceback
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, overload
+from datetime import datetime
+from typing import Any
 
 from .encoding import safe_text
+
+# Re-exported: the job records' timestamps are read and written through these everywhere.
+from .timestamps import from_timestamp as from_timestamp
+from .timestamps import isoformat as isoformat
+from .timestamps import parse_isoformat as parse_isoformat
 
 #: Longest stack trace kept for one exception, in characters. A handler that fails
 #: with a huge traceback must not make every stored job record huge.
@@ -507,33 +512,3 @@ def exception_type_name(exc: BaseException) -> str:
     if cls.__module__ == "builtins":
         return cls.__qualname__
     return f"{cls.__module__}.{cls.__qualname__}"
-
-
-@overload
-def from_timestamp(value: float) -> datetime: ...
-@overload
-def from_timestamp(value: None) -> None: ...
-@overload
-def from_timestamp(value: float | None) -> datetime | None: ...
-def from_timestamp(value: float | None) -> datetime | None:
-    """Epoch seconds to an aware UTC datetime (``None`` stays ``None``)."""
-    if value is None:
-        return None
-    return datetime.fromtimestamp(value, timezone.utc)
-
-
-def parse_isoformat(text: str) -> datetime:
-    """Read a timestamp written by :func:`isoformat` (or any ISO 8601 text with an offset) as aware UTC.
-
-    :raises ValueError: for text that is not such a timestamp.
-    """
-    value = datetime.fromisoformat(text)
-    if value.tzinfo is None:
-        raise ValueError(f"timestamp without a UTC offset: {text!r}")
-    return value.astimezone(timezone.utc)
-
-
-def isoformat(value: datetime | None) -> str | None:
-    """ISO 8601 with the UTC offset written out, always to the microsecond, e.g.
-    ``2026-11-23T12:00:00.250000+00:00``."""
-    return value.isoformat(timespec="microseconds") if value is not None else None
