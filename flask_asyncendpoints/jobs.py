@@ -12,7 +12,7 @@ import traceback
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, overload
 
 from .encoding import safe_text
 
@@ -322,6 +322,19 @@ class Job:
         copy.__dict__.update(changes)
         return copy
 
+    def requeued(self, at: datetime) -> Job:
+        """The job put back in its queue at ``at`` (``Store.requeue``): Queued, as on its first
+        attempt, its retries, progress, cancel request and completion cleared."""
+        return self.replace(
+            status=JobStatus.QUEUED,
+            retry_count=0,
+            completed_at=None,
+            retry_delay_until=None,
+            progress=None,
+            cancel_requested=False,
+            last_updated_at=at,
+        )
+
     def to_dict(self, *, expose_traceback: bool = False, expose_message: bool = True) -> dict[str, Any]:
         """The job record on the wire, keys in the documented order, nulls written out.
 
@@ -506,6 +519,12 @@ def exception_type_name(exc: BaseException) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+@overload
+def from_timestamp(value: float) -> datetime: ...
+@overload
+def from_timestamp(value: None) -> None: ...
+@overload
+def from_timestamp(value: float | None) -> datetime | None: ...
 def from_timestamp(value: float | None) -> datetime | None:
     """Epoch seconds to an aware UTC datetime (``None`` stays ``None``)."""
     if value is None:

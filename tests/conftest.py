@@ -150,10 +150,50 @@ def real_redis_client(redis_url: str) -> Iterator[object]:
     client.close()
 
 
+#: Each key prefix a test was given, and the test: the session checks at its end that the shared
+#: Redis holds no key of any of them (every test removes what it wrote).
+GIVEN_PREFIXES: dict[str, str] = {}
+
+
 @pytest.fixture
-def key_prefix() -> Iterator[str]:
+def key_prefix(request: pytest.FixtureRequest) -> Iterator[str]:
     """A prefix no other test uses, so tests on the shared Redis never see each other's keys."""
-    return f"test-{uuid.uuid4().hex[:12]}"
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    GIVEN_PREFIXES[prefix] = request.node.nodeid
+    return prefix
+
+
+def leftover_keys(url: str) -> dict[str, int]:
+    """The tests of this session that left keys in the Redis at ``url``, with how many."""
+    import re
+
+    import redis
+
+    client = redis.Redis.from_url(url)
+    left: dict[str, int] = {}
+    try:
+        for key in client.scan_iter(match="*test-*", count=1000):
+            match = re.search(rb"test-[0-9a-f]{12}", key)
+            test = GIVEN_PREFIXES.get(match.group().decode()) if match else None
+            if test is not None:
+                left[test] = left.get(test, 0) + 1
+                client.delete(key)
+    finally:
+        client.close()
+    return left
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    url = real_redis_url()
+    if url is None or not GIVEN_PREFIXES:
+        return
+    left = leftover_keys(url)
+    if left:
+        lines = "\n".join(f"  {test}: {count} key(s)" for test, count in sorted(left.items()))
+        session.config.pluginmanager.get_plugin("terminalreporter").write_line(
+            f"tests left keys in the shared Redis (deleted now):\n{lines}", red=True
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def sql_url(family: str) -> str:

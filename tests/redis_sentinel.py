@@ -222,13 +222,12 @@ class LocalSentinel:
         master = self.servers[0].port
         try:
             for sentinel in self.sentinels:
-                # redis-py reads these replies into dicts of strings.
-                state = self._reply(sentinel.port, "SENTINEL", "MASTER", SERVICE)
+                state = _fields(self._reply(sentinel.port, "SENTINEL", "MASTER", SERVICE))
                 if int(state["port"]) != master or int(state["num-slaves"]) != 1:
                     return False
                 if int(state["num-other-sentinels"]) != 2 or "s_down" in state["flags"]:
                     return False
-                replicas = self._reply(sentinel.port, "SENTINEL", "REPLICAS", SERVICE)
+                replicas = [_fields(reply) for reply in self._reply(sentinel.port, "SENTINEL", "REPLICAS", SERVICE)]
                 if not replicas or any("s_down" in replica["flags"] for replica in replicas):
                     return False
             return True
@@ -268,3 +267,14 @@ class LocalSentinel:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"timed out waiting for {what}")
             time.sleep(0.05)  # allow-sleep: polling external processes coming up, no event to wait on
+
+
+def _fields(reply: Any) -> dict[str, str]:
+    """A Sentinel state reply as a dict of strings.
+
+    Depending on its version, redis-py hands ``SENTINEL MASTER`` / ``REPLICAS`` replies sent through
+    ``execute_command`` back as a dict or as the server's flat ``[name, value, ...]`` list.
+    """
+    if isinstance(reply, dict):
+        return {str(name): str(value) for name, value in reply.items()}
+    return {str(name): str(value) for name, value in zip(reply[::2], reply[1::2], strict=True)}

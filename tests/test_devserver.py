@@ -25,6 +25,7 @@ import redis
 from flask_asyncendpoints import JobStatus
 from flask_asyncendpoints.stores.redis import RedisStore
 
+from .conftest import _delete_prefix
 from .test_processes import free_port
 
 pytestmark = pytest.mark.slow
@@ -105,10 +106,10 @@ def server_env(redis_url: str, key_prefix: str) -> Iterator[dict[str, str]]:
     env.pop("WERKZEUG_SERVER_FD", None)
     yield env
     client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"{key_prefix}:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    try:
+        _delete_prefix(client, key_prefix)
+    finally:
+        client.close()
 
 
 def submit(port: int) -> str:
@@ -178,7 +179,8 @@ def test_the_reloader_does_not_wait_for_jobs(server_env: dict[str, str], redis_u
     finally:
         server.stop()
 
-    assert elapsed < 3.0, f"Ctrl+C under the reloader took {elapsed:.2f} s"
+    # Far below the 30 s SHUTDOWN_TIMEOUT a wait would take; loose enough for a loaded machine.
+    assert elapsed < 10.0, f"Ctrl+C under the reloader took {elapsed:.2f} s"
     assert "waiting up to" not in server.output
     assert "Traceback" not in server.output, server.output
     assert status_in_store(redis_url, key_prefix, job_id) is JobStatus.QUEUED

@@ -141,3 +141,27 @@ def test_package_data_covers_every_file_the_package_reads() -> None:
     }
     assert data - covered == set()
     assert any(path.suffix == ".html" for path in covered) and any(path.suffix == ".lua" for path in covered)
+
+
+#: The sizes a reader takes in one pass (non-blank lines; docs/internals.rst): a module longer than
+#: this, or a class, holds more than one concern and is split along them.
+MODULE_LINES = 450
+CLASS_LINES = 400
+
+
+def _non_blank(lines: list[str]) -> int:
+    return sum(1 for line in lines if line.strip())
+
+
+def test_no_module_or_class_is_longer_than_a_reader_takes_in_one_pass() -> None:
+    too_long: list[str] = []
+    for name, path in MODULES.items():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        if _non_blank(lines) > MODULE_LINES:
+            too_long.append(f"module {name}: {_non_blank(lines)} lines")
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if isinstance(node, ast.ClassDef):
+                size = _non_blank(lines[node.lineno - 1 : node.end_lineno])
+                if size > CLASS_LINES:
+                    too_long.append(f"class {name}.{node.name}: {size} lines")
+    assert too_long == []

@@ -2,8 +2,11 @@
 
 The modules, each importing only those listed after it:
 
-- ``store``: :class:`MemoryStore`, one method per store operation.
-- ``monitoring``: the monitoring reads, history and logs reads and worker registry it mixes in.
+- ``store``: :class:`MemoryStore`: creating jobs, claims, the ends of attempts, cancels, progress and logs;
+  it mixes in the parts below.
+- ``waiting``: idle workers' waits and wake-ups, long-polls, the cancel watchers.
+- ``upkeep``: recovering expired leases, purges, requeue and delete, recurring occurrences.
+- ``monitoring``: the counts, the monitoring reads, history and logs reads and the worker registry.
 - ``state``: the state under the one lock and the bookkeeping every change goes through
   (indexes, counts, history, expiry and eviction, throughput, waking workers).
 - ``entries``: what is kept per job and per queue, and which index holds a job in each status.

@@ -1,4 +1,4 @@
-"""The memory store's monitoring reads, its throughput counters and its worker registry.
+"""The memory store's counts and monitoring reads, its throughput counters and its worker registry.
 
 Every read takes the store's lock once and walks only what it answers: counts are kept as jobs
 change, and a page of :meth:`~MemoryMonitoring.list_jobs` seeks its cursor in the indexes of
@@ -26,7 +26,7 @@ from ..monitoring import (
     Throughput,
     WorkerInfo,
 )
-from .entries import QueueState
+from .entries import QueueState, zero_counts
 from .index import Key
 from .state import MemoryState
 
@@ -80,7 +80,19 @@ def _is_a(value: object, kind: type) -> bool:
 
 
 class MemoryMonitoring(MemoryState, Monitoring):
-    """The monitoring half of :class:`~flask_asyncendpoints.stores.MemoryStore`, with the history and logs reads."""
+    """The monitoring half of :class:`~flask_asyncendpoints.stores.MemoryStore`, with its counts and the history and
+    logs reads."""
+
+    def counts(self, *, queue: str | None = None) -> Mapping[JobStatus, int]:
+        with self._lock:
+            if queue is not None:
+                state = self._queues.get(queue)
+                return dict(state.counts) if state is not None else zero_counts()
+            totals = zero_counts()
+            for state in self._queues.values():
+                for status, count in state.counts.items():
+                    totals[status] += count
+            return totals
 
     def queue_stats(self, *, now: float | None = None) -> list[QueueStats]:
         stats = []

@@ -1,4 +1,6 @@
-"""The in-memory store: for development, tests and single-process apps. Its operations, one per method.
+"""The in-memory store: for development, tests and single-process apps. Creating jobs and running them, one
+operation per method; :class:`MemoryStore` mixes in its waits (:mod:`.waiting`), its upkeep and operator calls
+(:mod:`.upkeep`) and its monitoring reads (:mod:`.monitoring`).
 
 A dict of jobs and, per queue, ordered indexes (:mod:`.entries`) under one lock (:mod:`.state`): claims take the
 first due job of the highest priority in O(log n), cancels take a job out of the middle, and the
@@ -9,13 +11,10 @@ gunicorn workers each process has its own store, so use Redis there.
 
 from __future__ import annotations
 
-import heapq
 import json
 import logging
-import threading
-import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 
 from ...jobs import (
@@ -30,24 +29,16 @@ from ...jobs import (
     Progress,
     from_timestamp,
 )
-from ..base import (
-    LEASE_EXPIRED_CODE,
-    LEASE_EXPIRED_MESSAGE,
-    CancelResult,
-    LeaseState,
-    PendingLimitReached,
-    Store,
-)
+from ..base import CancelResult, LeaseState, PendingLimitReached, Store
 from .entries import Bucket, Entry, QueueState, zero_counts
 from .monitoring import MemoryMonitoring
-from .state import Waiter
+from .upkeep import MemoryUpkeep
+from .waiting import MemoryWaiting
 
 logger = logging.getLogger(__package__)
 
-_LEASE_EXPIRED_ERROR = JobError(code=LEASE_EXPIRED_CODE, message=LEASE_EXPIRED_MESSAGE)
 
-
-class MemoryStore(MemoryMonitoring, Store):
+class MemoryStore(MemoryWaiting, MemoryUpkeep, MemoryMonitoring, Store):
     """Jobs in this process's memory, bounded.
 
     :param clock: returns the current time in epoch seconds; tests inject a fake one.
@@ -317,22 +308,6 @@ class MemoryStore(MemoryMonitoring, Store):
                 logger.exception("a cancel watcher failed for job %s", job_id)
         return CancelResult.REQUESTED, job
 
-    def watch_cancels(self, callback: Callable[[str], None]) -> Callable[[], None]:
-        """See :meth:`Store.watch_cancels <flask_asyncendpoints.stores.base.Store.watch_cancels>`.
-
-        The memory store calls ``callback`` in the thread that asked for the cancel, right after
-        the request is stored and outside the store's lock.
-        """
-        with self._lock:
-            watcher_id = next(self._watcher_ids)
-            self._watchers[watcher_id] = callback
-
-        def stop() -> None:
-            with self._lock:
-                self._watchers.pop(watcher_id, None)
-
-        return stop
-
     def set_progress(
         self, job_id: str, token: str, fraction: float, message: str | None, *, now: float | None = None
     ) -> bool:
@@ -346,37 +321,7 @@ class MemoryStore(MemoryMonitoring, Store):
             entry.job = entry.job.replace(progress=progress, last_updated_at=stamp)
             return True
 
-    def recover(self, *, result_ttl: float | None, limit: int = 100, now: float | None = None) -> list[Job]:
-        recovered: list[Job] = []
-        with self._lock:
-            now = self._now(now)
-            expired: list[Entry] = []
-            for state in self._queues.values():
-                for key in state.running.after(None):
-                    if len(expired) >= limit:
-                        break
-                    entry = self._jobs[key[2]]
-                    if entry.lease_until < now:
-                        expired.append(entry)
-            stamp = from_timestamp(now)
-            for entry in expired:
-                job = entry.job
-                if job.cancel_requested:
-                    recovered.append(self._cancel_ends(entry, now, result_ttl, _LEASE_EXPIRED_ERROR))
-                    continue
-                self._record(entry, AttemptOutcome.LEASE_EXPIRED, now, _LEASE_EXPIRED_ERROR)
-                if job.retry_count < job.max_retries:
-                    job = job.replace(status=JobStatus.QUEUED, retry_count=job.retry_count + 1, last_updated_at=stamp)
-                    self._make_ready(entry, job, now)
-                else:
-                    job = job.replace(
-                        status=JobStatus.FAILED, error=_LEASE_EXPIRED_ERROR, completed_at=stamp, last_updated_at=stamp
-                    )
-                    self._finish(entry, job, result_ttl, now)
-                recovered.append(job)
-        return recovered
-
-    # -- history and logs ----------------------------------------------------------------------------
+    # -- logs ----------------------------------------------------------------------------------------
 
     def append_logs(
         self, job_id: str, token: str, records: Sequence[LogRecord], *, max_lines: int, max_bytes: int
@@ -394,131 +339,3 @@ class MemoryStore(MemoryMonitoring, Store):
             while lines and (len(lines) > max_lines or entry.log_bytes > max_bytes):
                 entry.log_bytes -= lines.popleft()[1]
             return True
-
-    # -- recurring jobs ------------------------------------------------------------------------------
-
-    def claim_occurrence(self, schedule: str, at: float, *, now: float | None = None) -> bool:
-        with self._lock:
-            last = self._occurrences.get(schedule)
-            if last is not None and at <= last:
-                return False
-            self._occurrences[schedule] = at
-            return True
-
-    def occurrences(self) -> Mapping[str, float]:
-        with self._lock:
-            return dict(self._occurrences)
-
-    # -- upkeep and operators ------------------------------------------------------------------------
-
-    def purge(self, *, limit: int = 1000, now: float | None = None) -> int:
-        purged = 0
-        with self._lock:
-            now = self._now(now)
-            while self._expiring and self._expiring[0][0] <= now and purged < limit:
-                when, job_id = heapq.heappop(self._expiring)
-                if self._expires(job_id, when):
-                    self._remove(self._jobs[job_id])
-                    purged += 1
-        return purged
-
-    def requeue(self, job_id: str, *, now: float | None = None) -> Job | None:
-        with self._lock:
-            entry = self._jobs.get(job_id)
-            if entry is None or entry.job.status is not JobStatus.FAILED:
-                return None
-            now = self._now(now)
-            entry.queue.finished[JobStatus.FAILED].remove(entry.key)
-            del self._finished_order[job_id]
-            entry.expires_at = None
-            self._pending += 1
-            job = entry.job.replace(
-                status=JobStatus.QUEUED,
-                retry_count=0,
-                completed_at=None,
-                retry_delay_until=None,
-                progress=None,
-                cancel_requested=False,
-                last_updated_at=from_timestamp(now),
-            )
-            self._make_ready(entry, job, now)
-            return job
-
-    def delete(self, job_id: str, *, now: float | None = None) -> bool:
-        with self._lock:
-            entry = self._jobs.get(job_id)
-            if entry is None or not entry.job.status.is_final:
-                return False
-            self._remove(entry)
-            return True
-
-    def purge_finished(self, older_than: float, *, now: float | None = None) -> int:
-        with self._lock:
-            cutoff = self._now(now) - older_than
-            old = [
-                entry
-                for entry in (self._jobs[job_id] for job_id in self._finished_order)
-                if entry.job.completed_at is not None and entry.job.completed_at.timestamp() <= cutoff
-            ]
-            for entry in old:
-                self._remove(entry)
-            return len(old)
-
-    def counts(self, *, queue: str | None = None) -> Mapping[JobStatus, int]:
-        with self._lock:
-            if queue is not None:
-                state = self._queues.get(queue)
-                return dict(state.counts) if state is not None else zero_counts()
-            totals = zero_counts()
-            for state in self._queues.values():
-                for status, count in state.counts.items():
-                    totals[status] += count
-            return totals
-
-    def wait_for_work(self, timeout: float, *, queues: Sequence[str] = (DEFAULT_QUEUE,)) -> None:
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            waiter: Waiter | None = None
-            try:
-                while True:
-                    if self._woken or (waiter is not None and waiter.ready):
-                        self._woken = False
-                        return
-                    wait = deadline - time.monotonic()
-                    for name in queues:
-                        state = self._queues.get(name)
-                        if state is None:
-                            continue
-                        if state.counts[JobStatus.QUEUED]:
-                            return
-                        due = state.earliest_scheduled()
-                        if due is not None:
-                            wait = min(wait, due - self._clock())
-                    if wait <= 0:
-                        return
-                    if waiter is None:
-                        waiter = Waiter(threading.Condition(self._lock), tuple(queues))
-                    for name in queues:
-                        self._waiters.setdefault(name, {})[waiter] = None
-                    waiter.cond.wait(wait)
-            finally:
-                if waiter is not None:
-                    self._forget_waiter(waiter)
-
-    def wait_for_finish(self, job_id: str, timeout: float) -> Job | None:
-        deadline = time.monotonic() + timeout
-        with self._finished:
-            while True:
-                entry = self._jobs.get(job_id)
-                remaining = deadline - time.monotonic()
-                if entry is None or entry.job.status.is_final or remaining <= 0:
-                    return entry.job if entry is not None else None
-                self._finished.wait(remaining)
-
-    def wake(self) -> None:
-        with self._lock:
-            self._woken = True
-            for waiters in self._waiters.values():
-                for waiter in list(waiters):
-                    waiter.ready = True
-                    waiter.cond.notify()

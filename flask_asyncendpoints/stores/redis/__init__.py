@@ -2,8 +2,12 @@
 
 The modules, each importing only those listed after it:
 
-- ``store``: :class:`RedisStore`, one method per store operation.
-- ``monitoring``: the monitoring reads and the registry of worker processes.
+- ``store``: :class:`RedisStore`: making it, and creating and reading jobs; it mixes in the parts below.
+- ``running``: claims, the ends of attempts, cancels, progress and log lines.
+- ``waiting``: idle workers' waits and wake-ups, long-polls, cancel announcements (pub/sub).
+- ``upkeep``: recovering expired leases, purges, requeue and delete, a job's history and log, recurring occurrences.
+- ``monitoring``: the counts, the monitoring reads and the registry of worker processes.
+- ``core``: what the parts share: the client, scripts and keys, and the helpers every call starts with.
 - ``pubsub``: the subscriber thread: finished jobs for long-polls, cancel requests, cluster wake-ups.
 - ``sentinel``: the Sentinels' failover events, so that the store never writes to a master being replaced.
 - ``urls``: Redis URLs to clients (``connect``), :func:`redact_url`, :func:`parse_sentinel_url`,

@@ -59,6 +59,11 @@ def next_sequence(count: int = 1) -> int:
     return first
 
 
+def sequence_arg() -> str:
+    """A new sequence number as a sort key's six digits, for the scripts that put a job back in a queue."""
+    return f"{next_sequence() % 1_000_000:06d}"
+
+
 def check_priority(priority: int) -> int:
     """``priority`` as an ``int``.
 

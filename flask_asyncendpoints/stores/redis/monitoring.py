@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from ...jobs import Job, JobStatus, from_timestamp
 from ..monitoring import (
@@ -27,7 +26,8 @@ from ..monitoring import (
     WorkerInfo,
 )
 from .codec import as_text, compact_json, hash_fields, job_name, parse_time, split_record
-from .keys import DONE, DUE, NAMES, READY, RUNNING, SCHEDULED, Layout, QueueKeys, member_id
+from .core import RedisCore
+from .keys import DONE, DUE, NAMES, READY, RUNNING, SCHEDULED, QueueKeys, member_id
 
 #: The most index entries one page looks at in each queue (more only with a name filter).
 PAGE_BUDGET = 5000
@@ -45,23 +45,9 @@ _NAME_CHARS = {
 Position = tuple[float, str, str]
 
 
-class RedisMonitoring(Monitoring):
-    """:class:`~flask_asyncendpoints.stores.monitoring.Monitoring` on the Redis store's keys."""
-
-    if TYPE_CHECKING:
-        layout: Layout
-        _default: QueueKeys
-
-        def _keys(self, queue: str) -> QueueKeys: ...
-        def _all_queues(self) -> list[str]: ...
-        def _now(self, now: float | None) -> float: ...
-        def _job(self, job_id: str, queue: str, record: Any, fields: Any) -> Job: ...
-
-        _run: Callable[[str, Sequence[str], Sequence[Any]], Any]
-        _run_many: Callable[[str, Sequence[tuple[Sequence[str], Sequence[Any]]]], list[Any]]
-        _call: Callable[..., Any]
-        _call_many: Callable[..., list[Any]]
-        _errors: Callable[[str], AbstractContextManager[None]]
+class RedisMonitoring(RedisCore, Monitoring):
+    """:class:`~flask_asyncendpoints.stores.monitoring.Monitoring` on the Redis store's keys, and the
+    store's ``counts``: a part of :class:`~.store.RedisStore`."""
 
     def _index_sizes(self, queues: Sequence[QueueKeys]) -> list[dict[JobStatus, int]]:
         """Each queue's counts, from the sizes of its indexes, in one round trip."""
@@ -74,11 +60,17 @@ class RedisMonitoring(Monitoring):
             counts.append(_counts(ready, moved, scheduled, running, completed, failed, canceled))
         return counts
 
-    def _many(self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]) -> list[Any]:
-        """Run a script once per call: one call alone, several in one round trip."""
-        if not calls:
-            return []
-        return self._run_many(name, calls) if len(calls) > 1 else [self._run(name, *calls[0])]
+    def counts(self, *, queue: str | None = None) -> Mapping[JobStatus, int]:
+        """See :meth:`Store.counts <flask_asyncendpoints.stores.base.Store.counts>`.
+
+        Read from the sizes of each queue's indexes: seven ``ZCARD`` per queue, in one round trip.
+        """
+        queues = [queue] if queue is not None else self._all_queues()
+        totals = dict.fromkeys(JobStatus, 0)
+        for queue_counts in self._index_sizes([self._keys(name) for name in queues]):
+            for status, n in queue_counts.items():
+                totals[status] += n
+        return totals
 
     def queue_stats(self, *, now: float | None = None) -> list[QueueStats]:
         """See :meth:`Monitoring.queue_stats <flask_asyncendpoints.stores.monitoring.Monitoring.queue_stats>`."""

@@ -305,15 +305,7 @@ class Endings:
         tally = Tally()
         tally.move(job.queue, job.name, JobStatus.FAILED, JobStatus.QUEUED)
         tally.write(tx, self.tables)
-        queued = job.replace(
-            status=JobStatus.QUEUED,
-            retry_count=0,
-            completed_at=None,
-            retry_delay_until=None,
-            progress=None,
-            cancel_requested=False,
-            last_updated_at=at,
-        )
+        queued = job.requeued(at)
         self._announce(tx, queued)
         return queued
 

@@ -21,12 +21,12 @@ from sqlalchemy import select, text
 
 from ...jobs import DEFAULT_QUEUE, AttemptRecord, ClaimedJob, Job, JobError, JobPayload, JobStatus, LogRecord
 from ..base import DEFAULT_HISTORY_LIMIT, CancelResult, LeaseState, NewJob, PendingLimitReached, Store
-from ..monitoring import DEFAULT_PAGE_SIZE, JobPage, QueueStats, RunningJob, Throughput, WorkerInfo
 from . import codec
 from .dialects import Dialect
 from .endings import End, Endings
 from .engines import POSTGRESQL, SQLITE, adapt_engine, create_engine_for, describe, family_of, import_sqlalchemy
 from .lifecycle import Lifecycle
+from .monitoring import SQLMonitoring
 from .notify import Listener, Signals
 from .reads import Reads
 from .schema import Tables
@@ -44,7 +44,7 @@ SQLITE_WATCH = 0.025
 PURGE_CHUNK = 1000
 
 
-class SQLStore(Store):
+class SQLStore(SQLMonitoring, Store):
     """Jobs in a SQL database, shared by every process and machine using it with the same key prefix.
 
     :param engine: a SQLAlchemy :class:`~sqlalchemy.engine.Engine` (Flask-SQLAlchemy's ``db.engine``
@@ -455,55 +455,6 @@ class SQLStore(Store):
                 finished.wait(min(remaining, wait))
                 finished.clear()
                 interval = min(interval * 2, 0.5)
-
-    # -- monitoring ----------------------------------------------------------------------------------
-
-    def queue_stats(self, *, now: float | None = None) -> list[QueueStats]:
-        """See :meth:`Monitoring.queue_stats <flask_asyncendpoints.stores.monitoring.Monitoring.queue_stats>`."""
-        return self._read("reading queue statistics", self._reads.queue_stats, now)
-
-    def counts_by_name(self) -> Mapping[str, Mapping[JobStatus, int]]:
-        """See :meth:`Monitoring.counts_by_name <flask_asyncendpoints.stores.monitoring.Monitoring.counts_by_name>`."""
-        return self._read("counting jobs by name", self._reads.counts_by_name)
-
-    def list_jobs(
-        self,
-        status: JobStatus,
-        *,
-        queue: str | None = None,
-        name: str | None = None,
-        cursor: str | None = None,
-        limit: int = DEFAULT_PAGE_SIZE,
-    ) -> JobPage:
-        """See :meth:`Monitoring.list_jobs <flask_asyncendpoints.stores.monitoring.Monitoring.list_jobs>`.
-
-        A ``queue`` filter, like a ``name`` filter, walks the status's index past other queues' jobs.
-        """
-        status = JobStatus(status)
-        listing = self._reads.list_jobs
-        return self._read("listing jobs", lambda tx: listing(tx, status, queue, name, cursor, limit))
-
-    def running_jobs(self, *, limit: int = 100) -> list[RunningJob]:
-        """See :meth:`Monitoring.running_jobs <flask_asyncendpoints.stores.monitoring.Monitoring.running_jobs>`."""
-        return self._read("listing running jobs", lambda tx: self._reads.running_jobs(tx, limit))
-
-    def throughput(self, *, now: float | None = None) -> Throughput:
-        """See :meth:`Monitoring.throughput <flask_asyncendpoints.stores.monitoring.Monitoring.throughput>`."""
-        return self._read("reading throughput", self._reads.throughput, now)
-
-    def register_worker(self, info: WorkerInfo, *, ttl: float, now: float | None = None) -> None:
-        """See :meth:`Monitoring.register_worker
-        <flask_asyncendpoints.stores.monitoring.Monitoring.register_worker>`."""
-        self._write("registering a worker", lambda tx: self._reads.register_worker(tx, info, ttl), now)
-
-    def unregister_worker(self, worker_id: str) -> None:
-        """See :meth:`Monitoring.unregister_worker
-        <flask_asyncendpoints.stores.monitoring.Monitoring.unregister_worker>`."""
-        self._write("unregistering a worker", lambda tx: self._reads.unregister_worker(tx, worker_id), None)
-
-    def workers(self, *, now: float | None = None) -> list[WorkerInfo]:
-        """See :meth:`Monitoring.workers <flask_asyncendpoints.stores.monitoring.Monitoring.workers>`."""
-        return self._read("listing workers", self._reads.workers, now)
 
     # -- connection ----------------------------------------------------------------------------------
 

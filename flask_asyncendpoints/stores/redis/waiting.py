@@ -1,0 +1,246 @@
+"""The Redis store's waits and announcements: idle workers woken when work comes, long-polls woken
+when their job finishes, and cancel requests told to every process.
+
+Idle workers block on their queues' wake lists on a single server and on the queues' sharded
+``wake`` channels on a cluster; finished jobs and cancel requests are published on each queue's
+``finished`` and ``cancels`` channels. One subscriber thread per process hears every channel
+(:class:`~.pubsub.Notifier`) and wakes the callers waiting here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ...jobs import DEFAULT_QUEUE, Job
+from .core import RedisCore
+from .keys import CANCELS_CHANNEL, FINISHED_CHANNEL, READY, SCHEDULED, WAKE, QueueKeys
+from .pubsub import Notifier
+
+# The package's name rather than this module's: every part of the Redis store logs as one logger.
+logger = logging.getLogger(__package__)
+
+
+class RedisWaiting(RedisCore):
+    """Waiting for work and for jobs to finish, and cancel announcements: a part of :class:`~.store.RedisStore`."""
+
+    #: Callers of wait_for_work blocked now, per queue (a single server wakes them with tokens).
+    _waiting: dict[str, int]
+    #: Wake-ups heard on a cluster, counted per queue, and local wake() calls: wait_for_work
+    #: waits for a count to move.
+    _wakes: threading.Condition
+    _wake_counts: dict[str, int]
+    _woken: int
+    _wake_pending: bool
+    #: Who this store is in the cancel announcements it publishes.
+    _origin: str
+    _cancel_callbacks: list[Callable[[str], None]]
+    #: The channels this process listens to.
+    _channels: set[str]
+    #: The queues this process has claimed from: it listens to their cancel announcements.
+    _claimed_queues: set[str]
+    #: The events of the callers of wait_for_finish, by job id.
+    _finish_waiters: dict[str, set[threading.Event]]
+    _notifier: Notifier
+
+    if TYPE_CHECKING:
+
+        def get(self, job_id: str) -> Job | None: ...
+
+    # -- waiting for work ----------------------------------------------------------------------------
+
+    def wait_for_work(self, timeout: float, *, queues: Sequence[str] = (DEFAULT_QUEUE,)) -> None:
+        """Block until a job of ``queues`` may be due or ``timeout`` seconds pass.
+
+        Returns at once when a queue has a due job; waits no longer than until the next scheduled job
+        is due otherwise. On a single server it blocks on the queues' wake lists (``BLPOP``); on a
+        cluster, where one ``BLPOP`` cannot span slots, it waits for a wake-up published on the
+        queues' sharded ``wake`` channels. The wait is kept below the client's socket timeout, so a
+        long ``timeout`` ends early (a spurious wake-up) rather than in a socket timeout error.
+        """
+        keys = [self._keys(queue) for queue in queues]
+        if not keys:
+            return
+        seen: dict[str, int] = {}
+        if self.cluster:
+            # Subscribed before looking for due jobs: a job created after the look is announced
+            # to this waiter, one created before it is seen by it.
+            for ready in [self._listen_wakes(queue_keys) for queue_keys in keys]:
+                ready.wait(1.0)
+            with self._lock:
+                if self._wake_pending:
+                    # A wake() that came before this wait still counts.
+                    self._wake_pending = False
+                    return
+                seen = {queue_keys.queue: self._wake_counts.get(queue_keys.queue, 0) for queue_keys in keys}
+        with self._errors("waiting for work"):
+            replies = self._call_many(
+                [("ZCARD", k.key(READY)) for k in keys]
+                + [("ZRANGE", k.key(SCHEDULED), 0, 0, "WITHSCORES") for k in keys]
+            )
+            if any(int(n) > 0 for n in replies[: len(keys)]):
+                return
+            heads = [_first_score(reply) for reply in replies[len(keys) :]]
+            due = [head for head in heads if head is not None]
+            if due:
+                timeout = min(timeout, min(due) - self._now(None))
+            if self._socket_timeout:
+                timeout = min(timeout, max(self._socket_timeout - 0.5, self._socket_timeout / 2))
+            # BLPOP takes milliseconds and reads 0 as "forever": anything shorter is no wait at all.
+            if timeout < 0.001:
+                return
+            if self.cluster:
+                woken = self._woken
+
+                def heard() -> bool:
+                    return self._woken != woken or any(self._wake_counts.get(q, 0) != n for q, n in seen.items())
+
+                with self._wakes:
+                    self._wakes.wait_for(heard, timeout)
+                return
+            with self._lock:
+                for queue_keys in keys:
+                    self._waiting[queue_keys.queue] = self._waiting.get(queue_keys.queue, 0) + 1
+            try:
+                self._client.blpop([k.key(WAKE) for k in keys], timeout=round(timeout, 3))
+            finally:
+                with self._lock:
+                    for queue_keys in keys:
+                        self._waiting[queue_keys.queue] -= 1
+
+    def _listen_wakes(self, keys: QueueKeys) -> threading.Event:
+        """Listen to the queue's sharded ``wake`` channel (once per process); the event of its subscription."""
+        queue = keys.queue
+
+        def heard(message: str) -> None:
+            with self._wakes:
+                self._wake_counts[queue] = self._wake_counts.get(queue, 0) + 1
+                self._wakes.notify_all()
+
+        return self._listen(keys.key(WAKE), heard)
+
+    def wake(self) -> None:
+        """Wake the callers of this store waiting in :meth:`wait_for_work`.
+
+        On a single server: push wake tokens, one for each waiter of each queue (at least one, on the
+        default queue). A worker in another process sharing the queue may take a token first; the
+        waiter it was meant for then wakes at its own timeout. On a cluster the waiters are told here.
+        """
+        if self.cluster:
+            with self._wakes:
+                self._woken += 1
+                self._wake_pending = True
+                self._wakes.notify_all()
+            return
+        with self._lock:
+            waiting = {queue: n for queue, n in self._waiting.items() if n > 0} or {DEFAULT_QUEUE: 1}
+        calls = [([self._keys(queue).base], [n]) for queue, n in waiting.items()]
+        self._run_many("wake", calls) if len(calls) > 1 else self._run("wake", *calls[0])
+
+    # -- waiting for a job to finish -----------------------------------------------------------------
+
+    def wait_for_finish(self, job_id: str, timeout: float) -> Job | None:
+        """See :meth:`Store.wait_for_finish <flask_asyncendpoints.stores.base.Store.wait_for_finish>`.
+
+        The scripts that finish jobs publish their ids on the ``finished`` channel of their queue
+        (sharded on a cluster); one subscriber thread per process wakes the waiters of each id, so
+        the answer comes as soon as the job finishes. The job is read again at least every second,
+        so a lost message costs a second, not the whole wait.
+        """
+        deadline = time.monotonic() + timeout
+        job = self.get(job_id)
+        if job is None or job.status.is_final or timeout <= 0:
+            return job
+        finished = threading.Event()
+        with self._lock:
+            self._finish_waiters.setdefault(job_id, set()).add(finished)
+        try:
+            ready = self._listen_finished(self._keys(job.queue))
+            if not ready.is_set():
+                ready.wait(min(1.0, max(deadline - time.monotonic(), 0)))
+                job = self.get(job_id)
+            while True:
+                remaining = deadline - time.monotonic()
+                if job is None or job.status.is_final or remaining <= 0:
+                    return job
+                finished.wait(min(remaining, 1.0))
+                finished.clear()
+                job = self.get(job_id)
+        finally:
+            with self._lock:
+                waiters = self._finish_waiters.get(job_id)
+                if waiters is not None:
+                    waiters.discard(finished)
+                    if not waiters:
+                        del self._finish_waiters[job_id]
+
+    def _listen_finished(self, keys: QueueKeys) -> threading.Event:
+        """Listen to the queue's ``finished`` channel (once per process); the event of its subscription."""
+        return self._listen(keys.key(FINISHED_CHANNEL), self._heard_finished)
+
+    def _listen(self, channel: str, handler: Callable[[str], None]) -> threading.Event:
+        with self._lock:
+            new = channel not in self._channels
+            self._channels.add(channel)
+        if new:
+            return self._notifier.listen(channel, handler)[0]
+        return self._notifier.subscribed(channel)
+
+    def _heard_finished(self, message: str) -> None:
+        with self._lock:
+            if not self._finish_waiters:
+                return
+            events = [event for job_id in message.split(" ") for event in self._finish_waiters.get(job_id, ())]
+        for event in events:
+            event.set()
+
+    # -- cancel announcements ------------------------------------------------------------------------
+
+    def watch_cancels(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """See :meth:`Store.watch_cancels <flask_asyncendpoints.stores.base.Store.watch_cancels>`.
+
+        The Redis store calls ``callback`` in every process: a cancel made here at once, one made
+        elsewhere as its announcement arrives on the ``cancels`` channel of the job's queue (sharded
+        on a cluster). A process listens to the channels of the queues it has claimed from.
+        """
+        with self._lock:
+            self._cancel_callbacks.append(callback)
+        for queue in list(self._claimed_queues):
+            self._listen_cancels(queue)
+
+        def stop() -> None:
+            with self._lock:
+                if callback in self._cancel_callbacks:
+                    self._cancel_callbacks.remove(callback)
+
+        return stop
+
+    def _listen_cancels(self, queue: str) -> None:
+        self._listen(self._keys(queue).key(CANCELS_CHANNEL), self._heard_cancel)
+
+    def _heard_cancel(self, message: str) -> None:
+        origin, _, job_id = message.partition(" ")
+        if origin != self._origin and job_id:
+            self._tell_cancel(job_id)
+
+    def _tell_cancel(self, job_id: str) -> None:
+        with self._lock:
+            callbacks = list(self._cancel_callbacks)
+        for callback in callbacks:
+            try:
+                callback(job_id)
+            except Exception:
+                logger.exception("a cancel callback failed for job %s", job_id)
+
+
+def _first_score(reply: Any) -> float | None:
+    """The score in a ``ZRANGE … WITHSCORES`` reply of one member (flat or pairs), or ``None``."""
+    if not reply:
+        return None
+    first = reply[0]
+    if isinstance(first, (list, tuple)):
+        return float(first[1])
+    return float(reply[1])
