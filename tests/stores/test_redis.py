@@ -38,7 +38,9 @@ from flask_asyncendpoints.stores.redis import (
     redact_url,
 )
 from flask_asyncendpoints.stores.redis.clock import ServerClock
+from flask_asyncendpoints.stores.redis.connection import ThreadConnections
 from flask_asyncendpoints.stores.redis.keys import scan_patterns, sort_key
+from flask_asyncendpoints.stores.redis.scripts import script_source, used_definitions
 
 from ..conftest import T0, _delete_prefix
 from .test_contract import LEASE, TTL, an_error, claim_one, new_id, submit
@@ -362,6 +364,24 @@ class TestScripts:
         assert [c.job.payload.body["n"] for c in claimed[:5]] == [0, 1, 2, 3, 4]  # queued in order
         assert client.llen(f"{{{key_prefix}:default}}:wake") <= 64
 
+    def test_each_script_carries_the_helpers_it_uses_and_no_others(self) -> None:
+        create = script_source("create")
+        assert create.startswith("local CLUSTER = false\n")
+        for used in ("local function exact(", "local function count(", "local function wake(", "local WAKE_BELOW"):
+            assert used in create
+        for unused in ("local function cancel_attempt(", "local function tally(", "local FINAL", "local STATUS_CHAR"):
+            assert unused not in create
+        # Through another helper: complete calls finished, which uses count, FINAL and PUBLISH.
+        complete = script_source("complete", cluster=True)
+        for used in ("local function finished(", "local function count(", "local FINAL", "local PUBLISH"):
+            assert used in complete
+
+    def test_used_definitions_follows_helpers_in_file_order_and_ignores_comments(self) -> None:
+        common = "-- header\n\nlocal A = 1\n\n-- uses A\nlocal function f()\n  return A\nend\n\nlocal B, C = 2, 3\n"
+        assert used_definitions(common, "return f()") == "local A = 1\n\n-- uses A\nlocal function f()\n  return A\nend"
+        assert used_definitions(common, "-- f, A\nreturn C") == "local B, C = 2, 3"
+        assert used_definitions(common, "return 1") == ""
+
     def test_scripts_are_registered_per_store_on_its_own_client(self, make_client: MakeClient) -> None:
         first, second = make_client(), make_client()
         store_a = RedisStore(first, key_prefix="a")
@@ -618,6 +638,23 @@ class TestWakeUp:
 
 
 class TestConnections:
+    @pytest.mark.parametrize(
+        "command",
+        [
+            ("EVALSHA", "a" * 40, 1, "{ae:default}", 1764590000.123456, "", 'é\t"x"', b"\x00\xff", -7, 1e-7),
+            ("SCRIPT LOAD", "return 1"),
+            ("GET", bytearray(b"k")),
+        ],
+    )
+    def test_a_held_connection_packs_commands_as_redis_py_does(self, client: Any, command: tuple[Any, ...]) -> None:
+        calls = ThreadConnections(client)
+        held = calls._held()
+        assert held.pack(command) == held.connection.pack_command(*command)
+
+    def test_an_argument_redis_cannot_take_is_a_store_error(self, store: RedisStore) -> None:
+        with pytest.raises(StoreError, match="running the create script"):
+            store._run("create", [store._default.base], [T0, "", object()])
+
     def test_redis_url_with_password_and_db(self) -> None:
         store = RedisStore.from_url("redis://user:s%40cret@db.example:6380/4", key_prefix="p")
         options = store._client.connection_pool.connection_kwargs

@@ -12,6 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import ConfigurationError
 
+try:  # installed by the redis extra; see _HeldConnection.pack
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - redis-py without hiredis
+    _hiredis_pack = None  # type: ignore[assignment]
+
 if TYPE_CHECKING:
     import redis
 
@@ -63,10 +68,11 @@ class ThreadConnections:
         Like the pool, it makes sure the connection holds no stale data before sending; after any
         failure other than an error reply it is closed, and the next command connects afresh.
         """
-        connection = self._connection()
+        held = self._held()
+        connection = held.connection
         exceptions = self._exceptions
         try:
-            connection.send_command(*command)
+            connection.send_packed_command(held.pack(command))
             return connection.read_response()
         except exceptions.ResponseError:
             raise
@@ -82,7 +88,7 @@ class ThreadConnections:
             replies are in the list as exceptions.
         :raises redis.exceptions.ResponseError: see ``raise_on_error``.
         """
-        connection = self._connection()
+        connection = self._held().connection
         exceptions = self._exceptions
         replies: list[Any] = []
         error: Exception | None = None
@@ -114,7 +120,8 @@ class ThreadConnections:
         """
         return self.call_many(commands, raise_on_error=False)
 
-    def _connection(self) -> Any:
+    def _held(self) -> _HeldConnection:
+        """This thread's connection, checked to be fit for the next command."""
         held: _HeldConnection | None = getattr(self._local, "held", None)
         watch = self._watch
         if held is None or held.pid != os.getpid():
@@ -136,7 +143,7 @@ class ThreadConnections:
                 raise exceptions.ConnectionError("connection has unread data")
         except (exceptions.ConnectionError, exceptions.TimeoutError, OSError):
             connection.disconnect()
-        return connection
+        return held
 
 
 class ClusterCalls:
@@ -212,10 +219,32 @@ class _HeldConnection:
 
     def __init__(self, pool: Any) -> None:
         self.pid = os.getpid()
-        self.connection = pool.get_connection()
+        self.connection = connection = pool.get_connection()
         #: The :attr:`SentinelWatch.generation <.sentinel.SentinelWatch.generation>` it connects under.
         self.generation = 0
-        weakref.finalize(self, _give_back, pool, self.connection, self.pid)
+        #: Whether :meth:`pack` may call hiredis itself: when it is the packer redis-py chose.
+        self.hiredis = _hiredis_pack is not None and _uses_hiredis_packer(connection)
+        weakref.finalize(self, _give_back, pool, connection, self.pid)
+
+    def pack(self, command: tuple[Any, ...]) -> Any:
+        """One command as the bytes to send, as the connection's ``pack_command`` makes them.
+
+        redis-py's hiredis packer checks and copies every argument in Python before hiredis packs
+        them, about 1.5 µs of a submit; called directly, hiredis makes the same bytes.
+        """
+        if self.hiredis:
+            name = command[0]
+            if type(name) is str and " " not in name:  # redis-py splits "SCRIPT LOAD" and the like
+                try:
+                    return [_hiredis_pack(command)]
+                except TypeError:
+                    pass  # redis-py's own packer says what is wrong (DataError), or converts it
+        return self.connection.pack_command(*command)
+
+
+def _uses_hiredis_packer(connection: Any) -> bool:
+    packer = getattr(connection, "_command_packer", None)
+    return type(packer).__name__ == "HiredisRespSerializer" and type(packer).__module__ == "redis.connection"
 
 
 def _give_back(pool: Any, connection: Any, pid: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     import redis.cluster
     from redis.commands.core import Script
 
-#: The scripts in ``lua/``, one per atomic operation; ``common.lua`` is prepended to each.
+#: The scripts in ``lua/``, one per atomic operation; what each uses of ``common.lua`` is prepended to it.
 SCRIPT_NAMES = (
     "create",
     "claim",
@@ -43,12 +44,53 @@ SCRIPT_NAMES = (
 
 
 def script_source(name: str, *, cluster: bool = False) -> str:
-    """The text of the script ``name`` as it is sent: whether it runs on a cluster, ``common.lua``,
-    then ``{name}.lua``."""
+    """The text of the script ``name`` as it is sent: whether it runs on a cluster, the definitions
+    of ``common.lua`` it uses, then ``{name}.lua``."""
     folder = resources.files(__package__ or "flask_asyncendpoints.stores.redis").joinpath("lua")
     common = folder.joinpath("common.lua").read_text(encoding="utf-8")
     script = folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
-    return f"local CLUSTER = {'true' if cluster else 'false'}\n{common}\n{script}"
+    return f"local CLUSTER = {'true' if cluster else 'false'}\n{used_definitions(common, script)}\n{script}"
+
+
+#: A top-level definition of ``common.lua``: ``local NAME = …``, ``local A, B = …`` or ``local function NAME(``.
+_DEFINITION = re.compile(r"^local\s+(?:function\s+(\w+)|([\w\s,]+?)\s*=)", re.MULTILINE)
+
+
+def used_definitions(common: str, script: str) -> str:
+    """The paragraphs of ``common`` (blocks of lines between blank lines) that define a name ``script``
+    uses, or one that another paragraph it gets uses, in their order in ``common``.
+
+    A script runs all of its text on every call: each helper it carries but never calls is built
+    again every time (a closure, a table), about 0.1 µs of the server's time apiece. A paragraph that
+    defines nothing (the file's opening comments) is left out.
+    """
+    paragraphs = [p.strip("\n") for p in re.split(r"\n\s*\n", common) if p.strip()]
+    defined: list[set[str]] = []
+    for paragraph in paragraphs:
+        names: set[str] = set()
+        for function, variables in _DEFINITION.findall(paragraph):
+            names.update([function] if function else (v.strip() for v in variables.split(",")))
+        defined.append(names)
+    wanted = [False] * len(paragraphs)
+    uses = _code(script)
+    while True:
+        more = [
+            i
+            for i, names in enumerate(defined)
+            if not wanted[i] and any(re.search(rf"\b{re.escape(n)}\b", uses) for n in names)
+        ]
+        if not more:
+            break
+        for i in more:
+            wanted[i] = True
+            uses += "\n" + _code(paragraphs[i])
+    return "\n\n".join(p for p, keep in zip(paragraphs, wanted, strict=True) if keep)
+
+
+def _code(lua: str) -> str:
+    """``lua`` without its comments (no script has ``--`` in a string), so a name a comment mentions
+    does not count as used."""
+    return re.sub(r"--[^\n]*", "", lua)
 
 
 class ScriptRunner:
@@ -76,7 +118,9 @@ class ScriptRunner:
         wait_replicas: int = 0,
         wait_timeout: float = 1.0,
     ) -> None:
-        self._exceptions = import_redis().exceptions
+        self._exceptions = exceptions = import_redis().exceptions
+        #: What :meth:`errors` turns into :class:`StoreError`.
+        self._caught = (exceptions.RedisError, exceptions.RedisClusterException)
         self._client = client
         self._connections = connections
         self._call = connections.call
@@ -94,47 +138,55 @@ class ScriptRunner:
     @contextmanager
     def errors(self, doing: str) -> Iterator[None]:
         """Turn redis-py's exceptions into :class:`StoreError` with a message saying what to check."""
-        exceptions = self._exceptions
         try:
             yield
-        except exceptions.AuthenticationError as exc:
-            raise StoreError(
+        except self._caught as exc:
+            raise self.store_error(exc, doing) from exc
+
+    def store_error(self, exc: Exception, doing: str) -> StoreError:
+        """The :class:`StoreError` for one of redis-py's exceptions, with a message saying what to check.
+
+        :param exc: a ``RedisError`` or ``RedisClusterException``.
+        :param doing: what failed, for the message (``"running the create script"``).
+        """
+        exceptions = self._exceptions
+        if isinstance(exc, exceptions.AuthenticationError):
+            return StoreError(
                 f"Redis at {self._where} refused the credentials while {doing} ({exc}). "
                 "Check the user name and password in ASYNCENDPOINTS_STORE."
-            ) from exc
-        except exceptions.TimeoutError as exc:
-            raise StoreError(
+            )
+        if isinstance(exc, exceptions.TimeoutError):
+            return StoreError(
                 f"Redis at {self._where} did not answer in time while {doing} ({exc}). Check the server's load "
                 "and the network, or raise socket_timeout in ASYNCENDPOINTS_STORE."
-            ) from exc
-        except exceptions.ConnectionError as exc:
-            raise StoreError(
+            )
+        if isinstance(exc, exceptions.ConnectionError):
+            return StoreError(
                 f"Could not reach Redis at {self._where} while {doing} ({exc}). Check that the server is running "
                 "and reachable, and that ASYNCENDPOINTS_STORE names it."
-            ) from exc
-        except (exceptions.ClusterDownError, exceptions.TryAgainError, exceptions.AskError) as exc:
+            )
+        if isinstance(exc, (exceptions.ClusterDownError, exceptions.TryAgainError, exceptions.AskError)):
             # CLUSTERDOWN, TRYAGAIN, MOVED or ASK: a slot without a master for now, or moving.
-            raise StoreError(
+            return StoreError(
                 f"{self._where} could not serve a slot while {doing} ({exc}): a node is failing over, or slots "
                 "are moving. It answers again once a replica has taken over; try again shortly."
-            ) from exc
-        except exceptions.ReadOnlyError as exc:
-            raise StoreError(
+            )
+        if isinstance(exc, exceptions.ReadOnlyError):
+            return StoreError(
                 f"Redis at {self._where} is a read-only replica now ({exc}) while {doing}: its master moved. "
                 "Point ASYNCENDPOINTS_STORE at the new master, or use a redis+sentinel:// URL, which follows it."
-            ) from exc
-        except exceptions.ResponseError as exc:
-            raise StoreError(
+            )
+        if isinstance(exc, exceptions.ResponseError):
+            return StoreError(
                 f"Redis at {self._where} refused {doing} ({exc}). Check that it is a writable Redis 6.0 or later "
                 f"that allows Lua scripts, and that nothing else writes keys under the prefix {self._key_prefix!r}."
-            ) from exc
-        except exceptions.RedisError as exc:
-            raise StoreError(f"Redis at {self._where} failed while {doing} ({exc}).") from exc
-        except exceptions.RedisClusterException as exc:
-            # Not a RedisError: the cluster client's own errors, such as a slot no node is known to serve.
-            raise StoreError(
-                f"{self._where} failed while {doing} ({exc}). Check that its nodes are up and every slot is served."
-            ) from exc
+            )
+        if isinstance(exc, exceptions.RedisError):
+            return StoreError(f"Redis at {self._where} failed while {doing} ({exc}).")
+        # Not a RedisError: the cluster client's own errors, such as a slot no node is known to serve.
+        return StoreError(
+            f"{self._where} failed while {doing} ({exc}). Check that its nodes are up and every slot is served."
+        )
 
     def run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run one script and return its reply.
@@ -142,13 +194,16 @@ class ScriptRunner:
         :raises StoreError: when Redis cannot be reached or refuses the script.
         """
         script = self.registered[name]
-        with self.errors(f"running the {name} script"):
+        # Spelled out rather than `with self.errors(...)`: every submit and claim comes through here.
+        try:
             try:
                 return self._call("EVALSHA", script.sha, len(keys), *keys, *args)
             except self._exceptions.NoScriptError:
                 # Not run: the server has lost its scripts (SCRIPT FLUSH, a restart, a failover).
                 script.sha = self._client.script_load(script.script)
                 return self._call("EVALSHA", script.sha, len(keys), *keys, *args)
+        except self._caught as exc:
+            raise self.store_error(exc, f"running the {name} script") from exc
 
     def run_many(self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]) -> list[Any]:
         """Run one script once per ``(keys, args)``, all in one round trip (one per node on a cluster).

@@ -1,6 +1,8 @@
--- Helpers shared by every script in this directory. The store prepends this file to each script
--- (after a first line `local CLUSTER = true|false`) when it registers it, so each script is one
--- self-contained EVAL and this file is never run alone.
+-- Helpers shared by every script in this directory. The store prepends to each script (after a
+-- first line `local CLUSTER = true|false`) the paragraphs of this file that define what the script
+-- uses, directly or through another helper, when it registers it (scripts.py, used_definitions), so
+-- each script is one self-contained EVAL and this file is never run alone. Keep one definition (or
+-- a few that belong together) per paragraph, paragraphs apart by a blank line, and `--` out of strings.
 --
 -- Every script works on the keys of one queue. KEYS[1] is the queue's hash tag T = `{prefix:queue}`
 -- and every key is T followed by a suffix, all in one Redis Cluster slot:
@@ -41,12 +43,16 @@ local PUBLISH = CLUSTER and 'SPUBLISH' or 'PUBLISH'
 -- Tokens kept in the wake list at most, and how long an unconsumed token lives (seconds).
 local WAKE_MAX = 64
 local WAKE_TTL = 60
+
 -- Creates wake a worker while at most this many jobs of the name are queued: idle workers are only
 -- idle while nothing is queued, and a longer backlog means every worker is busy with it anyway.
 local WAKE_BELOW = 64
+
 -- Seconds a throughput hash outlives its hour.
 local THROUGHPUT_TTL = 90000
+
 local FINAL = {Completed = 'C', Failed = 'F', Canceled = 'X'}
+
 local STATUS_CHAR = {Queued = 'Q', Scheduled = 'S', Completed = 'C', Failed = 'F', Canceled = 'X'}
 
 -- A number as text without losing precision (tostring and `..` keep only 14 digits).
