@@ -342,6 +342,8 @@ class Run:
     at: float
     #: The name of the worker thread that ran it.
     thread: str = ""
+    #: Its number among the executions of its process, in the order they started.
+    seq: int = 0
 
 
 @dataclass
@@ -362,7 +364,7 @@ class Records:
         for key, value in self.client.hgetall(f"{self.base}:runs").items():
             job_id, _, run = key.decode().partition("/")
             data = json.loads(value)
-            entry = Run(run, data["pid"], data["attempt"], data["at"], data.get("thread", ""))
+            entry = Run(run, data["pid"], data["attempt"], data["at"], data.get("thread", ""), data.get("seq", 0))
             runs.setdefault(job_id, []).append(entry)
         for job_runs in runs.values():
             job_runs.sort(key=lambda r: r.at)
