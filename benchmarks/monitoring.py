@@ -102,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for read in reads:
                 for stat in ("p50", "p99"):
                     report.add(f"monitoring.{label}.{read}.{stat}.{size}", "ms", [r[read][stat] for r in rounds])
+            del reads  # they hold the store: let a memory store go before the next is filled
     smallest, largest = min(args.sizes), max(args.sizes)
     if largest != smallest:
         for read in PAGES:
