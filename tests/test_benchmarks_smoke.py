@@ -19,6 +19,7 @@ import pytest
 
 from benchmarks import _common, compare, drain, enqueue, latency, scale
 from benchmarks import http as http_benchmark
+from benchmarks import monitoring as monitoring_benchmark
 from benchmarks import sql as sql_benchmark
 
 from .conftest import REDIS_URL_ENV, REQUIRE_REDIS_ENV
@@ -117,6 +118,26 @@ def test_scale(redis_args: list[str], capsys: pytest.CaptureFixture[str]) -> Non
     assert values["scale.redis.claim_complete.slowdown_200_vs_20"] > 0
     assert values["scale.redis.job_hash_memory_usage"] > 0
     assert values["scale.memory_store.bytes_per_finished_job"] > 0
+
+
+@pytest.mark.parametrize("store", ["redis", "memory", "sql"])
+def test_monitoring(store: str, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--store", store, "--sizes", "60,300", "--samples", "3", "--depth", "3", "--chunk", "50"]
+    if store == "redis":
+        argv += request.getfixturevalue("redis_args")
+    report = run(monitoring_benchmark.main, argv, capsys)
+    values = figures(report)
+    label = {"redis": "redis", "memory": "memory", "sql": "sqlite"}[store]
+    reads = ["page_first", "page_deep", "page_name", "page_completed", "queue_stats", "counts_by_name", "throughput"]
+    expected = {f"monitoring.{label}.fill.{size}" for size in (60, 300)}
+    expected |= {
+        f"monitoring.{label}.{read}.{stat}.{size}" for read in reads for stat in ("p50", "p99") for size in (60, 300)
+    }
+    expected |= {f"monitoring.{label}.{read}.slowdown_300_vs_60" for read in monitoring_benchmark.PAGES}
+    assert set(values) == expected
+    assert min(values.values()) > 0
+    # 300 jobs are 6 pages of 50: three cursors followed from the first page lead to the fifth.
+    assert any("300: 30 finished first; page_deep is page 5 " in note for note in report["notes"])
 
 
 def test_sql_on_a_sqlite_file(capsys: pytest.CaptureFixture[str]) -> None:
