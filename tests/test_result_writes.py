@@ -57,12 +57,13 @@ class FinalJobs:
         job_finished.disconnect(self._receive, sender=self.app)
 
 
-def make_app(ae: AsyncEndpoints, store: Store) -> Flask:
+def make_app(ae: AsyncEndpoints, store: Store, *, threads: int = 4, batch_size: int = 5) -> Flask:
+    """An app whose worker is started by the test, with ``threads`` pool threads claiming ``batch_size``."""
     app = Flask("results")
     app.config.update(
         ASYNCENDPOINTS_WORKER=False,
-        ASYNCENDPOINTS_MAX_CONCURRENCY=4,
-        ASYNCENDPOINTS_BATCH_SIZE=5,
+        ASYNCENDPOINTS_MAX_CONCURRENCY=threads,
+        ASYNCENDPOINTS_BATCH_SIZE=batch_size,
         ASYNCENDPOINTS_POLL_INTERVAL=0.05,
     )
     ae.init_app(app, store=store)
@@ -168,14 +169,7 @@ def test_a_batch_the_store_refuses_is_written_one_by_one(poison_store: RefusesPo
 
     # One thread per job, all claimed at once: the first write holds up the results behind it,
     # which line up in the outbox and go to the store together, the poison among them.
-    app = Flask("results-batch")
-    app.config.update(
-        ASYNCENDPOINTS_WORKER=False,
-        ASYNCENDPOINTS_MAX_CONCURRENCY=JOBS,
-        ASYNCENDPOINTS_BATCH_SIZE=JOBS,
-        ASYNCENDPOINTS_POLL_INTERVAL=0.05,
-    )
-    ae.init_app(app, store=poison_store)
+    app = make_app(ae, poison_store, threads=JOBS, batch_size=JOBS)
     worker = ae.get_worker(app)
     results = worker._results  # the outbox is not public: count what joins it
     lined_up = threading.Semaphore(0)
@@ -257,15 +251,7 @@ def pair_app(store: Store) -> tuple[AsyncEndpoints, Flask, dict[int, threading.E
             assert release[n].wait(10)
         return n
 
-    app = Flask("group-commit")
-    app.config.update(
-        ASYNCENDPOINTS_WORKER=False,
-        ASYNCENDPOINTS_MAX_CONCURRENCY=2,
-        ASYNCENDPOINTS_BATCH_SIZE=2,
-        ASYNCENDPOINTS_POLL_INTERVAL=0.05,
-    )
-    ae.init_app(app, store=store)
-    return ae, app, release
+    return ae, make_app(ae, store, threads=2, batch_size=2), release
 
 
 def test_a_result_waits_a_moment_for_the_running_ones_then_the_flusher_writes_it(
