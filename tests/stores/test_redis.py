@@ -649,7 +649,16 @@ class TestConnections:
     def test_a_held_connection_packs_commands_as_redis_py_does(self, client: Any, command: tuple[Any, ...]) -> None:
         calls = ThreadConnections(client)
         held = calls._held()
-        assert held.pack(command) == held.connection.pack_command(*command)
+
+        def packed(pack: Callable[[], Any]) -> Any:
+            # The same bytes, or the same refusal: redis-py 5.3's hiredis packer refuses a bytearray
+            # that later versions convert.
+            try:
+                return pack()
+            except redis.DataError as exc:
+                return type(exc)
+
+        assert packed(lambda: held.pack(command)) == packed(lambda: held.connection.pack_command(*command))
 
     def test_an_argument_redis_cannot_take_is_a_store_error(self, store: RedisStore) -> None:
         with pytest.raises(StoreError, match="running the create script"):
