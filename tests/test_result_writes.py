@@ -158,9 +158,11 @@ def test_a_batch_the_store_refuses_is_written_one_by_one(poison_store: RefusesPo
     def compute(ctx: JobContext) -> Any:
         with lock:
             runs[ctx.job_id] += 1
-        if ctx.request["n"] == BAD:
-            # Never the first result: it must wait in the outbox with others behind the first write.
+        if ctx.request["n"] != 0:
+            # Only job 0's result goes first (on its own, once the flusher's window is over); every
+            # other result, the poison among them, waits in the outbox behind that first write.
             assert poison_store.first_write.wait(10)
+        if ctx.request["n"] == BAD:
             return "poison"
         return {"n": ctx.request["n"]}
 
@@ -209,3 +211,113 @@ def test_a_batch_the_store_refuses_is_written_one_by_one(poison_store: RefusesPo
     check_outcome(done, ids, runs, ids[BAD])
     assert "TypeError" in done[ids[BAD]].error.message  # type: ignore[union-attr]
     assert not finals.discarded
+
+
+# -- group commit: results of jobs running together are written together -----------------------------
+
+
+class RecordsWrites(RedisStore):
+    """A Redis store that records each ``complete_many`` call: the thread that made it and its jobs."""
+
+    def __init__(self, client: Any, *, key_prefix: str) -> None:
+        super().__init__(client, key_prefix=key_prefix)
+        self.writes: list[tuple[str, list[str]]] = []
+        self.wrote = threading.Semaphore(0)
+
+    def complete_many(
+        self, completions: Sequence[tuple[ClaimedJob, str]], *, result_ttl: float | None, now: float | None = None
+    ) -> list[Job | None]:
+        self.writes.append((threading.current_thread().name, [claimed.job.id for claimed, _ in completions]))
+        try:
+            return super().complete_many(completions, result_ttl=result_ttl, now=now)
+        finally:
+            self.wrote.release()
+
+
+@pytest.fixture
+def recording_store(fake_redis_client: Any, key_prefix: str) -> Iterator[RecordsWrites]:
+    store = RecordsWrites(fake_redis_client, key_prefix=key_prefix)
+    yield store
+    store.close()
+
+
+def pair_app(store: Store) -> tuple[AsyncEndpoints, Flask, dict[int, threading.Event]]:
+    """An app whose two jobs run at once: job 0 ends as soon as both run, job 1 when told to."""
+    ae = AsyncEndpoints()
+    both = threading.Barrier(2)
+    release = {1: threading.Event()}
+
+    @ae.handler("Pair", max_retries=0)
+    def pair(ctx: JobContext) -> int:
+        both.wait(10)
+        n: int = ctx.request["n"]
+        if n in release:
+            assert release[n].wait(10)
+        return n
+
+    app = Flask("group-commit")
+    app.config.update(
+        ASYNCENDPOINTS_WORKER=False,
+        ASYNCENDPOINTS_MAX_CONCURRENCY=2,
+        ASYNCENDPOINTS_BATCH_SIZE=2,
+        ASYNCENDPOINTS_POLL_INTERVAL=0.05,
+    )
+    ae.init_app(app, store=store)
+    return ae, app, release
+
+
+def test_a_result_waits_a_moment_for_the_running_ones_then_the_flusher_writes_it(
+    recording_store: RecordsWrites,
+) -> None:
+    ae, app, release = pair_app(recording_store)
+    finals = FinalJobs(app)
+    try:
+        ids = [ae.submit("Pair", {"n": n}, app=app).id for n in range(2)]
+        ae.start_worker(app)
+        # Job 1 still runs, so job 0's result is left for it to join; nothing joins it, and the
+        # flusher writes it alone once the window is over.
+        assert recording_store.wrote.acquire(timeout=10)
+        assert recording_store.writes == [("asyncendpoints-flusher", [ids[0]])]
+        # With nothing else running, job 1's result is written at once, by its own thread.
+        release[1].set()
+        done = finals.wait_for(2)
+    finally:
+        release[1].set()
+        ae.shutdown(app, timeout=5)
+        finals.close()
+    assert [write[1] for write in recording_store.writes] == [[ids[0]], [ids[1]]]
+    assert recording_store.writes[1][0] != "asyncendpoints-flusher"
+    assert {done[job_id].status for job_id in ids} == {JobStatus.COMPLETED}
+
+
+def test_results_of_jobs_that_end_within_the_window_are_written_in_one_call(
+    recording_store: RecordsWrites, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flask_asyncendpoints.worker import results
+
+    # A window longer than the test: only job 1's result can end job 0's wait.
+    monkeypatch.setattr(results, "COALESCE_WINDOW", 30.0)
+    ae, app, release = pair_app(recording_store)
+    finals = FinalJobs(app)
+    try:
+        ids = [ae.submit("Pair", {"n": n}, app=app).id for n in range(2)]
+        worker = ae.get_worker(app)
+        posted = threading.Semaphore(0)
+        post = worker._results.post
+
+        def counted_post(attempt: Any, result_json: str) -> None:
+            post(attempt, result_json)
+            posted.release()
+
+        worker._results.post = counted_post  # type: ignore[method-assign]
+        ae.start_worker(app)
+        assert posted.acquire(timeout=10)  # job 0's result waits in the outbox
+        assert recording_store.writes == []
+        release[1].set()
+        done = finals.wait_for(2)
+    finally:
+        release[1].set()
+        ae.shutdown(app, timeout=5)
+        finals.close()
+    assert [sorted(write[1]) for write in recording_store.writes] == [sorted(ids)]
+    assert {done[job_id].status for job_id in ids} == {JobStatus.COMPLETED}

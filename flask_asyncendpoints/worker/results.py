@@ -1,9 +1,12 @@
 """Writing an attempt's outcome to the store, and letting the attempt go.
 
 Every outcome leaves the worker here: a result, a failure (with the retry delay the run decided),
-a cancel, or a job given back unfinished. On stores that batch completions (Redis), a finished pool
-thread adds its result to an outbox; whichever thread finds no write under way writes everything
-waiting in one round trip, while the others carry on.
+a cancel, or a job given back unfinished. On stores that batch completions (Redis, SQL), a finished
+pool thread adds its result to an outbox; whichever thread finds no write under way writes everything
+waiting in one round trip, while the others carry on. While more jobs of this process's claimed
+batch wait to start, a result waits up to ``COALESCE_WINDOW`` for the others to be written with it
+(a group commit): a drain of short jobs then writes its results a batch at a time rather than one
+at a time, and a job that ends with nothing else to run is written at once.
 """
 
 from __future__ import annotations
@@ -25,6 +28,13 @@ from .ledger import MAX_ERROR_BACKOFF, Attempt, Ledger, logger
 
 #: Results the completer writes in one round trip at most.
 COMPLETION_BATCH = 100
+
+#: Seconds a result may wait for the results of the jobs claimed with it, while they run, so that
+#: they are written together; the flusher thread writes what is still waiting then.
+COALESCE_WINDOW = 0.002
+
+#: Seconds the flusher thread waits for another deferred result before it ends.
+FLUSHER_IDLE = 1.0
 
 #: The event an attempt's stored outcome is, by the status it left the job in.
 OUTCOME_EVENTS = {
@@ -79,6 +89,9 @@ class Results:
         self._writing = False
         #: Never set: a writer waits on it to back off after a store error.
         self._write_pause = threading.Event()
+        #: Set when a result is left in the outbox for others to join it; the flusher waits on it.
+        self._deferred = threading.Event()
+        self._flusher: threading.Thread | None = None
 
     def finish(self, attempt: Attempt, outcome: Job | None, note: str = NOTHING_STORED) -> None:
         """Let go of an attempt whose outcome is written (or not to be) and tell ``job_finished`` receivers.
@@ -177,7 +190,40 @@ class Results:
             self._outbox.append((attempt, result_json))
             if self._writing:
                 return  # the writer takes it with the next batch
+            if len(self._outbox) < min(len(self.ledger.attempts), self.settings.batch_size):
+                # Other attempts of this process are running or about to: their results join this
+                # one, or the flusher writes it COALESCE_WINDOW from now.
+                self._defer()
+                return
             self._writing = True
+        self._write_outbox()
+
+    def _defer(self) -> None:
+        """Have the flusher write the outbox soon (called with the lock held)."""
+        self._deferred.set()
+        if self._flusher is None:
+            self._flusher = threading.Thread(target=self._flush_loop, name="asyncendpoints-flusher", daemon=True)
+            self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        """Write deferred results ``COALESCE_WINDOW`` after they were left; end once none come for a while."""
+        while True:
+            if not self._deferred.wait(FLUSHER_IDLE):
+                with self._lock:
+                    if not self._deferred.is_set():
+                        self._flusher = None
+                        return
+                continue
+            self._deferred.clear()
+            self._write_pause.wait(COALESCE_WINDOW)
+            with self._lock:
+                if self._writing or not self._outbox:
+                    continue  # written meanwhile, or being written
+                self._writing = True
+            self._write_outbox()
+
+    def _write_outbox(self) -> None:
+        """Write the outbox until it is empty; the caller has set ``_writing``, which this clears."""
         backoff = 0.0
         while True:
             with self._lock:

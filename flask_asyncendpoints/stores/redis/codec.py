@@ -18,13 +18,13 @@ from ...jobs import (
     AttemptRecord,
     Job,
     JobError,
-    JobPayload,
     JobStatus,
     LogRecord,
     Progress,
     from_timestamp,
 )
 from ..base import LeaseState
+from ..jsontext import compact_json, decode_payload
 from .keys import POINTER, priority_of
 
 #: ``renew.lua``'s answer for each lease.
@@ -37,33 +37,6 @@ def script_arg(value: float | None) -> float | str:
     redis-py writes floats with ``repr``, so timestamps reach the script without losing precision.
     """
     return "" if value is None else float(value)
-
-
-#: Compact JSON. Made once: json.dumps with options builds a new encoder on every call.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
-def compact_json(value: Any) -> str:
-    return _ENCODER.encode(value)
-
-
-def encode_payload(payload: JobPayload) -> str:
-    # Empty members are left out (JobPayload.from_dict fills them in) to keep small jobs small.
-    if not (payload.headers or payload.route_params or payload.query_params) and payload.owner is None:
-        # Every job submitted from Python: the body alone, as compact_json({"body": ...}) writes it.
-        return "{}" if payload.body is None else f'{{"body":{compact_json(payload.body)}}}'
-    data = payload.to_dict()
-    for key in ("headers", "routeParams", "queryParams"):
-        if not data[key]:
-            del data[key]
-    if data["body"] is None:
-        del data["body"]
-    return compact_json(data)
-
-
-def encode_error(error: JobError) -> str:
-    # Tracebacks are always stored; whether they are shown is decided when the job is rendered.
-    return compact_json(error.to_record())
 
 
 def make_record(created_at: float, max_retries: int, sort_key: str, name_json: str, payload_json: str) -> str:
@@ -148,7 +121,7 @@ def decode_job(job_id: str, queue: str, record: str, f: Mapping[str, str]) -> Jo
         error=JobError.from_dict(json.loads(f["e"])) if f.get("e") else None,
         retry_delay_until=_optional_time(f.get("rd")),
         progress=_progress(progress) if progress else None,
-        payload=JobPayload.from_dict(json.loads(payload_json)),
+        payload=decode_payload(payload_json),
         cancel_requested=f.get("cr") == "1",
         queue=queue,
         priority=priority_of(key),
@@ -168,7 +141,7 @@ def claimed_job(job_id: str, queue: str, started: datetime, record: str, retry_c
         last_updated_at=started,
         started_at=started,
         error=JobError.from_dict(json.loads(error)) if error else None,
-        payload=JobPayload.from_dict(json.loads(payload_json)),
+        payload=decode_payload(payload_json),
         queue=queue,
         priority=priority_of(key),
     )

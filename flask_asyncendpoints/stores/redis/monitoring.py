@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ...jobs import Job, JobStatus, from_timestamp
+from ..jsontext import compact_json
 from ..monitoring import (
     MAX_PAGE_SIZE,
     THROUGHPUT_HOURS,
@@ -25,7 +26,7 @@ from ..monitoring import (
     ThroughputPoint,
     WorkerInfo,
 )
-from .codec import as_text, compact_json, hash_fields, job_name, parse_time, split_record
+from .codec import as_text, hash_fields, job_name, parse_time, split_record
 from .core import RedisCore
 from .keys import DONE, DUE, NAMES, READY, RUNNING, SCHEDULED, QueueKeys, member_id
 

@@ -18,12 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from ...jobs import DEFAULT_QUEUE, ClaimedJob, Job, JobError, JobStatus, LogRecord, Progress
 from ..base import CancelResult, LeaseState
+from ..jsontext import compact_json, encode_error
 from .codec import (
     LEASE_STATES,
     as_text,
     claimed_job,
-    compact_json,
-    encode_error,
     encode_log,
     error_parts,
     parse_time,

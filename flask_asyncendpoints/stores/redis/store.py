@@ -20,7 +20,6 @@ operations are its parts, one module each: ``core`` (what they all share), ``run
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -29,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 from ...errors import ConfigurationError, StoreError
 from ...jobs import DEFAULT_QUEUE, Job, JobPayload
 from ..base import DEFAULT_HISTORY_LIMIT, NewJob, PendingLimitReached, Store
+from ..jsontext import compact_json, decode_payload, encode_payload
 from .clock import ServerClock
-from .codec import as_text, compact_json, encode_payload, make_record, parse_time, pointed_queue, script_arg
+from .codec import as_text, make_record, parse_time, pointed_queue, script_arg
 from .connection import ClusterCalls, ThreadConnections, import_redis
 from .keys import POINTER, Layout, check_priority, next_sequence, sort_key
 from .monitoring import RedisMonitoring
@@ -246,7 +246,7 @@ class RedisStore(RedisRunning, RedisWaiting, RedisUpkeep, RedisMonitoring, Store
                 name,
                 max_retries=int(max_retries),
                 # As it reads back: JSON turns tuples into lists, and so on.
-                payload=JobPayload.from_dict(json.loads(payload_json)),
+                payload=decode_payload(payload_json),
                 created_at=parse_time(repr(at)),
                 priority=priority,
                 due_at=parse_time(repr(when)) if delayed else None,
@@ -289,7 +289,7 @@ class RedisStore(RedisRunning, RedisWaiting, RedisUpkeep, RedisMonitoring, Store
                 new.name,
                 max_retries=int(new.max_retries),
                 # As it reads back: JSON turns tuples into lists, and so on.
-                payload=JobPayload.from_dict(json.loads(payload_json)),
+                payload=decode_payload(payload_json),
                 created_at=parse_time(repr(at)),
                 queue=keys.queue,
                 priority=priority,

@@ -13,11 +13,11 @@ from collections.abc import Mapping, Sequence
 from ...errors import StoreError
 from ...jobs import DEFAULT_QUEUE, FINAL_STATUSES, AttemptRecord, Job, JobError, LogRecord
 from ..base import LEASE_EXPIRED_CODE, LEASE_EXPIRED_MESSAGE
+from ..jsontext import encode_error
 from .codec import (
     as_text,
     decode_attempts,
     decode_log,
-    encode_error,
     error_parts,
     hash_fields,
     pointed_queue,

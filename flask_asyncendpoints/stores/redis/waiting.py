@@ -19,7 +19,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ...jobs import DEFAULT_QUEUE, ClaimedJob, Job
-from .codec import as_text, compact_json, parse_time
+from ..jsontext import compact_json
+from .codec import as_text, parse_time
 from .core import RedisCore
 from .keys import CANCELS_CHANNEL, FINISHED_CHANNEL, READY, SCHEDULED, WAKE, QueueKeys
 from .pubsub import Notifier

@@ -14,15 +14,10 @@ from typing import Any
 
 from sqlalchemy import Column
 
-from ...jobs import AttemptRecord, Job, JobError, JobPayload, JobStatus, LogRecord, Progress, from_timestamp
+from ...jobs import AttemptRecord, Job, JobError, JobStatus, LogRecord, Progress, from_timestamp
+from .. import jsontext
+from ..jsontext import compact_json, decode_payload
 from .schema import Tables
-
-#: Compact JSON. Made once: json.dumps with options builds a new encoder on every call.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
-def compact_json(value: Any) -> str:
-    return _ENCODER.encode(value)
 
 
 def job_columns(tables: Tables) -> list[Column[Any]]:
@@ -86,24 +81,8 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
     )
 
 
-def encode_payload(payload: JobPayload) -> str:
-    # Empty members are left out (JobPayload.from_dict fills them in) to keep small jobs small.
-    data = payload.to_dict()
-    for key in ("headers", "routeParams", "queryParams"):
-        if not data[key]:
-            del data[key]
-    if data["body"] is None:
-        del data["body"]
-    return compact_json(data)
-
-
-def decode_payload(text: str) -> JobPayload:
-    return JobPayload.from_dict(json.loads(text))
-
-
 def encode_error(error: JobError | None) -> str | None:
-    # Tracebacks are always stored; whether they are shown is decided when the job is rendered.
-    return None if error is None else compact_json(error.to_record())
+    return None if error is None else jsontext.encode_error(error)
 
 
 def decode_error(text: str | None) -> JobError | None:

@@ -21,6 +21,7 @@ from sqlalchemy import Integer, Select, bindparam, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from ...jobs import PENDING_STATUSES, ClaimedJob, Job, JobStatus
+from .. import jsontext
 from ..base import LeaseState, NewJob
 from . import codec, rows
 from .codec import job_columns, job_from_row
@@ -77,7 +78,7 @@ class Lifecycle:
             "last_updated_at": now,
             "retry_delay_until": due if status is JobStatus.SCHEDULED else None,
             "cancel_requested": False,
-            "payload": codec.encode_payload(new.payload),
+            "payload": jsontext.encode_payload(new.payload),
             **place,
         }
 
@@ -88,7 +89,7 @@ class Lifecycle:
             row["name"],
             max_retries=row["max_retries"],
             # As it reads back: JSON turns tuples into lists, and so on.
-            payload=codec.decode_payload(row["payload"]),
+            payload=jsontext.decode_payload(row["payload"]),
             created_at=created,
             queue=row["queue"],
             priority=row["priority"],

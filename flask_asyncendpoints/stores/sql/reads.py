@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Select, delete, func, select, update
 
 from ...jobs import JobStatus
+from .. import jsontext
 from ..monitoring import (
     MAX_PAGE_SIZE,
     THROUGHPUT_HOURS,
@@ -216,7 +217,7 @@ class Reads:
             "id": info.id,
             "host": info.host,
             "pid": int(info.pid),
-            "queues": codec.compact_json(list(info.queues)),
+            "queues": jsontext.compact_json(list(info.queues)),
             "concurrency": int(info.concurrency),
             "started_at": info.started_at.timestamp(),
             "heartbeat_at": now,
