@@ -320,6 +320,37 @@ class TestFinishedAnnouncements:
         _delete_prefix(client, key_prefix)
         assert sorted(announced) == sorted(ids)
 
+    def test_a_job_that_finishes_right_after_the_first_read_is_seen_at_once(
+        self, store: RedisStore, make_client: MakeClient, key_prefix: str
+    ) -> None:
+        # The finish is announced (and delivered) between the long-poll's first read and its wait.
+        other = RedisStore(make_client(), key_prefix=key_prefix)
+        delivered = threading.Event()
+        heard = store._heard_finished
+
+        def hearing(message: str) -> None:
+            heard(message)
+            delivered.set()
+
+        store._heard_finished = hearing  # type: ignore[method-assign]
+        assert store._listen_finished(store._default).wait(10)
+        job_id = submit(store)
+        claimed = claim_one(store, T0)
+        read = store.get
+
+        def get_then_finish(wanted: str) -> Any:
+            job = read(wanted)
+            if not delivered.is_set():
+                other.complete(job_id, claimed.token, '"done"', result_ttl=TTL, now=T0 + 1)
+                assert delivered.wait(10)
+            return job
+
+        store.get = get_then_finish  # type: ignore[method-assign]
+        started = time.monotonic()
+        job = store.wait_for_finish(job_id, timeout=30.0)
+        assert job is not None and job.status is JobStatus.COMPLETED
+        assert time.monotonic() - started < 0.9  # not the once-a-second read again
+
 
 class TestScripts:
     def test_every_script_is_packaged_and_documents_its_keys_and_arguments(self) -> None:

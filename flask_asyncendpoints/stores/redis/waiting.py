@@ -234,13 +234,15 @@ class RedisWaiting(RedisCore):
         so a lost message costs a second, not the whole wait.
         """
         deadline = time.monotonic() + timeout
-        job = self.get(job_id)
-        if job is None or job.status.is_final or timeout <= 0:
-            return job
         finished = threading.Event()
+        # Counted before the first read: the announcement of a finish that read did not see yet
+        # comes to this waiter (a job can finish within a round trip of its submit).
         with self._lock:
             self._finish_waiters.setdefault(job_id, set()).add(finished)
         try:
+            job = self.get(job_id)
+            if job is None or job.status.is_final or timeout <= 0:
+                return job
             ready = self._listen_finished(self._keys(job.queue))
             if not ready.is_set():
                 ready.wait(min(1.0, max(deadline - time.monotonic(), 0)))
