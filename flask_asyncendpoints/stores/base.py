@@ -451,9 +451,32 @@ class Store(Monitoring, abc.ABC):
         """Block until a job of ``queues`` may be due (a create, a release, :meth:`wake`) or
         ``timeout`` seconds pass. A wake-up may come early; the caller claims and waits again."""
 
+    def wait_and_claim(
+        self,
+        timeout: float,
+        limit: int,
+        lease_seconds: float,
+        *,
+        queues: Sequence[str] = (DEFAULT_QUEUE,),
+        worker_id: str = "",
+        now: float | None = None,
+    ) -> list[ClaimedJob]:
+        """:meth:`wait_for_work`, then :meth:`claim`: what an idle worker does, as one operation.
+
+        Returns the jobs claimed once the wait ends (``[]`` when nothing was due by then); the
+        arguments after ``timeout`` are :meth:`claim`'s. Like a wait, it may end early with nothing.
+        This default waits, then claims; a store that can hand a woken worker its jobs with the
+        wake-up itself (the Redis store: one round trip) overrides it.
+
+        :param timeout: the longest wait, in seconds.
+        :param now: the time of the claim; ``None`` for the store's clock when the wait ends.
+        """
+        self.wait_for_work(timeout, queues=queues)
+        return self.claim(limit, lease_seconds, queues=queues, worker_id=worker_id, now=now)
+
     @abc.abstractmethod
     def wake(self) -> None:
-        """Wake the callers blocked in :meth:`wait_for_work` (used at shutdown)."""
+        """Wake the callers blocked in :meth:`wait_for_work` and :meth:`wait_and_claim` (used at shutdown)."""
 
     def wait_for_finish(self, job_id: str, timeout: float) -> Job | None:
         """Block until the job is finished (or gone) or ``timeout`` seconds pass; the job as it is then.

@@ -2,7 +2,8 @@
 
 A pool thread with nothing to do takes the next job from this process's buffer of claimed jobs;
 when the buffer is empty it claims the next batch itself (``BATCH_SIZE`` at most, never more than
-the process has room for), and when nothing is due it blocks in the store's wake-up wait. One thread
+the process has room for), and when nothing is due it blocks in the store's wake-up wait and claims
+what woke it (``Store.wait_and_claim``: on Redis the jobs come back with the wake-up). One thread
 at a time claims or waits; the others wait for it. So an idle worker starts a new job in the very
 thread that heard of it, and a busy one pays one store round trip per batch, with no hand-off
 between threads on the way.
@@ -146,11 +147,15 @@ class Pool:
                         ledger.idle.set()
                     nothing_buffered = not ledger.buffer
                 if nothing_buffered and not ledger.stopping.is_set():
-                    self.store.wait_for_work(settings.poll_interval, queues=self.queues.names)
-                    if not ledger.stopping.is_set():
-                        # Claim what woke us at once, still in this turn: nothing else claims
-                        # meanwhile, so ``limit`` slots are still free.
-                        claimed = self.claim(limit)
+                    # Claim what wakes us at once, still in this turn (with the wake-up itself where
+                    # the store can): nothing else claims meanwhile, so ``limit`` slots are still free.
+                    claimed = self.store.wait_and_claim(
+                        settings.poll_interval,
+                        limit,
+                        settings.claim_timeout,
+                        queues=self.queues.next_turn(),
+                        worker_id=self.worker_id,
+                    )
             self._claim_backoff = 0.0
             ledger.health.answered()
         except StoreError as exc:

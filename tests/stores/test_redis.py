@@ -6,6 +6,7 @@ Redis, under a key prefix of its own that is deleted afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -318,6 +319,37 @@ class TestFinishedAnnouncements:
         pubsub.close()
         _delete_prefix(client, key_prefix)
         assert sorted(announced) == sorted(ids)
+
+    def test_a_job_that_finishes_right_after_the_first_read_is_seen_at_once(
+        self, store: RedisStore, make_client: MakeClient, key_prefix: str
+    ) -> None:
+        # The finish is announced (and delivered) between the long-poll's first read and its wait.
+        other = RedisStore(make_client(), key_prefix=key_prefix)
+        delivered = threading.Event()
+        heard = store._heard_finished
+
+        def hearing(message: str) -> None:
+            heard(message)
+            delivered.set()
+
+        store._heard_finished = hearing  # type: ignore[method-assign]
+        assert store._listen_finished(store._default).wait(10)
+        job_id = submit(store)
+        claimed = claim_one(store, T0)
+        read = store.get
+
+        def get_then_finish(wanted: str) -> Any:
+            job = read(wanted)
+            if not delivered.is_set():
+                other.complete(job_id, claimed.token, '"done"', result_ttl=TTL, now=T0 + 1)
+                assert delivered.wait(10)
+            return job
+
+        store.get = get_then_finish  # type: ignore[method-assign]
+        started = time.monotonic()
+        job = store.wait_for_finish(job_id, timeout=30.0)
+        assert job is not None and job.status is JobStatus.COMPLETED
+        assert time.monotonic() - started < 0.9  # not the once-a-second read again
 
 
 class TestScripts:
@@ -637,6 +669,69 @@ class TestWakeUp:
         assert all(event.is_set() for event in woke)
 
 
+class TestWaitAndClaim:
+    @staticmethod
+    def claiming(store: RedisStore, **options: Any) -> tuple[threading.Thread, list[list[ClaimedJob]]]:
+        """A thread in ``store.wait_and_claim(30, 5, LEASE, **options)``, past its look for due jobs
+        (about to block, or blocked, on the wake lists)."""
+        answers: list[list[ClaimedJob]] = []
+        blocking = threading.Event()
+        counted = store._blocked
+
+        @contextlib.contextmanager
+        def blocked(keys: Any) -> Iterator[None]:
+            with counted(keys):
+                blocking.set()
+                yield
+
+        store._blocked = blocked  # type: ignore[method-assign]
+        thread = threading.Thread(
+            target=lambda: answers.append(store.wait_and_claim(30.0, 5, LEASE, **options)), daemon=True
+        )
+        thread.start()
+        assert blocking.wait(10), "the claimer never blocked"
+        return thread, answers
+
+    def test_the_jobs_come_back_with_the_wake_up(self, make_client: MakeClient, key_prefix: str) -> None:
+        store = RedisStore(make_client(), key_prefix=key_prefix)
+        submitting = RedisStore(make_client(), key_prefix=key_prefix)
+        scripts: list[str] = []
+        run = store._run
+        store._run = lambda name, keys, args: scripts.append(name) or run(name, keys, args)  # type: ignore[func-returns-value]
+        thread, answers = self.claiming(store, worker_id="w-1")
+        job_id = submit(submitting)
+        thread.join(10)
+
+        ((claimed,),) = answers
+        assert claimed.job.id == job_id and scripts == []  # no claim script after the wake-up
+        stored = submitting.get(job_id)
+        assert stored is not None and stored.status is JobStatus.IN_PROGRESS
+        assert stored.started_at == claimed.job.started_at  # the time the script read is the one answered
+        assert store.renew([(job_id, claimed.token)], LEASE) == {job_id: LeaseState.HELD}
+
+    def test_the_claim_behind_the_wait_loads_a_flushed_script(self, store: RedisStore, client: Any) -> None:
+        thread, answers = self.claiming(store)
+        client.script_flush()
+        job_id = submit(store)  # loads the create script again, not the claim script
+        thread.join(10)
+        ((claimed,),) = answers
+        assert claimed.job.id == job_id
+
+    def test_the_other_queues_are_claimed_after_the_first(self, store: RedisStore) -> None:
+        thread, answers = self.claiming(store, queues=("a", "b"), now=T0 + 1)
+        job_id = submit(store, queue="b")
+        thread.join(10)
+        assert [claimed.job.id for claimed in answers[0]] == [job_id]
+
+    def test_a_wait_longer_than_the_socket_timeout_does_not_fail(
+        self, make_client: MakeClient, key_prefix: str
+    ) -> None:
+        store = RedisStore(make_client(socket_timeout=0.5), key_prefix=key_prefix)
+        started = time.monotonic()
+        assert store.wait_and_claim(2.0, 5, LEASE) == []  # capped below the socket timeout
+        assert time.monotonic() - started < 2.0
+
+
 class TestConnections:
     @pytest.mark.parametrize(
         "command",
@@ -806,6 +901,7 @@ class TestUnreachable:
             pytest.param(lambda s: s.purge(now=T0), id="purge"),
             pytest.param(lambda s: s.counts(), id="counts"),
             pytest.param(lambda s: s.wait_for_work(1.0), id="wait_for_work"),
+            pytest.param(lambda s: s.wait_and_claim(1.0, 5, LEASE), id="wait_and_claim"),
             pytest.param(lambda s: s.wake(), id="wake"),
         ],
     )

@@ -60,6 +60,7 @@ def test_the_documented_acl_user_can_run_every_operation(
         store.complete(job.id, claimed.token, '"done"', result_ttl=60)
         waiter.join(15)
         assert seen[0].status is JobStatus.COMPLETED
+        assert store.wait_and_claim(0.01, 1, 30) == []  # the claim behind BLPOP reads TIME
         store.wake()
         store.recover(result_ttl=60)
         store.purge()

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ...jobs import DEFAULT_QUEUE, ClaimedJob, Job, JobError, JobStatus, LogRecord, Progress
@@ -75,24 +76,33 @@ class RedisRunning(RedisCore):
         for queue in queues:
             if len(claimed) >= limit:
                 break
-            keys = self._keys(queue)
             nonce = os.urandom(8).hex()
-            reply = self._run("claim", [keys.base], [at, limit - len(claimed), float(lease_seconds), nonce, worker])
-            if queue not in self._claimed_queues:
-                self._claimed_queues.add(queue)
-                if self._cancel_callbacks:
-                    self._listen_cancels(queue)
-            for raw_id, number, record, retry_count, error in reply:
-                job_id = as_text(raw_id)
-                try:
-                    job = claimed_job(job_id, queue, started, as_text(record), as_text(retry_count), as_text(error))
-                except (KeyError, ValueError, TypeError, AttributeError):
-                    # Leased but unreadable: skipping it lets the rest of the batch run; its lease runs
-                    # out and recovery fails it for good once its retries are spent.
-                    logger.exception("Skipped job %s: its stored record cannot be read", job_id)
-                    continue
-                claimed.append(ClaimedJob(job, lease_token(f"{nonce}.{int(number)}", queue)))
+            args = [at, limit - len(claimed), float(lease_seconds), nonce, worker]
+            self._add_claimed(claimed, queue, nonce, started, self._run("claim", [self._keys(queue).base], args))
         return claimed
+
+    def _add_claimed(
+        self, claimed: list[ClaimedJob], queue: str, nonce: str, started: datetime, reply: Sequence[Any]
+    ) -> None:
+        """Add the jobs of one ``claim.lua`` reply (its list of claimed jobs) to ``claimed``.
+
+        :param nonce: the nonce the script was given: the attempt ids start with it.
+        :param started: the time the script was given (or answered), the jobs' ``startedAt``.
+        """
+        if queue not in self._claimed_queues:
+            self._claimed_queues.add(queue)
+            if self._cancel_callbacks:
+                self._listen_cancels(queue)
+        for raw_id, number, record, retry_count, error in reply:
+            job_id = as_text(raw_id)
+            try:
+                job = claimed_job(job_id, queue, started, as_text(record), as_text(retry_count), as_text(error))
+            except (KeyError, ValueError, TypeError, AttributeError):
+                # Leased but unreadable: skipping it lets the rest of the batch run; its lease runs
+                # out and recovery fails it for good once its retries are spent.
+                logger.exception("Skipped job %s: its stored record cannot be read", job_id)
+                continue
+            claimed.append(ClaimedJob(job, lease_token(f"{nonce}.{int(number)}", queue)))
 
     def renew(
         self, leases: Sequence[tuple[str, str]], lease_seconds: float, *, now: float | None = None

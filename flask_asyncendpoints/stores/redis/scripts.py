@@ -205,6 +205,30 @@ class ScriptRunner:
         except self._caught as exc:
             raise self.store_error(exc, f"running the {name} script") from exc
 
+    def run_behind(
+        self, command: Sequence[Any], name: str, keys: Sequence[str], args: Sequence[Any], *, doing: str
+    ) -> tuple[Any, Any]:
+        """Send ``command``, then one script, in one round trip (no ``MULTI``); both replies.
+
+        Redis runs the script as soon as it has answered ``command``: behind a blocking command
+        (``BLPOP``), the moment that returns or times out. A script the server answers ``NOSCRIPT``
+        did not run: it is loaded and run again on its own. ``command``'s reply is an exception when
+        the server refused it (the script ran all the same).
+
+        :param doing: what ``command`` does, for the message of a failure to send or read.
+        :raises StoreError: when Redis cannot be reached, or refuses the script.
+        """
+        script = self.registered[name]
+        with self.errors(doing):
+            first, reply = self._call_many(
+                [tuple(command), ("EVALSHA", script.sha, len(keys), *keys, *args)], raise_on_error=False
+            )
+        if isinstance(reply, self._exceptions.NoScriptError):
+            return first, self.run(name, keys, args)
+        if isinstance(reply, self._exceptions.ResponseError):
+            raise self.store_error(reply, f"running the {name} script") from reply
+        return first, reply
+
     def run_many(self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]) -> list[Any]:
         """Run one script once per ``(keys, args)``, all in one round trip (one per node on a cluster).
 

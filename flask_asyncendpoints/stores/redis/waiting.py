@@ -10,12 +10,17 @@ Idle workers block on their queues' wake lists on a single server and on the que
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ...jobs import DEFAULT_QUEUE, Job
+from ...jobs import DEFAULT_QUEUE, ClaimedJob, Job
+from ..jsontext import compact_json
+from .codec import as_text, parse_time
 from .core import RedisCore
 from .keys import CANCELS_CHANNEL, FINISHED_CHANNEL, READY, SCHEDULED, WAKE, QueueKeys
 from .pubsub import Notifier
@@ -47,8 +52,21 @@ class RedisWaiting(RedisCore):
     _notifier: Notifier
 
     if TYPE_CHECKING:
+        # The store's other parts: store.RedisStore and running.RedisRunning.
 
         def get(self, job_id: str) -> Job | None: ...
+        def claim(
+            self,
+            limit: int,
+            lease_seconds: float,
+            *,
+            queues: Sequence[str] = ...,
+            worker_id: str = "",
+            now: float | None = None,
+        ) -> list[ClaimedJob]: ...
+        def _add_claimed(
+            self, claimed: list[ClaimedJob], queue: str, nonce: str, started: datetime, reply: Sequence[Any]
+        ) -> None: ...
 
     # -- waiting for work ----------------------------------------------------------------------------
 
@@ -77,20 +95,8 @@ class RedisWaiting(RedisCore):
                     return
                 seen = {queue_keys.queue: self._wake_counts.get(queue_keys.queue, 0) for queue_keys in keys}
         with self._errors("waiting for work"):
-            replies = self._call_many(
-                [("ZCARD", k.key(READY)) for k in keys]
-                + [("ZRANGE", k.key(SCHEDULED), 0, 0, "WITHSCORES") for k in keys]
-            )
-            if any(int(n) > 0 for n in replies[: len(keys)]):
-                return
-            heads = [_first_score(reply) for reply in replies[len(keys) :]]
-            due = [head for head in heads if head is not None]
-            if due:
-                timeout = min(timeout, min(due) - self._now(None))
-            if self._socket_timeout:
-                timeout = min(timeout, max(self._socket_timeout - 0.5, self._socket_timeout / 2))
-            # BLPOP takes milliseconds and reads 0 as "forever": anything shorter is no wait at all.
-            if timeout < 0.001:
+            wait = self._wait_time(keys, timeout)
+            if wait is None:
                 return
             if self.cluster:
                 woken = self._woken
@@ -99,17 +105,94 @@ class RedisWaiting(RedisCore):
                     return self._woken != woken or any(self._wake_counts.get(q, 0) != n for q, n in seen.items())
 
                 with self._wakes:
-                    self._wakes.wait_for(heard, timeout)
+                    self._wakes.wait_for(heard, wait)
                 return
+            with self._blocked(keys):
+                self._client.blpop([k.key(WAKE) for k in keys], timeout=wait)
+
+    def wait_and_claim(
+        self,
+        timeout: float,
+        limit: int,
+        lease_seconds: float,
+        *,
+        queues: Sequence[str] = (DEFAULT_QUEUE,),
+        worker_id: str = "",
+        now: float | None = None,
+    ) -> list[ClaimedJob]:
+        """See :meth:`Store.wait_and_claim <flask_asyncendpoints.stores.base.Store.wait_and_claim>`.
+
+        On a single server the jobs come back with the wake-up, in the same round trip: the first
+        queue's claim script goes out on this thread's connection right behind the ``BLPOP`` on the
+        queues' wake lists (a pipeline, not a transaction), and Redis runs it the moment the
+        ``BLPOP`` returns or times out. Without ``now`` that claim reads the server's ``TIME``
+        itself, since no time named before the wait holds once it ends. The other queues, if any,
+        are then claimed as :meth:`claim` does, for what the first one left. On a cluster, where
+        the wake-ups are published in each queue's own slot, it waits, then claims.
+        """
+        if self.cluster or limit <= 0 or not queues:
+            self.wait_for_work(timeout, queues=queues)
+            return self.claim(limit, lease_seconds, queues=queues, worker_id=worker_id, now=now)
+        keys = [self._keys(queue) for queue in queues]
+        with self._errors("waiting for work"):
+            wait = self._wait_time(keys, timeout)
+        if wait is None:
+            return self.claim(limit, lease_seconds, queues=queues, worker_id=worker_id, now=now)
+        first = keys[0]
+        nonce = os.urandom(8).hex()
+        args = ["" if now is None else float(now), limit, float(lease_seconds), nonce, compact_json(worker_id)]
+        with self._blocked(keys):
+            woken, reply = self._scripts.run_behind(
+                ("BLPOP", *(k.key(WAKE) for k in keys), wait), "claim", [first.base], args, doing="waiting for work"
+            )
+        if now is None:
+            stamp, reply = reply
+            started = parse_time(as_text(stamp))
+        else:
+            started = parse_time(repr(float(now)))
+        claimed: list[ClaimedJob] = []
+        self._add_claimed(claimed, first.queue, nonce, started, reply)
+        if isinstance(woken, Exception) and not claimed:
+            raise self._scripts.store_error(woken, "waiting for work") from woken
+        if len(claimed) < limit and len(keys) > 1:
+            claimed += self.claim(limit - len(claimed), lease_seconds, queues=queues[1:], worker_id=worker_id, now=now)
+        return claimed
+
+    def _wait_time(self, keys: Sequence[QueueKeys], timeout: float) -> float | None:
+        """How long a wait for work on the queues of ``keys`` may block, in seconds to the
+        millisecond; ``None`` when a job is due already (or the wait would be shorter than a
+        millisecond). One round trip; call it inside ``_errors``.
+
+        The wait ends when the next scheduled job is due, and below the client's socket timeout.
+        """
+        replies = self._call_many(
+            [("ZCARD", k.key(READY)) for k in keys] + [("ZRANGE", k.key(SCHEDULED), 0, 0, "WITHSCORES") for k in keys]
+        )
+        if any(int(n) > 0 for n in replies[: len(keys)]):
+            return None
+        heads = [_first_score(reply) for reply in replies[len(keys) :]]
+        due = [head for head in heads if head is not None]
+        if due:
+            timeout = min(timeout, min(due) - self._now(None))
+        if self._socket_timeout:
+            timeout = min(timeout, max(self._socket_timeout - 0.5, self._socket_timeout / 2))
+        # BLPOP takes milliseconds and reads 0 as "forever": anything shorter is no wait at all.
+        if timeout < 0.001:
+            return None
+        return round(timeout, 3)
+
+    @contextmanager
+    def _blocked(self, keys: Sequence[QueueKeys]) -> Iterator[None]:
+        """Count the caller among the waiters of the queues of ``keys`` while it blocks (see :meth:`wake`)."""
+        with self._lock:
+            for queue_keys in keys:
+                self._waiting[queue_keys.queue] = self._waiting.get(queue_keys.queue, 0) + 1
+        try:
+            yield
+        finally:
             with self._lock:
                 for queue_keys in keys:
-                    self._waiting[queue_keys.queue] = self._waiting.get(queue_keys.queue, 0) + 1
-            try:
-                self._client.blpop([k.key(WAKE) for k in keys], timeout=round(timeout, 3))
-            finally:
-                with self._lock:
-                    for queue_keys in keys:
-                        self._waiting[queue_keys.queue] -= 1
+                    self._waiting[queue_keys.queue] -= 1
 
     def _listen_wakes(self, keys: QueueKeys) -> threading.Event:
         """Listen to the queue's sharded ``wake`` channel (once per process); the event of its subscription."""
@@ -151,13 +234,15 @@ class RedisWaiting(RedisCore):
         so a lost message costs a second, not the whole wait.
         """
         deadline = time.monotonic() + timeout
-        job = self.get(job_id)
-        if job is None or job.status.is_final or timeout <= 0:
-            return job
         finished = threading.Event()
+        # Counted before the first read: the announcement of a finish that read did not see yet
+        # comes to this waiter (a job can finish within a round trip of its submit).
         with self._lock:
             self._finish_waiters.setdefault(job_id, set()).add(finished)
         try:
+            job = self.get(job_id)
+            if job is None or job.status.is_final or timeout <= 0:
+                return job
             ready = self._listen_finished(self._keys(job.queue))
             if not ready.is_set():
                 ready.wait(min(1.0, max(deadline - time.monotonic(), 0)))

@@ -23,7 +23,8 @@ Time: every call passes ``now`` (epoch seconds) explicitly, as offsets from :dat
 (2026-01-01T00:00:00Z), so no test sleeps or reads a clock. A few tests check that the store's own
 clock is used when ``now`` is ``None``: they need that clock to read :data:`T0` or later (any real
 clock does; the memory store takes a ``clock`` that starts there). Tests of blocking calls
-(:meth:`~flask_asyncendpoints.stores.Store.wait_for_work`, long-polls) wait on threads and events,
+(:meth:`~flask_asyncendpoints.stores.Store.wait_for_work`, :meth:`~flask_asyncendpoints.stores.Store.wait_and_claim`,
+long-polls) wait on threads and events,
 with timeouts far above what they need.
 
 Two fixtures may be overridden: ``history_limit`` (the ``history_limit`` the ``store`` fixture's store
@@ -41,7 +42,7 @@ from .history import HistoryContract, LogsContract
 from .leases import LeaseContract
 from .lifecycle import ClaimContract, CompleteContract, CreateContract, CreateManyContract, FailContract
 from .monitoring import MonitoringContract, WorkersContract
-from .queues import OccurrenceContract, QueuesContract, WaitContract
+from .queues import OccurrenceContract, QueuesContract, WaitAndClaimContract, WaitContract
 from .support import LEASE, T0, TTL, an_error, assert_claimed_exactly_once, claim_ids, claim_one, new_id, submit
 from .upkeep import OperatorContract, PurgeAndCountsContract
 
@@ -64,6 +65,7 @@ __all__ = [
     "PurgeAndCountsContract",
     "QueuesContract",
     "StoreContract",
+    "WaitAndClaimContract",
     "WaitContract",
     "WorkersContract",
     "an_error",
@@ -90,6 +92,7 @@ class StoreContract(
     PurgeAndCountsContract,
     OperatorContract,
     WaitContract,
+    WaitAndClaimContract,
     MonitoringContract,
     WorkersContract,
     OccurrenceContract,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from ...jobs import DEFAULT_QUEUE, Job, JobStatus
-from ...stores import CancelResult, Store
+from ...jobs import DEFAULT_QUEUE, ClaimedJob, Job, JobStatus
+from ...stores import CancelResult, LeaseState, Store
 from .support import FAR, LEASE, T0, TTL, _stored, an_error, claim_ids, claim_one, new_id, submit
 
 
@@ -200,6 +200,92 @@ class WaitContract:
         assert job is not None
         assert job.status is JobStatus.QUEUED
         assert store.wait_for_finish(new_id(), timeout=0.01) is None
+
+
+def _claiming(store: Store, *, again: bool = True, **options: Any) -> tuple[threading.Thread, list[list[ClaimedJob]]]:
+    """A thread blocked in ``wait_and_claim(30, 5, LEASE, **options)``; the list its answer goes in.
+
+    :param again: wait again after a wake-up that claimed nothing (a wait may end early), up to
+        100 times, as a worker does.
+    """
+    started = threading.Event()
+    answers: list[list[ClaimedJob]] = []
+
+    def claimer() -> None:
+        started.set()
+        for _ in range(100 if again else 1):
+            claimed = store.wait_and_claim(30.0, 5, LEASE, **options)
+            if claimed:
+                break
+        answers.append(claimed)
+
+    thread = threading.Thread(target=claimer, daemon=True)
+    thread.start()
+    assert started.wait(5)
+    return thread, answers
+
+
+def _answer(thread: threading.Thread, answers: list[list[ClaimedJob]]) -> list[ClaimedJob]:
+    thread.join(10)
+    assert not thread.is_alive(), "wait_and_claim did not return"
+    (claimed,) = answers
+    return claimed
+
+
+class WaitAndClaimContract:
+    """:meth:`~flask_asyncendpoints.stores.Store.wait_and_claim`: an idle worker's wait and claim."""
+
+    def test_a_waiting_worker_gets_the_job_created_while_it_waits(self, store: Store) -> None:
+        # The create may come before the wait begins or while it blocks: either way the job is claimed.
+        thread, answers = _claiming(store, now=T0 + 1)
+        job_id = submit(store)
+
+        (claimed,) = _answer(thread, answers)
+        assert claimed.job.id == job_id and claimed.job.status is JobStatus.IN_PROGRESS
+        assert _stored(store, job_id).status is JobStatus.IN_PROGRESS
+        assert store.renew([(job_id, claimed.token)], LEASE, now=T0 + 2) == {job_id: LeaseState.HELD}
+        done = store.complete(job_id, claimed.token, '"done"', result_ttl=TTL, now=T0 + 3)
+        assert done is not None and done.status is JobStatus.COMPLETED
+        assert store.claim(5, LEASE, now=T0 + 4) == []
+
+    def test_without_a_time_it_claims_on_the_stores_clock(self, store: Store) -> None:
+        thread, answers = _claiming(store)
+        job_id = submit(store)
+
+        (claimed,) = _answer(thread, answers)
+        stored = _stored(store, job_id)
+        assert claimed.job.started_at is not None and stored.started_at is not None
+        assert abs((claimed.job.started_at - stored.started_at).total_seconds()) < 0.001
+        assert store.renew([(job_id, claimed.token)], LEASE) == {job_id: LeaseState.HELD}
+        done = store.complete(job_id, claimed.token, '"done"', result_ttl=TTL)
+        assert done is not None and done.status is JobStatus.COMPLETED
+
+    def test_it_answers_nothing_when_the_wait_times_out(self, store: Store) -> None:
+        assert store.wait_and_claim(0.05, 5, LEASE, now=T0) == []
+        submit(store, due=FAR)
+        assert store.wait_and_claim(0.05, 5, LEASE, now=T0) == []
+
+    def test_wake_ends_the_wait_with_nothing_claimed(self, store: Store) -> None:
+        thread, answers = _claiming(store, again=False, now=T0)
+        store.wake()
+        assert _answer(thread, answers) == []
+
+    def test_it_takes_a_job_of_any_of_its_queues(self, store: Store) -> None:
+        thread, answers = _claiming(store, queues=("c", "b"), now=T0 + 1)
+        other = submit(store, queue="a")
+        job_id = submit(store, queue="b")
+
+        assert [claimed.job.id for claimed in _answer(thread, answers)] == [job_id]
+        assert claim_ids(store, T0 + 1, queues=("a",)) == [other]
+
+    def test_queues_priorities_and_limit_as_a_claim(self, store: Store) -> None:
+        low = [submit(store, queue="low", priority=9, now=T0 + i) for i in range(3)]
+        high = [submit(store, queue="high", priority=p, now=T0 + 3 + p) for p in (0, 1)]
+
+        claimed = store.wait_and_claim(30.0, 3, LEASE, queues=("high", "low"), worker_id="w-1", now=T0 + 10)
+        assert [c.job.id for c in claimed] == [high[1], high[0], low[0]]
+        assert {r.job.id: r.worker_id for r in store.running_jobs()} == {c.job.id: "w-1" for c in claimed}
+        assert claim_ids(store, T0 + 10, limit=1, queues=("high", "low")) == [low[1]]
 
 
 class OccurrenceContract:

@@ -1,11 +1,13 @@
 -- claim: lease up to `limit` due jobs of one queue to the caller, in claim order (highest priority
 -- first, then the job that became due first).
 -- KEYS[1] the queue's hash tag T (see common.lua)
--- ARGV[1] now   ARGV[2] limit   ARGV[3] lease seconds   ARGV[4] nonce (random, unique per call;
--- attempt ids are `<nonce>.<n>`)   ARGV[5] the worker id as JSON
+-- ARGV[1] now, or '' for the server's TIME   ARGV[2] limit   ARGV[3] lease seconds
+-- ARGV[4] nonce (random, unique per call; attempt ids are `<nonce>.<n>`)   ARGV[5] the worker id as JSON
 -- Returns {claimed...}, each claimed job as {job id, n, record, retryCount, error JSON or ''}: with
 -- the time the caller gave, every field a claimed job has (a claim clears retryDelayUntil, progress
--- and a cancel request, and no waiting job has a result or a completedAt).
+-- and a cancel request, and no waiting job has a result or a completedAt). Without a time it
+-- returns {time, {claimed...}}, the time as exact text: a claim sent behind a blocking wait runs
+-- when the wait ends, a moment no caller can name in advance.
 --
 -- Scheduled jobs whose time has come move to T:ready first (their priority is in their member), so
 -- a due retry lines up with the queued jobs by priority and due time. A job that was never changed
@@ -16,6 +18,10 @@ local MAX_SKIPPED = 1000
 local MOVE_MAX = 1000
 local T = KEYS[1]
 local now = tonumber(ARGV[1])
+if ARGV[1] == '' then
+  local time = redis.call('TIME')
+  now = tonumber(time[1]) + tonumber(time[2]) / 1000000
+end
 local limit = tonumber(ARGV[2])
 local lease_until = now + tonumber(ARGV[3])
 local nonce, worker = ARGV[4], ARGV[5]
@@ -92,5 +98,8 @@ if #claimed > 0 then
   for field, n in pairs(counts) do
     count(T, field, -n)
   end
+end
+if ARGV[1] == '' then
+  return {stamp, claimed}
 end
 return claimed

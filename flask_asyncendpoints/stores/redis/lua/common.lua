@@ -36,7 +36,8 @@
 -- on a cluster, T:wake (sharded).
 --
 -- Every `now` is given by the caller (epoch seconds, the server's clock as the store reads it), so
--- no script spends a TIME call.
+-- no script spends a TIME call; only a claim sent behind a worker's blocking wait, which runs when
+-- the wait ends, reads TIME itself (claim.lua).
 
 local PUBLISH = CLUSTER and 'SPUBLISH' or 'PUBLISH'
 
