@@ -14,7 +14,7 @@ Parts (``--part``, default all but ``scale``):
              p99 of submit -> handler start. PostgreSQL wakes the worker with ``NOTIFY``; elsewhere it
              finds the job at its next poll (``--poll-interval``).
 ``scale``    Claim (batch 5) + complete throughput from one thread with ``--sizes`` jobs queued
-             (default 10³ and 10⁶; the 10⁶ pre-fill takes minutes), and the ``EXPLAIN`` of the claim.
+             (default 10³ and 10⁶; the 10⁶ pre-fill takes tens of minutes), and the ``EXPLAIN`` of the claim.
 """
 
 from __future__ import annotations
