@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import redis
@@ -269,6 +269,38 @@ def serving(cluster: LocalCluster, key: str) -> int | None:
         return None
 
 
+class ClusterRun(NamedTuple):
+    """A web app submitting into the cluster and a worker process draining it, and which node
+    serves the test queue's slot and which replicates it."""
+
+    records: Records
+    ae: AsyncEndpoints
+    app: Flask
+    worker: Proc
+    queue: str
+    master: int
+    replica: int
+
+
+def cluster_run(
+    cluster: LocalCluster,
+    store_url: str,
+    records_server: RedisServer,
+    prefix: str,
+    processes: Processes,
+    request: pytest.FixtureRequest,
+) -> ClusterRun:
+    records = Records(records_server.client, prefix)
+    ae, app = web_app(store_url, prefix, records_server.url)
+    request.addfinalizer(lambda: (ae.get_store(app).close(), process_app.recorder(app).close()))
+    # A lease of 3 s: a job whose completion the failover lost runs again 3 s later.
+    worker = start_worker(processes, store_url, prefix, records_server.url, CLAIM_TIMEOUT=3)
+    queue = f"{{{prefix}:default}}"
+    master = cluster.master_of(queue)
+    (replica,) = cluster.replicas_of(master)
+    return ClusterRun(records, ae, app, worker, queue, master, replica)
+
+
 def test_a_cluster_master_killed_mid_run_loses_only_writes_it_had_not_replicated(
     failover_cluster: LocalCluster,
     records_server: RedisServer,
@@ -277,14 +309,9 @@ def test_a_cluster_master_killed_mid_run_loses_only_writes_it_had_not_replicated
     request: pytest.FixtureRequest,
 ) -> None:
     cluster = failover_cluster
-    records = Records(records_server.client, prefix)
-    ae, app = web_app(cluster.url, prefix, records_server.url)
-    request.addfinalizer(lambda: (ae.get_store(app).close(), process_app.recorder(app).close()))
-    # A lease of 3 s: a job whose completion the failover lost runs again 3 s later.
-    worker = start_worker(processes, cluster.url, prefix, records_server.url, CLAIM_TIMEOUT=3)
-    queue = f"{{{prefix}:default}}"
-    master = cluster.master_of(queue)
-    (replica,) = cluster.replicas_of(master)
+    records, ae, app, worker, queue, master, replica = cluster_run(
+        cluster, cluster.url, records_server, prefix, processes, request
+    )
 
     stream = Stream(flask_client_send(app))
     stream.start()
@@ -373,13 +400,9 @@ def test_with_wait_replicas_a_cluster_failover_loses_no_acknowledged_submit(
 ) -> None:
     cluster = failover_cluster
     url = f"{cluster.url}?wait_replicas=1&wait_timeout=0.2"
-    records = Records(records_server.client, prefix)
-    ae, app = web_app(url, prefix, records_server.url)
-    request.addfinalizer(lambda: (ae.get_store(app).close(), process_app.recorder(app).close()))
-    worker = start_worker(processes, url, prefix, records_server.url, CLAIM_TIMEOUT=3)
-    queue = f"{{{prefix}:default}}"
-    master = cluster.master_of(queue)
-    (replica,) = cluster.replicas_of(master)
+    records, ae, app, worker, queue, master, replica = cluster_run(
+        cluster, url, records_server, prefix, processes, request
+    )
 
     stream = Stream(flask_client_send(app))
     stream.start()
