@@ -38,6 +38,7 @@ from flask_asyncendpoints.stores.redis import (
     parse_sentinel_url,
     redact_url,
 )
+from flask_asyncendpoints.stores.redis import waiting as waiting_module
 from flask_asyncendpoints.stores.redis.clock import ServerClock
 from flask_asyncendpoints.stores.redis.connection import ThreadConnections
 from flask_asyncendpoints.stores.redis.keys import scan_patterns, sort_key
@@ -292,64 +293,112 @@ class TestNoLeaks:
         assert client.zcard(f"{T}:exp") == 0
 
 
-class TestFinishedAnnouncements:
-    def test_every_final_transition_publishes_the_job_id(self, real_redis_client: Any, key_prefix: str) -> None:
-        # Real Redis: what a script publishes is delivered to a subscriber of the queue's channel.
-        client = real_redis_client
-        store = RedisStore(client, key_prefix=key_prefix)
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(f"{{{key_prefix}:default}}:finished")
+class TestLongPollWakeUps:
+    def test_every_final_transition_wakes_a_noted_wait_and_only_a_noted_one(
+        self, store: RedisStore, client: Any, key_prefix: str
+    ) -> None:
+        T = f"{{{key_prefix}:default}}"
         ids = [submit(store, max_retries=0) for _ in range(4)]
         claimed = {c.job.id: c for c in store.claim(4, LEASE, now=T0)}
         ids += [submit(store, max_retries=0), submit(store, max_retries=0)]
         claimed.update({c.job.id: c for c in store.claim(1, LEASE, now=T0)})
+        unwaited = submit(store, max_retries=0)
+        for job_id in ids:
+            store._run("await", [T], [job_id, T0, T0 + 60, "0"])
+        assert client.zcard(f"{T}:waits") == len(ids)
+
         store.complete_many([(claimed[ids[0]], "1"), (claimed[ids[4]], "2")], result_ttl=TTL, now=T0)
         store.fail(ids[1], claimed[ids[1]].token, an_error(), retry_delay=1.0, result_ttl=TTL, now=T0)
         store.finish_canceled(ids[2], claimed[ids[2]].token, result_ttl=TTL, now=T0)
         store.recover(result_ttl=TTL, now=T0 + LEASE + 1)
         store.cancel(ids[5], result_ttl=TTL, now=T0)
+        store.cancel(unwaited, result_ttl=TTL, now=T0)
 
-        announced: list[str] = []
-        deadline = time.monotonic() + 10
-        while len(announced) < 6 and time.monotonic() < deadline:
-            # None also stands for the (ignored) subscribe confirmation, so keep reading.
-            message = pubsub.get_message(timeout=1)
-            if message is not None:
-                announced += text(message["data"]).split(" ")
-        pubsub.close()
-        _delete_prefix(client, key_prefix)
-        assert sorted(announced) == sorted(ids)
+        assert [client.llen(f"{T}:f:{job_id}") for job_id in ids] == [1] * len(ids)
+        assert 0 < client.ttl(f"{T}:f:{ids[0]}") <= 10  # tokens expire
+        assert client.zcard(f"{T}:waits") == 0  # told, so no longer noted
+        assert not client.exists(f"{T}:f:{unwaited}")  # nobody waited: nothing written
 
-    def test_a_job_that_finishes_right_after_the_first_read_is_seen_at_once(
-        self, store: RedisStore, make_client: MakeClient, key_prefix: str
+    def test_a_wait_that_ended_is_dropped_by_the_next_one(
+        self, store: RedisStore, client: Any, key_prefix: str
     ) -> None:
-        # The finish is announced (and delivered) between the long-poll's first read and its wait.
-        other = RedisStore(make_client(), key_prefix=key_prefix)
-        delivered = threading.Event()
-        heard = store._heard_finished
+        T = f"{{{key_prefix}:default}}"
+        gone, waited = submit(store), submit(store)
+        store._run("await", [T], [gone, T0, T0 + 5, "0"])  # a long-poll that never came back
+        store._run("await", [T], [waited, T0 + 6, T0 + 30, "0"])
+        assert [text(m) for m in client.zrange(f"{T}:waits", 0, -1)] == [waited]
 
-        def hearing(message: str) -> None:
-            heard(message)
-            delivered.set()
-
-        store._heard_finished = hearing  # type: ignore[method-assign]
-        assert store._listen_finished(store._default).wait(10)
+    def test_a_job_that_finished_already_answers_without_noting_a_wait(
+        self, store: RedisStore, client: Any, key_prefix: str
+    ) -> None:
         job_id = submit(store)
         claimed = claim_one(store, T0)
-        read = store.get
-
-        def get_then_finish(wanted: str) -> Any:
-            job = read(wanted)
-            if not delivered.is_set():
-                other.complete(job_id, claimed.token, '"done"', result_ttl=TTL, now=T0 + 1)
-                assert delivered.wait(10)
-            return job
-
-        store.get = get_then_finish  # type: ignore[method-assign]
-        started = time.monotonic()
+        store.complete(job_id, claimed.token, '"done"', result_ttl=TTL, now=T0 + 1)
         job = store.wait_for_finish(job_id, timeout=30.0)
-        assert job is not None and job.status is JobStatus.COMPLETED
-        assert time.monotonic() - started < 0.9  # not the once-a-second read again
+        assert job is not None and job.status is JobStatus.COMPLETED and job.result == "done"
+        assert not client.exists(f"{{{key_prefix}:default}}:waits")
+        assert store.wait_for_finish(new_id(), timeout=30.0) is None
+
+    def test_a_job_that_finishes_right_after_the_first_read_wakes_the_wait(
+        self, store: RedisStore, make_client: MakeClient, key_prefix: str
+    ) -> None:
+        # The finish comes between the long-poll's first read and its BLPOP: the token is waiting.
+        other = RedisStore(make_client(), key_prefix=key_prefix)
+        job_id = submit(store)
+        claimed = claim_one(store, T0)
+        first_read = store._await
+        blocks = self._record_blocks(store)
+
+        def read_then_finish(*args: Any) -> Any:
+            found = first_read(*args)
+            other.complete(job_id, claimed.token, '"done"', result_ttl=TTL, now=T0 + 1)
+            return found
+
+        store._await = read_then_finish  # type: ignore[method-assign]
+        job = store.wait_for_finish(job_id, timeout=30.0)
+        assert job is not None and job.status is JobStatus.COMPLETED and job.result == "done"
+        assert len(blocks) == 1 and blocks[0] is not None  # woken by the token, not at the end of a block
+
+    def test_every_long_poll_of_a_job_is_woken_when_it_finishes(
+        self, store: RedisStore, make_client: MakeClient, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Blocks as long as the wait: a long-poll not woken would end with the job still running.
+        monkeypatch.setattr(waiting_module, "FINISH_WAIT_CHUNK", 20.0)
+        worker = RedisStore(make_client(), key_prefix=key_prefix)
+        job_id = submit(store)
+        claimed = claim_one(worker, T0)
+        noted = threading.Barrier(4)
+        first_read = store._await
+
+        def note_then_meet(*args: Any) -> Any:
+            found = first_read(*args)
+            noted.wait(10)
+            return found
+
+        store._await = note_then_meet  # type: ignore[method-assign]
+        seen: list[Any] = []
+        pollers = [threading.Thread(target=lambda: seen.append(store.wait_for_finish(job_id, 20.0))) for _ in range(3)]
+        for poller in pollers:
+            poller.start()
+        noted.wait(10)  # every long-poll has noted its wait
+        worker.complete(job_id, claimed.token, '"done"', result_ttl=TTL)
+        for poller in pollers:
+            poller.join(30)
+        assert [job.status if job else None for job in seen] == [JobStatus.COMPLETED] * 3
+
+    @staticmethod
+    def _record_blocks(store: RedisStore) -> list[Any]:
+        """The BLPOP replies of the store's long-polls from now on (``None``: the block timed out)."""
+        replies: list[Any] = []
+        run_behind = store._scripts.run_behind
+
+        def recording(command: Any, *args: Any, **kwargs: Any) -> Any:
+            woken, reply = run_behind(command, *args, **kwargs)
+            replies.append(woken)
+            return woken, reply
+
+        store._scripts.run_behind = recording  # type: ignore[method-assign]
+        return replies
 
 
 class TestScripts:
@@ -403,9 +452,10 @@ class TestScripts:
             assert used in create
         for unused in ("local function cancel_attempt(", "local function tally(", "local FINAL", "local STATUS_CHAR"):
             assert unused not in create
-        # Through another helper: complete calls finished, which uses count, FINAL and PUBLISH.
+        # Through another helper: complete calls cancel_attempt, which calls finished, which uses
+        # count, FINAL and tell_waiters, which uses FINISH_TOKEN_TTL.
         complete = script_source("complete", cluster=True)
-        for used in ("local function finished(", "local function count(", "local FINAL", "local PUBLISH"):
+        for used in ("local function finished(", "local function count(", "local FINAL", "local FINISH_TOKEN_TTL"):
             assert used in complete
 
     def test_used_definitions_follows_helpers_in_file_order_and_ignores_comments(self) -> None:

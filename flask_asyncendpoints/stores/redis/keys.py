@@ -35,7 +35,9 @@ NAMES = ":names"
 WAKE = ":wake"
 #: A counter that submits made with ``wait_replicas`` increment before their ``WAIT``.
 WAIT_COUNTER = ":wait"
-FINISHED_CHANNEL = ":finished"
+#: A zset of the jobs long-polls wait for, and the prefix of each one's token list (``T:f:<id>``).
+WAITS = ":waits"
+FINISH_TOKENS = ":f:"
 CANCELS_CHANNEL = ":cancels"
 DONE = {"Completed": ":done:Completed", "Failed": ":done:Failed", "Canceled": ":done:Canceled"}
 

@@ -1,7 +1,8 @@
 """What the scripts announce, heard by one subscriber thread per store and process.
 
-The scripts publish on per-queue channels: finished job ids (``T:finished``, for long-polls),
-cancel requests (``T:cancels``, for running handlers) and, on a cluster, wake-ups (``T:wake``).
+The scripts publish on per-queue channels: cancel requests (``T:cancels``, for running handlers)
+and, on a cluster, wake-ups (``T:wake``). Long-polls block on their job's own token list instead
+(see :meth:`~.waiting.RedisWaiting.wait_for_finish`).
 On a single server they are ordinary channels (``PUBLISH``/``SUBSCRIBE``); on Redis Cluster they
 are sharded channels (``SPUBLISH``/``SSUBSCRIBE``, Redis 7), each in its queue's slot, so a message
 goes to the one shard that owns the queue rather than over the whole cluster bus.

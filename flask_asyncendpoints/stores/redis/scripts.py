@@ -40,6 +40,7 @@ SCRIPT_NAMES = (
     "stats",
     "register_worker",
     "occurrence",
+    "await",
 )
 
 

@@ -139,7 +139,6 @@ class RedisStore(RedisRunning, RedisWaiting, RedisUpkeep, RedisMonitoring, Store
         self._cancel_callbacks = []
         self._channels = set()
         self._claimed_queues = set()
-        self._finish_waiters = {}
         self._notifier = Notifier(client, sharded=self.cluster)
         if self._sentinel is not None:
             self._sentinel.on_switch(self._notifier.resubscribe)

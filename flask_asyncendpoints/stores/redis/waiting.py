@@ -2,8 +2,9 @@
 when their job finishes, and cancel requests told to every process.
 
 Idle workers block on their queues' wake lists on a single server and on the queues' sharded
-``wake`` channels on a cluster; finished jobs and cancel requests are published on each queue's
-``finished`` and ``cancels`` channels. One subscriber thread per process hears every channel
+``wake`` channels on a cluster; a long-poll blocks on its job's own token list, which the script
+that finishes the job pushes to once a wait is noted for it. Cancel requests are published on each
+queue's ``cancels`` channel; one subscriber thread per process hears every channel
 (:class:`~.pubsub.Notifier`) and wakes the callers waiting here.
 """
 
@@ -20,13 +21,19 @@ from typing import TYPE_CHECKING, Any
 
 from ...jobs import DEFAULT_QUEUE, ClaimedJob, Job
 from ..jsontext import compact_json
-from .codec import as_text, parse_time
+from .codec import as_text, parse_time, pointed_queue
 from .core import RedisCore
-from .keys import CANCELS_CHANNEL, FINISHED_CHANNEL, READY, SCHEDULED, WAKE, QueueKeys
+from .keys import CANCELS_CHANNEL, FINISH_TOKENS, READY, SCHEDULED, WAKE, QueueKeys
 from .pubsub import Notifier
 
 # The package's name rather than this module's: every part of the Redis store logs as one logger.
 logger = logging.getLogger(__package__)
+
+#: Seconds a long-poll blocks on its job's token list at most before it reads the job again.
+FINISH_WAIT_CHUNK = 1.0
+
+#: Seconds a noted wait outlives the block it was noted for (round trips, a slow server).
+FINISH_WAIT_SLACK = 10.0
 
 
 class RedisWaiting(RedisCore):
@@ -47,8 +54,6 @@ class RedisWaiting(RedisCore):
     _channels: set[str]
     #: The queues this process has claimed from: it listens to their cancel announcements.
     _claimed_queues: set[str]
-    #: The events of the callers of wait_for_finish, by job id.
-    _finish_waiters: dict[str, set[threading.Event]]
     _notifier: Notifier
 
     if TYPE_CHECKING:
@@ -228,59 +233,50 @@ class RedisWaiting(RedisCore):
     def wait_for_finish(self, job_id: str, timeout: float) -> Job | None:
         """See :meth:`Store.wait_for_finish <flask_asyncendpoints.stores.base.Store.wait_for_finish>`.
 
-        The scripts that finish jobs publish their ids on the ``finished`` channel of their queue
-        (sharded on a cluster); one subscriber thread per process wakes the waiters of each id, so
-        the answer comes as soon as the job finishes. The job is read again at least every second,
-        so a lost message costs a second, not the whole wait.
+        The caller blocks on the job's own token list (``BLPOP`` on ``T:f:<id>``), which the script
+        that finishes the job pushes to once a wait is noted for it (``T:waits``), and the job is
+        read again by the ``await`` script sent behind the ``BLPOP``, in the same round trip: the
+        answer comes with the wake-up, in the waiting thread, with no message to hand over. The
+        first read notes the wait; each read behind a ``BLPOP`` notes it again while the job has not
+        finished, and passes a finished job's token on to its other long-polls. A ``BLPOP`` blocks
+        for at most :data:`FINISH_WAIT_CHUNK` seconds, so a lost token costs that, not the whole wait.
         """
+        if timeout <= 0:
+            return self.get(job_id)
         deadline = time.monotonic() + timeout
-        finished = threading.Event()
-        # Counted before the first read: the announcement of a finish that read did not see yet
-        # comes to this waiter (a job can finish within a round trip of its submit).
-        with self._lock:
-            self._finish_waiters.setdefault(job_id, set()).add(finished)
-        try:
-            job = self.get(job_id)
-            if job is None or job.status.is_final or timeout <= 0:
+        keys = self._default
+        found = self._await(keys, job_id, timeout)
+        if found is not None and len(found) == 1:
+            queue = pointed_queue(as_text(found[0]))
+            if queue is None:
+                return None
+            keys = self._keys(queue)
+            found = self._await(keys, job_id, timeout)
+        while True:
+            if found is None or len(found) != 2:
+                return None
+            job = self._job(job_id, keys.queue, found[0], found[1])
+            wait = min(deadline - time.monotonic(), FINISH_WAIT_CHUNK)
+            if self._socket_timeout:
+                wait = min(wait, max(self._socket_timeout - 0.5, self._socket_timeout / 2))
+            # BLPOP takes milliseconds and reads 0 as "forever": anything shorter is no wait at all.
+            if job.status.is_final or wait < 0.001:
                 return job
-            ready = self._listen_finished(self._keys(job.queue))
-            if not ready.is_set():
-                ready.wait(min(1.0, max(deadline - time.monotonic(), 0)))
-                job = self.get(job_id)
-            while True:
-                remaining = deadline - time.monotonic()
-                if job is None or job.status.is_final or remaining <= 0:
-                    return job
-                finished.wait(min(remaining, 1.0))
-                finished.clear()
-                job = self.get(job_id)
-        finally:
-            with self._lock:
-                waiters = self._finish_waiters.get(job_id)
-                if waiters is not None:
-                    waiters.discard(finished)
-                    if not waiters:
-                        del self._finish_waiters[job_id]
+            wait = round(wait, 3)
+            now = self._now(None)
+            args = [job_id, now, now + wait + FINISH_WAIT_SLACK, "1"]
+            tokens = keys.key(FINISH_TOKENS) + job_id
+            woken, found = self._scripts.run_behind(
+                ("BLPOP", tokens, wait), "await", [keys.base], args, doing="waiting for a job to finish"
+            )
+            if isinstance(woken, Exception):
+                raise self._scripts.store_error(woken, "waiting for a job to finish") from woken
 
-    def _listen_finished(self, keys: QueueKeys) -> threading.Event:
-        """Listen to the queue's ``finished`` channel (once per process); the event of its subscription."""
-        return self._listen(keys.key(FINISHED_CHANNEL), self._heard_finished)
-
-    def _listen(self, channel: str, handler: Callable[[str], None]) -> threading.Event:
-        with self._lock:
-            new = channel not in self._channels
-            self._channels.add(channel)
-        if new:
-            return self._notifier.listen(channel, handler)[0]
-        return self._notifier.subscribed(channel)
-
-    def _heard_finished(self, message: str) -> None:
-        with self._lock:
-            if not self._finish_waiters:
-                return
-            events = [event for job_id in message.split(" ") for event in self._finish_waiters.get(job_id, ())]
-        for event in events:
-            event.set()
+    def _await(self, keys: QueueKeys, job_id: str, timeout: float) -> Any:
+        """The ``await`` script's first read of a job, which notes the wait while the job runs."""
+        now = self._now(None)
+        until = now + min(timeout, FINISH_WAIT_CHUNK) + FINISH_WAIT_SLACK
+        return self._run("await", [keys.base], [job_id, now, until, "0"])
 
     # -- cancel announcements ------------------------------------------------------------------------
 
@@ -302,6 +298,15 @@ class RedisWaiting(RedisCore):
                     self._cancel_callbacks.remove(callback)
 
         return stop
+
+    def _listen(self, channel: str, handler: Callable[[str], None]) -> threading.Event:
+        """Listen to ``channel`` (once per process); the event of its subscription."""
+        with self._lock:
+            new = channel not in self._channels
+            self._channels.add(channel)
+        if new:
+            return self._notifier.listen(channel, handler)[0]
+        return self._notifier.subscribed(channel)
 
     def _listen_cancels(self, queue: str) -> None:
         self._listen(self._keys(queue).key(CANCELS_CHANNEL), self._heard_cancel)

@@ -32,8 +32,9 @@
 --                       Completed, Failed, Canceled; InProgress ones are read from T:run)
 --   T:wake      list    wake tokens idle workers block on (a single server; a cluster publishes them)
 --   T:tp:<hour> hash    jobs that ended in each minute of an hour: `c<minute>`, `f<minute>`
--- and the channels T:finished (finished job ids, space separated), T:cancels (`<origin> <id>`) and,
--- on a cluster, T:wake (sharded).
+--   T:waits     zset    ids of jobs a long-poll waits for, by when that wait ends at the latest
+--   T:f:<id>    list    a token pushed when a job of T:waits finishes; its long-polls block on it
+-- and the channels T:cancels (`<origin> <id>`) and, on a cluster, T:wake (sharded).
 --
 -- Every `now` is given by the caller (epoch seconds, the server's clock as the store reads it), so
 -- no script spends a TIME call; only a claim sent behind a worker's blocking wait, which runs when
@@ -48,6 +49,9 @@ local WAKE_TTL = 60
 -- Creates wake a worker while at most this many jobs of the name are queued: idle workers are only
 -- idle while nothing is queued, and a longer backlog means every worker is busy with it anyway.
 local WAKE_BELOW = 64
+
+-- Seconds a finish token lives once pushed: long enough for every long-poll of the job to pass it on.
+local FINISH_TOKEN_TTL = 10
 
 -- Seconds a throughput hash outlives its hour.
 local THROUGHPUT_TTL = 90000
@@ -165,6 +169,25 @@ local function add_history(h, record, limit)
   return out
 end
 
+-- Wake the long-polls waiting for the jobs `ids`, which just finished: a token in each waited job's
+-- list T:f:<id>, which they block on. One call when nobody waits.
+local function tell_waiters(T, ids)
+  local waits = T .. ':waits'
+  local scores = redis.call('ZMSCORE', waits, unpack(ids))
+  local told = {}
+  for i = 1, #ids do
+    if scores[i] then
+      local tokens = T .. ':f:' .. ids[i]
+      redis.call('RPUSH', tokens, 1)
+      redis.call('EXPIRE', tokens, FINISH_TOKEN_TTL)
+      told[#told + 1] = ids[i]
+    end
+  end
+  if #told > 0 then
+    redis.call('ZREM', waits, unpack(told))
+  end
+end
+
 -- Index a job that just finished with `status` at `now`: its status index, its purge time (never
 -- without a ttl) and its name's count; long-polls waiting for it are told.
 local function finished(T, id, jname, status, now, ttl)
@@ -173,7 +196,7 @@ local function finished(T, id, jname, status, now, ttl)
     redis.call('ZADD', T .. ':exp', now + ttl, id)
   end
   count(T, FINAL[status] .. jname, 1)
-  redis.call(PUBLISH, T .. ':finished', id)
+  tell_waiters(T, {id})
 end
 
 -- The job as a reply: {record, state fields}.

@@ -73,6 +73,6 @@ if #ids > 0 then
     count(T, 'C' .. jname, n)
   end
   tally(T, 'c', now, #ids)
-  redis.call(PUBLISH, T .. ':finished', table.concat(ids, ' '))
+  tell_waiters(T, ids)
 end
 return replies
