@@ -1,28 +1,36 @@
 """compare: the same workloads through flask-asyncendpoints and its peers, interleaved in one run.
 
 One redis-server on loopback; the job does one RPUSH (the time it started, to a list) and returns
-that time; results are kept; 2 worker threads; leases and recovery at their defaults. Each run
-measures every system in turn (the order alternates between runs), and each figure is the median
-over runs, so a drift of the machine's speed hits all systems alike.
+that time; results are kept; leases and recovery at their defaults. Each run measures every system
+in turn (the order alternates between runs), and each figure is the median over runs, so a drift of
+the machine's speed hits all systems alike. The peers (``--peers``, default all four): huey,
+Dramatiq, Celery and RQ, set up in ``benchmarks/peers/`` (each module says what it configures).
 
-- enqueue: N single submits from one thread with no worker running (``ae.submit`` / calling the
-  huey task), jobs/s.
+- enqueue: N single submits from one thread with no worker running (``ae.submit``, calling the huey
+  task, ``actor.send``, ``task.delay``, ``queue.enqueue``), jobs/s.
 - drain: those N jobs, then one worker starts: ours ``flask asyncendpoints worker`` (1 process × 2
   threads, and 2 processes × 2 threads), huey's thread consumer (``-w 2 -k thread``), Dramatiq's
-  default worker (one process per core × 8 threads). Jobs/s is N over the time from the first to
-  the last RPUSH, so start-up does not count.
-- latency: the same worker, idle; one job at a time ``--gap`` after the previous result.
-  submit→handler-start (from the time the handler returns) and submit→result-seen (ours:
-  ``store.wait_for_finish``, the long-poll's wait, or ``GET /jobs/<id>?wait=5`` with ``--poller
-  http``; huey: ``result.get(blocking=True)``), p50 and p99.
+  default worker (one process per core × 8 threads), Celery's (``--pool threads --concurrency 2``:
+  1 process × 2 threads), RQ's ``rq worker`` (system ``rq``: its default ``Worker``, one process
+  that forks a work horse per job; RQ has no threads) and ``rq worker --worker-class
+  rq.worker.SimpleWorker`` (system ``rq_simple``: no fork, RQ's fastest setup). Jobs/s is N over the
+  time from the first to the last RPUSH, so start-up does not count.
+- latency: the same worker, idle (Dramatiq: none, it keeps no results here); one job at a time
+  ``--gap`` after the previous result. submit→handler-start (from the time the handler returns) and
+  submit→result-seen (ours: ``store.wait_for_finish``, the long-poll's wait, or ``GET
+  /jobs/<id>?wait=5`` with ``--poller http``; huey: ``result.get(blocking=True)``; Celery:
+  ``AsyncResult.get``, on pub/sub; RQ: ``job.latest_result(timeout=…)``, a blocking ``XREAD``), p50
+  and p99.
 - commands per job: ``INFO commandstats`` deltas (Lua's ``redis.call`` included) over the enqueue
-  and over the drain, divided by N.
+  and over the drain, divided by N; ``worker_calls_per_job_less_handler`` is the drain's less the
+  one RPUSH every system's handler makes, so the queue's own calls.
 - ceiling: the enqueue loop with a bare ``EVALSHA`` of a one-call script, and with a bare ``PING``,
   on one connection: the physical limit of one thread's round trips.
 
 Ratios (ours ÷ peer for rates, peer ÷ ours for latencies: above 1 means ours is better) follow the
 figures. The peers come with ``pip install -e ".[bench]"``; a peer that is not installed is left out
-with a note.
+with a note. With ``--redis-url`` each system's keys are deleted after it ran; RQ's, which take no
+prefix, by the queue's, the worker's and the jobs' names in them.
 """
 
 from __future__ import annotations
@@ -73,24 +81,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--samples", type=common.positive_int, default=300, help="latency samples (default 300)")
     parser.add_argument("--gap", type=float, default=0.01, help="seconds between a result and the next submit")
     parser.add_argument("--poller", choices=["store", "http"], default="store", help="how ours sees a result")
-    parser.add_argument("--peers", default="huey,dramatiq", help="comma-separated peers to run (default huey,dramatiq)")
+    parser.add_argument(
+        "--peers",
+        default=",".join(DEFAULT_PEERS),
+        help=f"comma-separated peers to run, of {', '.join(PEERS)} (default {','.join(DEFAULT_PEERS)}; rq runs "
+        "both of RQ's workers)",
+    )
     args = parser.parse_args(argv)
-    peers = [p for p in (part.strip() for part in args.peers.split(",")) if p]
+    names = [p for p in (part.strip() for part in args.peers.split(",")) if p]
+    if unknown := [name for name in names if name not in PEERS]:
+        parser.error(f"unknown peer(s) {', '.join(unknown)}: choose from {', '.join(PEERS)}")
     report = common.Report(
         "compare",
         {"jobs": args.jobs, "samples": args.samples, "runs": args.runs, "gap_s": args.gap, "poller": args.poller},
     )
-    for peer in list(peers):
-        module = {"huey": "huey", "dramatiq": "dramatiq"}.get(peer)
-        if module is None or importlib.util.find_spec(module) is None:
-            report.note(f"{peer}: not installed (pip install -e '.[bench]'); left out")
-            peers.remove(peer)
+    peers: list[str] = []
+    for name in names:
+        module, systems = PEERS[name]
+        if importlib.util.find_spec(module) is None:
+            report.note(f"{name}: not installed (pip install -e '.[bench]'); left out")
+            continue
+        peers += [system for system in systems if system not in peers]
 
     runs: dict[str, list[Measured]] = {name: [] for name in ["ours", "ours_2x2", *peers]}
     ceiling: dict[str, list[float]] = {"evalsha": [], "ping": []}
     with common.redis_target(args.redis_url) as target:
         report.note(target.describe())
-        report.note("ours: flask asyncendpoints worker, 2 threads per process; huey: thread consumer -w 2")
+        for name in ["ours", *peers]:
+            report.note(f"{name}: {WORKERS[name]}")
         for run in range(args.runs):
             order = ["ours", "ours_2x2", *peers]
             if run % 2:
@@ -148,6 +166,7 @@ def _ours(target: common.RedisTarget, args: Any, *, processes: int = 1) -> Measu
     finally:
         store.close()
         target.clean(prefix)
+        target.client.delete(f"{prefix}:done")  # the latency jobs' RPUSHes: not a key of the library's
     return measured
 
 
@@ -238,11 +257,140 @@ def _dramatiq(target: common.RedisTarget, args: Any) -> Measured:
     return measured
 
 
+def _celery(target: common.RedisTarget, args: Any) -> Measured:
+    prefix = target.new_prefix()
+    peer = _import_peer("celery_app", target, prefix)
+    measured = Measured()
+    try:
+        before = _calls(target)
+        start = time.perf_counter()
+        for n in range(args.jobs):
+            peer.rpush.delay(n)
+        measured.enqueue = args.jobs / (time.perf_counter() - start)
+        measured.enqueue_calls = (_calls(target) - before) / args.jobs
+        command = [
+            sys.executable, "-m", "celery", "-A", "benchmarks.peers.celery_app", "worker",
+            "--pool", "threads", "--concurrency", "2", "--without-gossip", "--without-mingle", "--without-heartbeat",
+            "-Q", peer.QUEUE, "--loglevel", "WARNING",
+        ]  # fmt: skip
+        with _peer_process(command, target, prefix) as check:
+            measured.drain, measured.worker_calls = _drain(target, prefix, args.jobs, check)
+            results: dict[str, Any] = {}
+
+            def submit(n: int) -> str:
+                result = peer.rpush.delay(n)
+                results[result.id] = result
+                return str(result.id)
+
+            def seen(task_id: str) -> float:
+                return float(results.pop(task_id).get(timeout=SAMPLE_TIMEOUT))
+
+            measured.to_start, measured.to_seen = _latency(args, submit, seen)
+    finally:
+        peer.app.backend.result_consumer.stop()
+        peer.app.pool.force_close_all()
+        peer.app.close()
+        target.clean_all_of((peer.KEY_PREFIX, f"{prefix}:"))
+    return measured
+
+
+def _rq(target: common.RedisTarget, args: Any, *, simple: bool = False) -> Measured:
+    prefix = target.new_prefix()
+    peer = _import_peer("rq_app", target, prefix)
+    measured = Measured()
+    job_ids: set[str] = set()
+    try:
+        before = _calls(target)
+        start = time.perf_counter()
+        for n in range(args.jobs):
+            peer.queue.enqueue(peer.rpush, n)
+        measured.enqueue = args.jobs / (time.perf_counter() - start)
+        measured.enqueue_calls = (_calls(target) - before) / args.jobs
+        job_ids.update(peer.queue.job_ids)  # LRANGE of the queue: the ids to clean up by
+        command = [
+            sys.executable, "-m", "rq.cli", "worker", peer.QUEUE, "--url", target.url, "--name", peer.WORKER,
+            "--serializer", peer.SERIALIZER, "--logging_level", "WARNING",
+        ]  # fmt: skip
+        if simple:
+            command += ["--worker-class", "rq.worker.SimpleWorker"]
+        with _peer_process(command, target, prefix) as check:
+            measured.drain, measured.worker_calls = _drain(target, prefix, args.jobs, check)
+            jobs: dict[str, Any] = {}
+
+            def submit(n: int) -> str:
+                job = peer.queue.enqueue(peer.rpush, n)
+                job_ids.add(job.id)
+                jobs[job.id] = job
+                return str(job.id)
+
+            def seen(job_id: str) -> float:
+                result = jobs.pop(job_id).latest_result(timeout=int(SAMPLE_TIMEOUT))
+                if result is None or result.return_value is None:
+                    check()
+                    raise RuntimeError(f"RQ job {job_id} has no result within {SAMPLE_TIMEOUT} s: {result}")
+                return float(result.return_value)
+
+            measured.to_start, measured.to_seen = _latency(args, submit, seen)
+    finally:
+        peer.connection.close()
+        _clean_rq(target, prefix, peer, job_ids)
+    return measured
+
+
+def _clean_rq(target: common.RedisTarget, prefix: str, peer: Any, job_ids: set[str]) -> None:
+    """RQ's keys have no prefix of the run's own: delete those that name this run's queue, worker or jobs.
+
+    One SCAN of RQ's namespace; a key goes if its name holds the run's prefix (the queue's and the
+    worker's keys) or one of the run's job ids as a ``:``-separated part (``rq:job:<id>``,
+    ``rq:results:<id>``, …); the queue and the worker leave RQ's shared sets. RQ's other shared keys
+    (``rq:clean_groups``, a maintenance lock with a TTL) are left alone: another user's RQ may own them.
+    """
+    if target.owned:
+        target.client.flushall()
+        return
+    from rq.job import Job
+    from rq.queue import Queue
+    from rq.worker import Worker
+
+    namespace = Job.redis_job_namespace_prefix.removesuffix("job:")
+    keys = [
+        key
+        for key in target.client.scan_iter(match=f"{namespace}*", count=1000)
+        if prefix in (name := key.decode()) or not job_ids.isdisjoint(name.split(":"))
+    ]
+    for start in range(0, len(keys), 1000):
+        target.client.unlink(*keys[start : start + 1000])
+    target.client.srem(Queue.redis_queues_keys, peer.queue.key)
+    target.client.srem(Worker.redis_workers_keys, Worker.redis_worker_namespace_prefix + peer.WORKER)
+    target.clean_all_of((f"{prefix}:",))
+
+
 SYSTEMS: dict[str, Callable[[common.RedisTarget, Any], Measured]] = {
     "ours": _ours,
     "ours_2x2": lambda target, args: _ours(target, args, processes=2),
     "huey": _huey,
     "dramatiq": _dramatiq,
+    "celery": _celery,
+    "rq": _rq,
+    "rq_simple": lambda target, args: _rq(target, args, simple=True),
+}
+#: What ``--peers`` can name: the module that must be installed, and the systems it runs.
+PEERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "huey": ("huey", ("huey",)),
+    "dramatiq": ("dramatiq", ("dramatiq",)),
+    "celery": ("celery", ("celery",)),
+    "rq": ("rq", ("rq", "rq_simple")),
+    "rq_simple": ("rq", ("rq_simple",)),
+}
+DEFAULT_PEERS = ("huey", "dramatiq", "celery", "rq")
+#: Each system's worker, as the report's notes name it.
+WORKERS = {
+    "ours": "flask asyncendpoints worker, 1 process x 2 threads (ours_2x2: 2 such processes)",
+    "huey": "huey_consumer -w 2 -k thread",
+    "dramatiq": "dramatiq, its default: one process per core x 8 threads",
+    "celery": "celery worker --pool threads --concurrency 2 (1 process x 2 threads)",
+    "rq": "rq worker, its default Worker: 1 process, a forked work horse per job",
+    "rq_simple": "rq worker --worker-class rq.worker.SimpleWorker: 1 process, no fork",
 }
 
 
@@ -259,7 +407,7 @@ def _drain(target: common.RedisTarget, prefix: str, jobs: int, check: Callable[[
     """Wait for ``jobs`` RPUSHes to ``<prefix>:done``; jobs/s over first to last, and commands per job."""
     done = f"{prefix}:done"
     before = _calls(target)
-    deadline = time.monotonic() + 60 + jobs / 100
+    deadline = time.monotonic() + 60 + jobs / 25  # RQ's forking worker runs well under 100 jobs/s
     while (count := int(target.client.llen(done))) < jobs:
         check()
         if time.monotonic() > deadline:
@@ -319,6 +467,8 @@ def _report(report: common.Report, runs: dict[str, list[Measured]], ceiling: dic
         report.add(f"compare.{name}.drain", "jobs/s", [m.drain for m in measured])
         report.add(f"compare.{name}.enqueue_calls_per_job", "calls", [m.enqueue_calls for m in measured])
         report.add(f"compare.{name}.worker_calls_per_job", "calls", [m.worker_calls for m in measured])
+        # Every system's job does one RPUSH in its handler: what is left is the queue's own calls.
+        report.add(f"compare.{name}.worker_calls_per_job_less_handler", "calls", [m.worker_calls - 1 for m in measured])
         if measured and measured[0].to_start:
             for q in (50, 99):
                 report.add(f"compare.{name}.submit_to_start.p{q}", "ms", [pct(m.to_start, q) for m in measured])
