@@ -91,8 +91,11 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
 
 
 def start_worker(processes: Processes, store_url: str, prefix: str, records_url: str, **settings: Any) -> Proc:
-    """``flask … asyncendpoints worker`` on ``store_url``, its records in ``records_url``; running when this returns."""
-    env = processes.env(store_url, prefix, False, **settings)
+    """``flask … asyncendpoints worker`` on ``store_url``, its records in ``records_url``; running when this returns.
+
+    ``Hold`` jobs wait for their gate in it (:func:`every_thread_takes_work`).
+    """
+    env = processes.env(store_url, prefix, True, **settings)
     env["FLASK_PROCESS_APP_RECORDS"] = records_url
     proc = processes.start(
         "worker", [sys.executable, "-m", "flask", "--app", APP, "asyncendpoints", "worker", "--log-level", "INFO"], env
@@ -104,9 +107,12 @@ def start_worker(processes: Processes, store_url: str, prefix: str, records_url:
 def start_gunicorn(
     processes: Processes, store_url: str, prefix: str, records_url: str, **settings: Any
 ) -> tuple[Proc, int]:
-    """gunicorn with two worker processes serving the app (and running jobs); it and its port once it listens."""
+    """gunicorn with two worker processes serving the app (and running jobs); it and its port once it listens.
+
+    ``Hold`` jobs wait for their gate in it (:func:`every_thread_takes_work`).
+    """
     port = free_port()
-    env = processes.env(store_url, prefix, False, **settings)
+    env = processes.env(store_url, prefix, True, **settings)
     env["FLASK_PROCESS_APP_RECORDS"] = records_url
     proc = processes.start(
         "gunicorn",
@@ -116,6 +122,19 @@ def start_gunicorn(
     )  # fmt: skip
     proc.wait_for(r"Booting worker with pid", count=2)
     return proc, port
+
+
+def every_thread_takes_work(ae: AsyncEndpoints, app: Flask, records: Records, threads: int) -> set[tuple[int, str]]:
+    """Submit one ``Hold`` job per pool thread of the deployment and wait until each has started:
+    a held job keeps its thread until its gate opens, so they all start only if every pool thread
+    takes work. Then open the gates; the ``(pid, thread)`` that ran each."""
+    held = [ae.submit("Hold", app=app).id for _ in range(threads)]
+    for job_id in held:
+        records.event(30, event="started", job=job_id)
+    for job_id in held:
+        records.open_gate(job_id)
+    runs = records.runs()
+    return {(run.pid, run.thread) for job_id in held for run in runs[job_id]}
 
 
 def no_thread_died(proc: Proc) -> None:
@@ -374,8 +393,8 @@ def test_a_cluster_master_killed_mid_run_loses_only_writes_it_had_not_replicated
     worker.wait_for("job store unavailable")
     worker.wait_for("job store available again")
     no_thread_died(worker)
-    after = {run.thread for job_runs in runs.values() for run in job_runs if run.at > promoted_at}
-    assert after == POOL_THREADS, f"pool threads that ran jobs after the failover: {after}"
+    took = every_thread_takes_work(ae, app, records, len(POOL_THREADS))
+    assert took == {(worker.pid, thread) for thread in POOL_THREADS}, f"pool threads that took work: {took}"
 
     window = [at for method, status, at, _ in stream.answers if status == 503]
     print(
@@ -544,9 +563,12 @@ def test_a_sentinel_failover_mid_run_loses_nothing_and_answers_503_only_without_
     for proc in (server, worker):
         no_thread_died(proc)
     worker.wait_for(r"the Sentinels moved the master of 'aemaster' from 127\.0\.0\.1:\d+ to 127\.0\.0\.1:\d+")
-    after = {(run.pid, run.thread) for job_id in ids for run in runs[job_id] if run.at > settled_at}
-    assert {thread for pid, thread in after if pid == worker.pid} == POOL_THREADS
-    assert {pid for pid, _ in after} - {worker.pid}, "no job ran in a gunicorn worker after the failover"
+    after = {run.pid for job_id in ids for run in runs[job_id] if run.at > settled_at}
+    assert after - {worker.pid}, "no job ran in a gunicorn worker after the failover"
+    # Two gunicorn workers and the worker process, each with its pool of threads.
+    took = every_thread_takes_work(ae, app, records, 3 * len(POOL_THREADS))
+    assert len(took) == 3 * len(POOL_THREADS) and {thread for _, thread in took} == POOL_THREADS, took
+    assert {pid for pid, _ in took} >= {worker.pid}, took
 
     print(
         f"Redis Sentinel: SENTINEL FAILOVER moved the master off port {old_master}; the Sentinels named the new "
