@@ -125,6 +125,8 @@ class RefusesPoison(RedisStore):
         super().__init__(client, key_prefix=key_prefix)
         self.first_write = threading.Event()
         self.go_on = threading.Event()
+        #: Set by each write after the first.
+        self.after_first = threading.Event()
         #: The job ids of each call's completions, in call order.
         self.batches: list[list[str]] = []
 
@@ -308,4 +310,89 @@ def test_results_of_jobs_that_end_within_the_window_are_written_in_one_call(
         ae.shutdown(app, timeout=5)
         finals.close()
     assert [sorted(write[1]) for write in recording_store.writes] == [sorted(ids)]
+    assert {done[job_id].status for job_id in ids} == {JobStatus.COMPLETED}
+
+
+class GatedWrites(RecordsWrites):
+    """A recording store whose first ``complete_many`` waits until the test lets it go on."""
+
+    def __init__(self, client: Any, *, key_prefix: str) -> None:
+        super().__init__(client, key_prefix=key_prefix)
+        self.first_write = threading.Event()
+        self.go_on = threading.Event()
+        #: Set by each write after the first.
+        self.after_first = threading.Event()
+
+    def complete_many(
+        self, completions: Sequence[tuple[ClaimedJob, str]], *, result_ttl: float | None, now: float | None = None
+    ) -> list[Job | None]:
+        if self.first_write.is_set():
+            self.after_first.set()
+        else:
+            self.first_write.set()
+            assert self.go_on.wait(10)
+        return super().complete_many(completions, result_ttl=result_ttl, now=now)
+
+
+def test_a_result_that_comes_during_a_write_waits_for_the_rest_of_its_batch(
+    fake_redis_client: Any, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flask_asyncendpoints.worker import results
+
+    # A window longer than the test: only job 3's result can end job 2's wait.
+    monkeypatch.setattr(results, "COALESCE_WINDOW", 30.0)
+    store = GatedWrites(fake_redis_client, key_prefix=key_prefix)
+    ae = AsyncEndpoints()
+    release = {2: threading.Event(), 3: threading.Event()}
+
+    @ae.handler("Step", max_retries=0)
+    def step(ctx: JobContext) -> int:
+        n: int = ctx.request["n"]
+        if n in release:
+            assert release[n].wait(10)
+        return n
+
+    app = make_app(ae, store, threads=2, batch_size=2)
+    finals = FinalJobs(app)
+    try:
+        ids = [ae.submit("Step", {"n": n}, app=app).id for n in range(4)]
+        worker = ae.get_worker(app)
+        posted = threading.Semaphore(0)
+        post = worker._results.post
+
+        def counted_post(attempt: Any, result_json: str) -> None:
+            post(attempt, result_json)
+            posted.release()
+
+        worker._results.post = counted_post  # type: ignore[method-assign]
+        ae.start_worker(app)
+        # Jobs 0 and 1 end together and their write waits; meanwhile the other thread claims jobs
+        # 2 and 3 and job 2 ends, its result left in the outbox behind the write.
+        assert store.first_write.wait(10)
+        release[2].set()
+        for _ in range(2):  # jobs 0 and 2: the post of job 1 is the write that waits
+            assert posted.acquire(timeout=10)
+        # Job 3 still runs: once the write is done, job 2's result waits for it (it is deferred)
+        # rather than going out alone (a second write).
+        settled = threading.Event()
+        defer = worker._results._defer
+
+        def deferring() -> None:
+            defer()
+            settled.set()
+
+        worker._results._defer = deferring  # type: ignore[method-assign]
+        store.after_first = settled
+        store.go_on.set()
+        assert settled.wait(10)
+        release[3].set()
+        done = finals.wait_for(4)
+    finally:
+        store.go_on.set()
+        for event in release.values():
+            event.set()
+        ae.shutdown(app, timeout=5)
+        finals.close()
+        store.close()
+    assert [sorted(write[1]) for write in store.writes] == [sorted(ids[:2]), sorted(ids[2:])]
     assert {done[job_id].status for job_id in ids} == {JobStatus.COMPLETED}

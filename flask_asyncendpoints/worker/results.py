@@ -4,9 +4,10 @@ Every outcome leaves the worker here: a result, a failure (with the retry delay 
 a cancel, or a job given back unfinished. On stores that batch completions (Redis, SQL), a finished
 pool thread adds its result to an outbox; whichever thread finds no write under way writes everything
 waiting in one round trip, while the others carry on. While more jobs of this process's claimed
-batch wait to start, a result waits up to ``COALESCE_WINDOW`` for the others to be written with it
-(a group commit): a drain of short jobs then writes its results a batch at a time rather than one
-at a time, and a job that ends with nothing else to run is written at once.
+batch wait to start, a result waits for the others to be written with it (a group commit): for
+``COALESCE_WINDOW`` after the last result that joined it, and ``COALESCE_LIMIT`` after the first at
+most. A drain of short jobs then writes its results a batch at a time rather than one at a time,
+and a job that ends with nothing else to run is written at once.
 """
 
 from __future__ import annotations
@@ -29,9 +30,12 @@ from .ledger import MAX_ERROR_BACKOFF, Attempt, Ledger, logger
 #: Results the completer writes in one round trip at most.
 COMPLETION_BATCH = 100
 
-#: Seconds a result may wait for the results of the jobs claimed with it, while they run, so that
-#: they are written together; the flusher thread writes what is still waiting then.
+#: Seconds deferred results wait for another result to join them, while the jobs claimed with them
+#: run, so that they are written together; the flusher thread writes what is waiting once none joins.
 COALESCE_WINDOW = 0.002
+
+#: Seconds the first of the deferred results waits at most, however many keep joining it.
+COALESCE_LIMIT = 0.01
 
 #: Seconds the flusher thread waits for another deferred result before it ends.
 FLUSHER_IDLE = 1.0
@@ -86,6 +90,8 @@ class Results:
         self._lock = ledger.lock
         #: Results waiting to be written together (stores that batch completions, threaded mode).
         self._outbox: list[tuple[Attempt, str]] = []
+        #: Results posted so far: the flusher sees whether one joined while it waited.
+        self._posted = 0
         self._writing = False
         #: Never set: a writer waits on it to back off after a store error.
         self._write_pause = threading.Event()
@@ -188,15 +194,21 @@ class Results:
         """
         with self._lock:
             self._outbox.append((attempt, result_json))
+            self._posted += 1
             if self._writing:
                 return  # the writer takes it with the next batch
-            if len(self._outbox) < min(len(self.ledger.attempts), self.settings.batch_size):
+            if len(self._outbox) < self._coalescing():
                 # Other attempts of this process are running or about to: their results join this
-                # one, or the flusher writes it COALESCE_WINDOW from now.
+                # one, or the flusher writes it once none has joined for COALESCE_WINDOW.
                 self._defer()
                 return
             self._writing = True
         self._write_outbox()
+
+    def _coalescing(self) -> int:
+        """How many results the outbox waits for before it is written (called with the lock held):
+        one per attempt this process holds, a batch at most."""
+        return min(len(self.ledger.attempts), self.settings.batch_size)
 
     def _defer(self) -> None:
         """Have the flusher write the outbox soon (called with the lock held)."""
@@ -206,7 +218,8 @@ class Results:
             self._flusher.start()
 
     def _flush_loop(self) -> None:
-        """Write deferred results ``COALESCE_WINDOW`` after they were left; end once none come for a while."""
+        """Write deferred results once no other result has joined them for ``COALESCE_WINDOW`` (at
+        most ``COALESCE_LIMIT`` after they were left); end once none come for a while."""
         while True:
             if not self._deferred.wait(FLUSHER_IDLE):
                 with self._lock:
@@ -215,18 +228,36 @@ class Results:
                         return
                 continue
             self._deferred.clear()
-            self._write_pause.wait(COALESCE_WINDOW)
+            first = time.monotonic()
             with self._lock:
-                if self._writing or not self._outbox:
-                    continue  # written meanwhile, or being written
-                self._writing = True
-            self._write_outbox()
+                seen = self._posted
+            while True:
+                self._write_pause.wait(COALESCE_WINDOW)
+                with self._lock:
+                    if self._writing or not self._outbox:
+                        break  # written meanwhile, or being written
+                    joined, seen = self._posted != seen, self._posted
+                    if joined and time.monotonic() - first < COALESCE_LIMIT:
+                        continue
+                    self._writing = True
+                self._write_outbox()
+                break
 
     def _write_outbox(self) -> None:
-        """Write the outbox until it is empty; the caller has set ``_writing``, which this clears."""
+        """Write the outbox until it is empty; the caller has set ``_writing``, which this clears.
+
+        Results that came while a batch was being written wait for the rest of theirs as a posted
+        one does (:meth:`post`), rather than going out at once in a batch of one or two.
+        """
         backoff = 0.0
+        first = True
         while True:
             with self._lock:
+                if not first and self._outbox and len(self._outbox) < self._coalescing():
+                    self._defer()
+                    self._writing = False
+                    return
+                first = False
                 batch = self._outbox[:COMPLETION_BATCH]
                 del self._outbox[:COMPLETION_BATCH]
                 if not batch:
