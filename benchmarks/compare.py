@@ -132,12 +132,7 @@ def _ours(target: common.RedisTarget, args: Any, *, processes: int = 1) -> Measu
     store = ae.get_store(app)
     measured = Measured()
     try:
-        before = _calls(target)
-        start = time.perf_counter()
-        for n in range(args.jobs):
-            ae.submit(RPUSH, {"n": n}, app=app)
-        measured.enqueue = args.jobs / (time.perf_counter() - start)
-        measured.enqueue_calls = (_calls(target) - before) / args.jobs
+        _enqueue(target, measured, args.jobs, lambda n: ae.submit(RPUSH, {"n": n}, app=app))
         workers = [common.WorkerProcess(config, concurrency=2) for _ in range(processes)]
         try:
             measured.drain, measured.worker_calls = _drain(target, prefix, args.jobs, workers[0].check)
@@ -210,12 +205,7 @@ def _huey(target: common.RedisTarget, args: Any) -> Measured:
     peer = _import_peer("huey_app", target, prefix)
     measured = Measured()
     try:
-        before = _calls(target)
-        start = time.perf_counter()
-        for n in range(args.jobs):
-            peer.rpush(n)
-        measured.enqueue = args.jobs / (time.perf_counter() - start)
-        measured.enqueue_calls = (_calls(target) - before) / args.jobs
+        _enqueue(target, measured, args.jobs, peer.rpush)
         command = [sys.executable, "-m", "huey.bin.huey_consumer", "benchmarks.peers.huey_app.huey"]
         with _peer_process([*command, "-w", "2", "-k", "thread"], target, prefix) as check:
             measured.drain, measured.worker_calls = _drain(target, prefix, args.jobs, check)
@@ -241,12 +231,7 @@ def _dramatiq(target: common.RedisTarget, args: Any) -> Measured:
     peer = _import_peer("dramatiq_app", target, prefix)
     measured = Measured()
     try:
-        before = _calls(target)
-        start = time.perf_counter()
-        for n in range(args.jobs):
-            peer.rpush.send(n)
-        measured.enqueue = args.jobs / (time.perf_counter() - start)
-        measured.enqueue_calls = (_calls(target) - before) / args.jobs
+        _enqueue(target, measured, args.jobs, peer.rpush.send)
         with _peer_process(
             [sys.executable, "-m", "dramatiq", "benchmarks.peers.dramatiq_app"], target, prefix
         ) as check:
@@ -262,12 +247,7 @@ def _celery(target: common.RedisTarget, args: Any) -> Measured:
     peer = _import_peer("celery_app", target, prefix)
     measured = Measured()
     try:
-        before = _calls(target)
-        start = time.perf_counter()
-        for n in range(args.jobs):
-            peer.rpush.delay(n)
-        measured.enqueue = args.jobs / (time.perf_counter() - start)
-        measured.enqueue_calls = (_calls(target) - before) / args.jobs
+        _enqueue(target, measured, args.jobs, peer.rpush.delay)
         command = [
             sys.executable, "-m", "celery", "-A", "benchmarks.peers.celery_app", "worker",
             "--pool", "threads", "--concurrency", "2", "--without-gossip", "--without-mingle", "--without-heartbeat",
@@ -300,12 +280,7 @@ def _rq(target: common.RedisTarget, args: Any, *, simple: bool = False) -> Measu
     measured = Measured()
     job_ids: set[str] = set()
     try:
-        before = _calls(target)
-        start = time.perf_counter()
-        for n in range(args.jobs):
-            peer.queue.enqueue(peer.rpush, n)
-        measured.enqueue = args.jobs / (time.perf_counter() - start)
-        measured.enqueue_calls = (_calls(target) - before) / args.jobs
+        _enqueue(target, measured, args.jobs, lambda n: peer.queue.enqueue(peer.rpush, n))
         job_ids.update(peer.queue.job_ids)  # LRANGE of the queue: the ids to clean up by
         command = [
             sys.executable, "-m", "rq.cli", "worker", peer.QUEUE, "--url", target.url, "--name", peer.WORKER,
@@ -401,6 +376,16 @@ def _calls(target: common.RedisTarget) -> int:
     """Commands the server has executed so far (Lua's redis.call included), less this INFO call."""
     stats = target.client.info("commandstats")
     return sum(int(value["calls"]) for value in stats.values()) - 1
+
+
+def _enqueue(target: common.RedisTarget, measured: Measured, jobs: int, send: Callable[[int], Any]) -> None:
+    """Send ``jobs`` jobs one call at a time from this thread: jobs/s and Redis commands per job."""
+    before = _calls(target)
+    start = time.perf_counter()
+    for n in range(jobs):
+        send(n)
+    measured.enqueue = jobs / (time.perf_counter() - start)
+    measured.enqueue_calls = (_calls(target) - before) / jobs
 
 
 def _drain(target: common.RedisTarget, prefix: str, jobs: int, check: Callable[[], None]) -> tuple[float, float]:

@@ -239,6 +239,19 @@ def recording_store(fake_redis_client: Any, key_prefix: str) -> Iterator[Records
     store.close()
 
 
+def count_posts(worker: Any) -> threading.Semaphore:
+    """A semaphore released each time a result of ``worker`` comes back from ``Results.post``."""
+    posted = threading.Semaphore(0)
+    post = worker._results.post
+
+    def counted_post(attempt: Any, result_json: str) -> None:
+        post(attempt, result_json)
+        posted.release()
+
+    worker._results.post = counted_post
+    return posted
+
+
 def pair_app(store: Store) -> tuple[AsyncEndpoints, Flask, dict[int, threading.Event]]:
     """An app whose two jobs run at once: job 0 ends as soon as both run, job 1 when told to."""
     ae = AsyncEndpoints()
@@ -292,14 +305,7 @@ def test_results_of_jobs_that_end_within_the_window_are_written_in_one_call(
     try:
         ids = [ae.submit("Pair", {"n": n}, app=app).id for n in range(2)]
         worker = ae.get_worker(app)
-        posted = threading.Semaphore(0)
-        post = worker._results.post
-
-        def counted_post(attempt: Any, result_json: str) -> None:
-            post(attempt, result_json)
-            posted.release()
-
-        worker._results.post = counted_post  # type: ignore[method-assign]
+        posted = count_posts(worker)
         ae.start_worker(app)
         assert posted.acquire(timeout=10)  # job 0's result waits in the outbox
         assert recording_store.writes == []
@@ -357,14 +363,7 @@ def test_a_result_that_comes_during_a_write_waits_for_the_rest_of_its_batch(
     try:
         ids = [ae.submit("Step", {"n": n}, app=app).id for n in range(4)]
         worker = ae.get_worker(app)
-        posted = threading.Semaphore(0)
-        post = worker._results.post
-
-        def counted_post(attempt: Any, result_json: str) -> None:
-            post(attempt, result_json)
-            posted.release()
-
-        worker._results.post = counted_post  # type: ignore[method-assign]
+        posted = count_posts(worker)
         ae.start_worker(app)
         # Jobs 0 and 1 end together and their write waits; meanwhile the other thread claims jobs
         # 2 and 3 and job 2 ends, its result left in the outbox behind the write.
