@@ -125,12 +125,14 @@ def start_gunicorn(
 
 
 def every_thread_takes_work(ae: AsyncEndpoints, app: Flask, records: Records, threads: int) -> set[tuple[int, str]]:
-    """Submit one ``Hold`` job per pool thread of the deployment and wait until each has started:
-    a held job keeps its thread until its gate opens, so they all start only if every pool thread
-    takes work. Then open the gates; the ``(pid, thread)`` that ran each."""
-    held = [ae.submit("Hold", app=app).id for _ in range(threads)]
-    for job_id in held:
-        records.event(30, event="started", job=job_id)
+    """Submit one ``Hold`` job per pool thread of the deployment, each once the one before has
+    started: a held job keeps its thread until its gate opens, and only a free thread claims (one
+    job at a time here, as only one is queued at a time), so they all start only if every pool
+    thread takes work. Then open the gates; the ``(pid, thread)`` that ran each."""
+    held: list[str] = []
+    for _ in range(threads):
+        held.append(ae.submit("Hold", app=app).id)
+        records.event(30, event="started", job=held[-1])
     for job_id in held:
         records.open_gate(job_id)
     runs = records.runs()
