@@ -263,20 +263,25 @@ class RedisWaiting(RedisCore):
             if job.status.is_final or wait < 0.001:
                 return job
             wait = round(wait, 3)
-            now = self._now(None)
-            args = [job_id, now, now + wait + FINISH_WAIT_SLACK, "1"]
             tokens = keys.key(FINISH_TOKENS) + job_id
             woken, found = self._scripts.run_behind(
-                ("BLPOP", tokens, wait), "await", [keys.base], args, doing="waiting for a job to finish"
+                ("BLPOP", tokens, wait),
+                "await",
+                [keys.base],
+                self._await_args(job_id, wait, behind=True),
+                doing="waiting for a job to finish",
             )
             if isinstance(woken, Exception):
                 raise self._scripts.store_error(woken, "waiting for a job to finish") from woken
 
     def _await(self, keys: QueueKeys, job_id: str, timeout: float) -> Any:
         """The ``await`` script's first read of a job, which notes the wait while the job runs."""
+        return self._run("await", [keys.base], self._await_args(job_id, min(timeout, FINISH_WAIT_CHUNK), behind=False))
+
+    def _await_args(self, job_id: str, wait: float, *, behind: bool) -> list[Any]:
+        """The ``await`` script's arguments for a block of ``wait`` seconds (``behind``: sent behind its ``BLPOP``)."""
         now = self._now(None)
-        until = now + min(timeout, FINISH_WAIT_CHUNK) + FINISH_WAIT_SLACK
-        return self._run("await", [keys.base], [job_id, now, until, "0"])
+        return [job_id, now, now + wait + FINISH_WAIT_SLACK, "1" if behind else "0"]
 
     # -- cancel announcements ------------------------------------------------------------------------
 
