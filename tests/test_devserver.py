@@ -33,6 +33,15 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 
 
+#: Runs ``python -m flask <args>`` with SIGINT as a terminal leaves it: a test run started in the
+#: background (``cmd &`` in a script) ignores SIGINT, and a child would inherit that and never hear
+#: a Ctrl+C. ``exec`` keeps the default disposition set here, and Python then installs its own.
+_WITH_CTRL_C = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.executable, [sys.executable, '-m', 'flask', *sys.argv[1:]])"
+)
+
+
 class DevServer:
     """``flask run`` in a session of its own (so a signal can go to its whole group, as a terminal's
     does); its output is read line by line."""
@@ -42,7 +51,7 @@ class DevServer:
         self._cond = threading.Condition()
         self._closed = False
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "flask", *args],
+            [sys.executable, "-c", _WITH_CTRL_C, *args],
             cwd=REPO,
             env=env,
             stdin=subprocess.DEVNULL,
