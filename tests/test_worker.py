@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from marshmallow import Schema, fields
 from flask_asyncendpoints import AsyncEndpoints, JobCanceled, JobContext, JobFailure, JobStatus
 from flask_asyncendpoints.config import Settings
 from flask_asyncendpoints.jobs import JobPayload
-from flask_asyncendpoints.stores import MemoryStore
+from flask_asyncendpoints.stores import MemoryStore, Store
 from flask_asyncendpoints.worker import Worker, retry_delay
 
 from .conftest import FakeClock, Finished
@@ -517,6 +518,110 @@ class TestThreadedWorker:
         assert body["status"] == "Canceled"
         assert body["result"] is None and body["error"] is None and body["completedAt"] is not None
         assert "failed for good" not in caplog.text
+
+
+class StoreCalls:
+    """Watches a store's waits for work, and its claims outside them, as the pool threads make them.
+
+    ``now`` counts the waits under way, ``most`` the most at once, ``entered`` the waits begun.
+    """
+
+    def __init__(self, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.changed = threading.Condition()
+        self.now = self.most = self.entered = self.claims = 0
+        inside = threading.local()
+        wait_and_claim, claim = store.wait_and_claim, store.claim
+
+        def counted_wait(*args: Any, **kwargs: Any) -> Any:
+            with self.changed:
+                self.entered += 1
+                self.now += 1
+                self.most = max(self.most, self.now)
+                self.changed.notify_all()
+            inside.waiting = True
+            try:
+                return wait_and_claim(*args, **kwargs)
+            finally:
+                inside.waiting = False
+                with self.changed:
+                    self.now -= 1
+                    self.changed.notify_all()
+
+        def counted_claim(*args: Any, **kwargs: Any) -> Any:
+            if not getattr(inside, "waiting", False):
+                with self.changed:
+                    self.claims += 1
+            return claim(*args, **kwargs)
+
+        monkeypatch.setattr(store, "wait_and_claim", counted_wait)
+        monkeypatch.setattr(store, "claim", counted_claim)
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+        with self.changed:
+            return self.changed.wait_for(predicate, timeout)
+
+
+IDLE_CONFIG = {"ASYNCENDPOINTS_POLL_INTERVAL": 60, "ASYNCENDPOINTS_MAX_CONCURRENCY": 2}
+
+
+class TestIdleThreadsWaitTogether:
+    @pytest.fixture
+    def app_config(self) -> dict[str, object]:
+        # Nothing ends a wait but a job or the shutdown: a poll interval longer than the test.
+        return IDLE_CONFIG
+
+    def test_every_idle_thread_waits_and_a_job_runs_with_nothing_else_sent_meanwhile(
+        self, ae: AsyncEndpoints, app: Flask, memory_store: MemoryStore, finished: Finished, monkeypatch: Any
+    ) -> None:
+        assert memory_store.concurrent_waits
+        calls = StoreCalls(memory_store, monkeypatch)
+        gate = Gate(ae, "Slow", result="done")
+        ae.start_worker(app)
+        assert calls.wait_until(lambda: calls.now == 2), "the idle threads did not all wait for work"
+        claims = calls.claims
+
+        job_id = submit(ae, app, "Slow")
+        assert gate.running.wait(10)
+
+        # It started in a thread that was waiting; the other waits on, and nothing was claimed
+        # besides the wake-up's own claim.
+        assert (calls.now, calls.claims) == (1, claims)
+        gate.proceed.set()
+        job = finished.wait(job_id)
+        assert job is not None and job.status is JobStatus.COMPLETED
+
+
+class OneWaiterStore(MemoryStore):
+    """A memory store that says its waits cannot be shared (like a store whose wake-ups reach every waiter)."""
+
+    concurrent_waits = False
+
+
+class TestIdleThreadsTakeTurnsToWait:
+    @pytest.fixture
+    def app_config(self) -> dict[str, object]:
+        return IDLE_CONFIG
+
+    @pytest.fixture
+    def app_store(self, clock: FakeClock) -> Store:
+        return OneWaiterStore(clock=clock)
+
+    def test_one_thread_at_a_time_waits_where_the_store_cannot_share_its_waits(
+        self, ae: AsyncEndpoints, app: Flask, app_store: Store, finished: Finished, monkeypatch: Any
+    ) -> None:
+        calls = StoreCalls(app_store, monkeypatch)
+        gate = Gate(ae, "Slow", result="done")
+        ae.start_worker(app)
+        assert calls.wait_until(lambda: calls.now == 1)
+
+        job_id = submit(ae, app, "Slow")
+        assert gate.running.wait(10)
+        # The thread that waited is busy: the other takes the turn and waits in its place.
+        assert calls.wait_until(lambda: calls.entered == 2 and calls.now == 1)
+        gate.proceed.set()
+        job = finished.wait(job_id)
+        assert job is not None and job.status is JobStatus.COMPLETED
+        assert calls.most == 1
 
 
 class TestRecovery:

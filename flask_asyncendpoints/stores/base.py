@@ -107,6 +107,12 @@ class Store(Monitoring, abc.ABC):
     #: results to one thread that writes them in batches, rather than write each where it ran.
     batches_completions = False
 
+    #: Whether several threads of a process may block in :meth:`wait_and_claim` at once, each woken
+    #: by a job of its own: each job that becomes due wakes one waiter rather than all of them. The
+    #: worker then keeps every idle pool thread waiting, so a job starts in a thread that was
+    #: waiting already while the next wait is under way; otherwise one thread at a time waits.
+    concurrent_waits = False
+
     # -- creating and reading ------------------------------------------------------------------------
 
     @abc.abstractmethod

@@ -4,9 +4,15 @@ A pool thread with nothing to do takes the next job from this process's buffer o
 when the buffer is empty it claims the next batch itself (``BATCH_SIZE`` at most, never more than
 the process has room for), and when nothing is due it blocks in the store's wake-up wait and claims
 what woke it (``Store.wait_and_claim``: on Redis the jobs come back with the wake-up). One thread
-at a time claims or waits; the others wait for it. So an idle worker starts a new job in the very
-thread that heard of it, and a busy one pays one store round trip per batch, with no hand-off
-between threads on the way.
+at a time claims; the others wait for it. So an idle worker starts a new job in the very thread
+that heard of it, and a busy one pays one store round trip per batch, with no hand-off between
+threads on the way.
+
+On a store whose waits wake one waiter per job (``Store.concurrent_waits``: memory, a single Redis
+server), a thread that found nothing to claim hands the turn on before it blocks, keeping the slots
+it may fill, so every idle thread waits (as far as the slots go). A job that comes then starts in a
+thread that was waiting already, and the next wait is under way before it: nothing else goes to the
+store while it runs. Elsewhere one thread at a time waits, and the others wait for it.
 
 The pool is daemon threads rather than a ``ThreadPoolExecutor``: an executor's threads are joined
 without a time limit when the interpreter exits, so one stuck handler would hang shutdown forever,
@@ -63,7 +69,8 @@ class Pool:
         self._lock = ledger.lock
         self._room = ledger.room
         self._threads: list[threading.Thread] = []
-        #: Set while a pool thread claims or waits for work; the others wait for it.
+        #: Set while a pool thread has the claim turn (it claims, or waits for work where waits are
+        #: not shared); the others wait for it.
         self._claiming = False
         self._claim_backoff = 0.0
         #: Pool threads to retire when they next finish a job (after replacements for stuck threads).
@@ -128,27 +135,35 @@ class Pool:
                     self._room.wait(self.settings.poll_interval)
                     continue
                 self._claiming = True
-                ledger.reserved = limit
+                ledger.reserved += limit
             self._claim_into_buffer(limit)
 
     def _claim_into_buffer(self, limit: int) -> None:
         """Claim up to ``limit`` jobs into the buffer; with none due and none buffered, wait for work.
 
-        Called by the one pool thread whose turn it is (``_claiming`` set); ends that turn.
+        Called by the one pool thread whose turn it is (``_claiming`` set), which has reserved
+        ``limit`` slots; ends that turn (before the wait, where waits are shared) and gives the
+        slots back.
         """
         settings = self.settings
         ledger = self._ledger
         claimed: list[ClaimedJob] = []
+        turn = True
         try:
             claimed = self.claim(limit)
             if not claimed:
-                with self._lock:
+                with self._room:
                     if not ledger.attempts:
                         ledger.idle.set()
                     nothing_buffered = not ledger.buffer
+                    if nothing_buffered and self.store.concurrent_waits:
+                        # Another idle thread may wait too, for slots this one has not reserved:
+                        # each job that comes wakes one waiter.
+                        self._claiming = turn = False
+                        self._room.notify()
                 if nothing_buffered and not ledger.stopping.is_set():
-                    # Claim what wakes us at once, still in this turn (with the wake-up itself where
-                    # the store can): nothing else claims meanwhile, so ``limit`` slots are still free.
+                    # Claim what wakes us at once (with the wake-up itself where the store can):
+                    # the ``limit`` slots reserved are still free.
                     claimed = self.store.wait_and_claim(
                         settings.poll_interval,
                         limit,
@@ -168,8 +183,9 @@ class Pool:
         finally:
             late: list[Attempt] = []
             with self._room:
-                self._claiming = False
-                ledger.reserved = 0
+                if turn:
+                    self._claiming = False
+                ledger.reserved -= limit
                 for job in claimed:
                     attempt = Attempt(job)
                     if ledger.stopping.is_set():

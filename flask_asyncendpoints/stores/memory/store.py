@@ -51,6 +51,9 @@ class MemoryStore(MemoryWaiting, MemoryUpkeep, MemoryMonitoring, Store):
     :raises ConfigurationError: for a negative bound or history limit.
     """
 
+    #: Each job that becomes due wakes one waiter of its queue.
+    concurrent_waits = True
+
     # -- creating and reading ------------------------------------------------------------------------
 
     def create(

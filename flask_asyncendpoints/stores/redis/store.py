@@ -98,6 +98,9 @@ class RedisStore(RedisRunning, RedisWaiting, RedisUpkeep, RedisMonitoring, Store
         self.history_limit = history_limit
         self.layout = Layout(key_prefix)
         self.cluster = is_cluster_client(client)
+        # On a single server each job created pushes one wake token, which wakes one waiter; a
+        # cluster's wake-ups are published, and every waiter of the queue hears each one.
+        self.concurrent_waits = not self.cluster
         self._where = describe(client)
         pool = sentinel_pool(client)
         self._sentinel = SentinelWatch(pool) if pool is not None else None

@@ -202,8 +202,10 @@ class WaitContract:
         assert store.wait_for_finish(new_id(), timeout=0.01) is None
 
 
-def _claiming(store: Store, *, again: bool = True, **options: Any) -> tuple[threading.Thread, list[list[ClaimedJob]]]:
-    """A thread blocked in ``wait_and_claim(30, 5, LEASE, **options)``; the list its answer goes in.
+def _claiming(
+    store: Store, *, again: bool = True, limit: int = 5, **options: Any
+) -> tuple[threading.Thread, list[list[ClaimedJob]]]:
+    """A thread blocked in ``wait_and_claim(30, limit, LEASE, **options)``; the list its answer goes in.
 
     :param again: wait again after a wake-up that claimed nothing (a wait may end early), up to
         100 times, as a worker does.
@@ -214,7 +216,7 @@ def _claiming(store: Store, *, again: bool = True, **options: Any) -> tuple[thre
     def claimer() -> None:
         started.set()
         for _ in range(100 if again else 1):
-            claimed = store.wait_and_claim(30.0, 5, LEASE, **options)
+            claimed = store.wait_and_claim(30.0, limit, LEASE, **options)
             if claimed:
                 break
         answers.append(claimed)
@@ -264,6 +266,17 @@ class WaitAndClaimContract:
         assert store.wait_and_claim(0.05, 5, LEASE, now=T0) == []
         submit(store, due=FAR)
         assert store.wait_and_claim(0.05, 5, LEASE, now=T0) == []
+
+    def test_threads_waiting_at_once_each_get_a_job_created_while_they_wait(self, store: Store) -> None:
+        # The worker keeps several threads waiting where Store.concurrent_waits says each job wakes
+        # one of them; on any store, no job may be left for a waiter's timeout.
+        waiters = [_claiming(store, limit=1, now=T0 + 1) for _ in range(2)]
+        created = {submit(store), submit(store)}
+
+        answers = [_answer(thread, answers) for thread, answers in waiters]
+        assert sorted(len(claimed) for claimed in answers) == [1, 1]
+        assert {claimed.job.id for got in answers for claimed in got} == created
+        assert store.claim(5, LEASE, now=T0 + 2) == []
 
     def test_wake_ends_the_wait_with_nothing_claimed(self, store: Store) -> None:
         thread, answers = _claiming(store, again=False, now=T0)
