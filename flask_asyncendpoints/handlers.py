@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -38,6 +39,12 @@ class HandlerSpec:
     def logger_name(self) -> str:
         """The name of the logger behind ``ctx.logger``: the handler's module (``func.__module__``)."""
         return getattr(self.func, "__module__", None) or "flask_asyncendpoints.handlers"
+
+    @functools.cached_property
+    def logger(self) -> logging.Logger:
+        """The logger named :attr:`logger_name`, looked up once: ``logging.getLogger`` takes
+        logging's one module lock, which every pool thread would contend for on each job."""
+        return logging.getLogger(self.logger_name)
 
 
 if TYPE_CHECKING:

@@ -8,7 +8,6 @@ that started it.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -186,7 +185,7 @@ class Runner:
             name=job.name,
             cancelled=attempt.cancelled,
             logger=JobLogger(
-                logging.getLogger(spec.logger_name),
+                spec.logger,
                 {"job_id": job.id, "job_name": job.name, "attempt": attempt.number},
             ),
             _on_progress=lambda fraction, message: self._progress(attempt, fraction, message, now),
