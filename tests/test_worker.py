@@ -427,7 +427,13 @@ class TestThreadedWorker:
         gate = Gate(ae, "Hangs", result="late", strict=False, timeout=5)
         running, proceed = gate.running, gate.proceed
 
-        ae.handler("Echo")(lambda ctx: "fresh thread")
+        echoed_in: list[threading.Thread] = []
+
+        @ae.handler("Echo")
+        def echo(ctx: JobContext) -> str:
+            echoed_in.append(threading.current_thread())
+            return "fresh thread"
+
         job_id = submit(ae, app, "Hangs")
         worker = ae.start_worker(app)
         assert running.wait(10)
@@ -441,6 +447,10 @@ class TestThreadedWorker:
         other = finished.wait(submit(ae, app, "Echo"))
         assert other is not None
         assert other.result == "fresh thread"
+        # The pool has a thread too many while the stuck one hangs: the first to end a job retires.
+        (retired,) = echoed_in
+        retired.join(10)
+        assert not retired.is_alive()
         proceed.set()
         assert finished.wait(job_id) is None
         assert wire(client, job_id)["status"] == "Scheduled"

@@ -98,19 +98,17 @@ class Pool:
         )
 
     def _loop(self) -> None:
+        ran = False
         while True:
-            attempt = self._next_attempt()
+            attempt = self._next_attempt(after_job=ran)
             if attempt is None:
                 return
             self._runner.execute(attempt, None, pooled=True)
-            with self._lock:
-                if self._excess_threads > 0:
-                    self._excess_threads -= 1
-                    self._stuck = max(0, self._stuck - 1)
-                    return
+            ran = True
 
-    def _next_attempt(self) -> Attempt | None:
-        """The next claimed attempt for this pool thread, marked started; ``None`` once stopping.
+    def _next_attempt(self, *, after_job: bool) -> Attempt | None:
+        """The next claimed attempt for this pool thread, marked started; ``None`` once stopping,
+        or when the thread is to retire after the job it ran (``after_job``).
 
         With the buffer empty and no other thread claiming, this thread claims the next batch (and
         waits for work if none is due); with another thread claiming, it waits for that.
@@ -118,6 +116,12 @@ class Pool:
         ledger = self._ledger
         while True:
             with self._room:
+                if after_job and self._excess_threads > 0:
+                    # A replacement for a stuck thread runs: the pool has one thread too many.
+                    self._excess_threads -= 1
+                    self._stuck = max(0, self._stuck - 1)
+                    return None
+                after_job = False
                 # Decided under the lock shutdown takes, so each attempt is either started here or
                 # given back by shutdown, never both.
                 if ledger.stopping.is_set():
