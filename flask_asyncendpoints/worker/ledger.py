@@ -166,9 +166,13 @@ class Ledger:
             attempt.cancelled.set()
 
     def done_running(self, attempt: Attempt) -> None:
-        """The attempt's handler has returned or raised: its slot is free for the next claim."""
-        with self.lock:
-            attempt.finishing = True
+        """The attempt's handler has returned or raised: its slot is free for the next claim.
+
+        One flag, set once and never cleared, without the lock: its readers hold the lock only to
+        read it, so taking it here would order nothing, and it is taken once per job by every pool
+        thread already (each contended hand-off costs two context switches under the GIL).
+        """
+        attempt.finishing = True
 
     def forget(self, attempt: Attempt, *, abandon: bool = False) -> None:
         """Stop holding an attempt (its outcome is written, discarded, or no longer ours to write).
