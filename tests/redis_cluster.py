@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -19,27 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .ports import free_ports
+
+#: A node's cluster bus port is its port plus this.
+BUS_PORT_OFFSET = 10000
+
 #: How long a node may be unreachable before the cluster fails it over (milliseconds), unless a
 #: :class:`LocalCluster` is given another ``node_timeout_ms``.
 NODE_TIMEOUT_MS = 3000
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` loopback ports nothing listens on, whose cluster bus ports (+10000) are free too."""
-    ports: list[int] = []
-    while len(ports) < count:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        if port + 10000 > 65535 or port in ports:
-            continue
-        with socket.socket() as bus:
-            try:
-                bus.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        ports.append(port)
-    return ports
 
 
 @dataclass
@@ -84,14 +70,14 @@ class LocalCluster:
         """
         self._root = Path(tempfile.mkdtemp(prefix="ae-redis-cluster-"))
         try:
-            for port in free_ports(6):
+            for port in free_ports(6, plus=BUS_PORT_OFFSET):
                 directory = self._root / str(port)
                 directory.mkdir()
                 process = self._spawn(port, directory)
                 self.nodes[port] = Node(port, process, directory)
             deadline = time.monotonic() + timeout
             for node in self.nodes.values():
-                self._wait(lambda n=node: self._answers(n.port), deadline, f"{node.address} to start")
+                self._wait(lambda n=node: self._started(n), deadline, f"{node.address} to start")
             subprocess.run(
                 [self.cli, "--cluster", "create", *(n.address for n in self.nodes.values()), "--cluster-replicas", "1",
                  "--cluster-yes"],
@@ -228,6 +214,13 @@ class LocalCluster:
                 reply: list[Any] = client.execute_command("CLUSTER", "SLOTS")
                 return [[int(entry[0]), int(entry[1]), *entry[2:]] for entry in reply]
         raise RuntimeError("no node of the cluster answers")
+
+    def _started(self, node: Node) -> bool:
+        """Whether the node answers; a node whose process ended raises at once, with its log."""
+        if node.process.poll() is not None:
+            log = (node.directory / "server.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{node.address} exited with status {node.process.returncode}:\n{log}")
+        return self._answers(node.port)
 
     def _answers(self, port: int) -> bool:
         import redis

@@ -17,7 +17,6 @@ second.)
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -26,17 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .ports import free_port
+
 #: The name the Sentinels know the master by.
 SERVICE = "aemaster"
 
 #: ``SENTINEL DEBUG`` settings (milliseconds) every Sentinel gets once it answers.
 SENTINEL_PERIODS = {"info-period": 100, "publish-period": 500, "ping-period": 100, "ask-period": 100}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

@@ -26,7 +26,7 @@ from flask_asyncendpoints.client import (
     WaitTimeout,
 )
 
-from .test_processes import free_port
+from .ports import free_port
 
 
 def serve(app: Flask) -> Iterator[str]:

@@ -26,7 +26,7 @@ from flask_asyncendpoints import JobStatus
 from flask_asyncendpoints.stores.redis import RedisStore
 
 from .conftest import _delete_prefix
-from .test_processes import free_port
+from .ports import free_port
 
 pytestmark = pytest.mark.slow
 

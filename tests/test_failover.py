@@ -35,6 +35,7 @@ from flask import Flask
 from flask_asyncendpoints import AsyncEndpoints, JobStatus
 
 from .apps import process_app
+from .ports import free_port
 from .redis_cluster import LocalCluster
 from .redis_sentinel import SERVICE, LocalSentinel
 from .test_processes import (
@@ -45,7 +46,6 @@ from .test_processes import (
     Processes,
     Records,
     RedisServer,
-    free_port,
     require,
     require_gunicorn,
     wait_until,

@@ -25,6 +25,7 @@ import pytest
 
 from flask_asyncendpoints import JobStatus
 
+from .ports import free_port
 from .test_metrics import Samples, events, parse, value
 from .test_processes import (  # noqa: F401 - prefix, processes, redis_server, submitter are fixtures
     APP,
@@ -32,7 +33,6 @@ from .test_processes import (  # noqa: F401 - prefix, processes, redis_server, s
     Processes,
     RedisServer,
     Submitter,
-    free_port,
     prefix,
     processes,
     redis_server,

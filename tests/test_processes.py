@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -42,6 +41,7 @@ from flask_asyncendpoints.stores.redis.keys import NAMES, WAKE, Layout, scan_pat
 
 from .apps import process_app
 from .conftest import REQUIRE_REDIS_ENV
+from .ports import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -72,12 +72,6 @@ def require(available: bool, what: str) -> None:
     if os.environ.get(REQUIRE_REDIS_ENV):
         pytest.fail(f"{what} is required ({REQUIRE_REDIS_ENV} is set)")
     pytest.skip(f"{what} is not available")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:

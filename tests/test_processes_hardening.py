@@ -31,6 +31,7 @@ import redis
 
 from flask_asyncendpoints import JobStatus
 
+from .ports import free_port
 from .test_processes import (  # noqa: F401 - fixtures, which pytest finds by name
     FAST,
     POLL,
@@ -40,7 +41,6 @@ from .test_processes import (  # noqa: F401 - fixtures, which pytest finds by na
     RedisServer,
     Submitter,
     booted_workers,
-    free_port,
     get_job,
     own_redis_server,
     prefix,
