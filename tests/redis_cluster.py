@@ -181,27 +181,29 @@ class LocalCluster:
     # -- plumbing --------------------------------------------------------------------------------------
 
     def _spawn(self, port: int, directory: Path) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [
-                self.server,
-                "--port", str(port),
-                "--bind", "127.0.0.1",
-                "--cluster-enabled", "yes",
-                "--cluster-config-file", str(directory / "nodes.conf"),
-                "--cluster-node-timeout", str(self.node_timeout_ms),
-                "--dir", str(directory),
-                "--save", "",
-                "--appendonly", "no",
-                "--daemonize", "no",
-                # A replica syncs at once rather than after the default 5 s wait for others to join,
-                # and CLUSTER SLOTS lists it once its offset moves: pinged every second, not 10.
-                "--repl-diskless-sync-delay", "0",
-                "--repl-ping-replica-period", "1",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=(directory / "server.log").open("ab"),
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        # The child writes to its own copy of the log's descriptor: this one is closed once it runs.
+        with (directory / "server.log").open("ab") as log:
+            return subprocess.Popen(
+                [
+                    self.server,
+                    "--port", str(port),
+                    "--bind", "127.0.0.1",
+                    "--cluster-enabled", "yes",
+                    "--cluster-config-file", str(directory / "nodes.conf"),
+                    "--cluster-node-timeout", str(self.node_timeout_ms),
+                    "--dir", str(directory),
+                    "--save", "",
+                    "--appendonly", "no",
+                    "--daemonize", "no",
+                    # A replica syncs at once rather than after the default 5 s wait for others to join,
+                    # and CLUSTER SLOTS lists it once its offset moves: pinged every second, not 10.
+                    "--repl-diskless-sync-delay", "0",
+                    "--repl-ping-replica-period", "1",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
 
     def _alive(self) -> list[int]:
         return [port for port, node in self.nodes.items() if node.process.poll() is None]
