@@ -10,6 +10,11 @@ With Redis the worker runs in a process of its own (``flask asyncendpoints worke
 that command with ``--processes N``: N worker processes of 2 threads each under a supervisor. A
 worker in its own process is started first; once every worker process runs, the N jobs are created
 with one create_many call (one round trip), so all processes start on a full queue together.
+
+``--threads N`` sets the worker's threads (``MAX_CONCURRENCY``, 2 by default; per process with
+``--processes``). ``--switch-interval S`` sets this process's ``sys.setswitchinterval`` for the
+runs (the memory drain, and ``--worker inprocess``): how often the interpreter makes a thread that
+holds the GIL hand it to another, which costs two threads contending for the same locks dearly.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from benchmarks import _common as common
-from benchmarks.bench_app import NOOP, ae, create_app, memory_store, small_body
+from benchmarks.bench_app import BENCH_CONFIG, NOOP, ae, create_app, memory_store, small_body
 from flask_asyncendpoints.jobs import JobStatus
 from flask_asyncendpoints.stores import Store
 
@@ -52,16 +57,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--processes",
         type=common.positive_int,
         default=1,
-        help="Redis, worker in its own process: worker processes of 2 threads each (default 1)",
+        help="Redis, worker in its own process: worker processes of --threads threads each (default 1)",
+    )
+    parser.add_argument(
+        "--threads", type=common.positive_int, help="worker threads, MAX_CONCURRENCY (default: the benchmarks' 2)"
+    )
+    parser.add_argument(
+        "--switch-interval",
+        type=common.positive_float,
+        help="sys.setswitchinterval of this process during the runs, in seconds (default: the interpreter's)",
     )
     args = parser.parse_args(argv)
     if args.processes > 1 and (args.worker != "process" or args.store == "memory"):
         parser.error("--processes is for the Redis drain with the worker in its own process")
     stores = ["memory", "redis"] if args.store == "both" else [args.store]
     config: dict[str, Any] = {} if args.batch_size is None else {"BATCH_SIZE": args.batch_size}
+    if args.threads is not None:
+        config["MAX_CONCURRENCY"] = args.threads
     params = {"jobs": args.jobs, "runs": args.runs, "batch_size": args.batch_size or "default"}
-    report = common.Report("drain", {**params, "processes": args.processes})
+    report = common.Report(
+        "drain",
+        {
+            **params,
+            "processes": args.processes,
+            "threads": args.threads or BENCH_CONFIG["MAX_CONCURRENCY"],
+            "switch_interval_s": args.switch_interval or sys.getswitchinterval(),
+        },
+    )
+    previous = sys.getswitchinterval()
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
+    try:
+        _measure(args, stores, config, report)
+    finally:
+        sys.setswitchinterval(previous)
+    report.emit(args.json)
+    return 0
 
+
+def _measure(args: Any, stores: list[str], config: dict[str, Any], report: common.Report) -> None:
+    """The runs on each store of ``stores``, added to ``report``."""
     if "memory" in stores:
         report.note("memory: worker threads in this process (the memory store is per process)")
         report.add("drain.memory", "jobs/s", [_drain_memory(args.jobs, config) for _ in range(args.runs)])
@@ -81,8 +116,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for _ in range(args.runs)
             ]
             report.add("drain.redis", "jobs/s", runs)
-    report.emit(args.json)
-    return 0
 
 
 def _timeout(jobs: int) -> float:

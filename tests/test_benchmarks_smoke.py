@@ -12,6 +12,7 @@ import json
 import math
 import os
 import shutil
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -71,6 +72,16 @@ def test_drain_in_process_with_a_batch_size(redis_args: list[str], capsys: pytes
     )
     assert figures(report)["drain.redis"] > 0
     assert report["params"]["batch_size"] == 10
+
+
+def test_drain_with_other_threads_and_switch_interval(capsys: pytest.CaptureFixture[str]) -> None:
+    interval = sys.getswitchinterval()
+    report = run(
+        drain.main, ["--store", "memory", "--jobs", "40", "--threads", "1", "--switch-interval", "0.05"], capsys
+    )
+    assert figures(report)["drain.memory"] > 0
+    assert (report["params"]["threads"], report["params"]["switch_interval_s"]) == (1, 0.05)
+    assert sys.getswitchinterval() == interval  # the process's own again
 
 
 def test_drain_by_several_worker_processes(redis_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
