@@ -1,13 +1,14 @@
-"""drain: how fast one worker with 2 threads empties a queue of no-op jobs.
+"""drain: how fast one worker (2 threads unless ``--threads``) empties a queue of no-op jobs.
 
 Each run pre-enqueues N no-op jobs with a small dict payload, then starts one worker (2 threads,
-MAX_CONCURRENCY=2, leases and recovery on, BATCH_SIZE as configured) and waits until every job is
-finished. Jobs/s is N over the time from the earliest ``startedAt`` to the latest ``completedAt`` in
-the job records, so neither the worker's start-up nor the waiting costs anything per job.
+MAX_CONCURRENCY=2, unless ``--threads``; leases and recovery on, BATCH_SIZE as configured) and
+waits until every job is finished. Jobs/s is N over the time from the earliest ``startedAt`` to
+the latest ``completedAt`` in the job records, so neither the worker's start-up nor the waiting
+costs anything per job.
 
 With Redis the worker runs in a process of its own (``flask asyncendpoints worker``) unless
 ``--worker inprocess``; the memory store can only be drained in process. ``--processes N`` runs
-that command with ``--processes N``: N worker processes of 2 threads each under a supervisor. A
+that command with ``--processes N``: N worker processes of 2 threads each (``--threads``) under a supervisor. A
 worker in its own process is started first; once every worker process runs, the N jobs are created
 with one create_many call (one round trip), so all processes start on a full queue together.
 

@@ -581,7 +581,12 @@ class TestIdleThreadsWaitTogether:
         return IDLE_CONFIG
 
     def test_every_idle_thread_waits_and_a_job_runs_with_nothing_else_sent_meanwhile(
-        self, ae: AsyncEndpoints, app: Flask, memory_store: MemoryStore, finished: Finished, monkeypatch: Any
+        self,
+        ae: AsyncEndpoints,
+        app: Flask,
+        memory_store: MemoryStore,
+        finished: Finished,
+        monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         assert memory_store.concurrent_waits
         calls = StoreCalls(memory_store, monkeypatch)
@@ -617,7 +622,7 @@ class TestIdleThreadsTakeTurnsToWait:
         return OneWaiterStore(clock=clock)
 
     def test_one_thread_at_a_time_waits_where_the_store_cannot_share_its_waits(
-        self, ae: AsyncEndpoints, app: Flask, app_store: Store, finished: Finished, monkeypatch: Any
+        self, ae: AsyncEndpoints, app: Flask, app_store: Store, finished: Finished, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         calls = StoreCalls(app_store, monkeypatch)
         gate = Gate(ae, "Slow", result="done")
