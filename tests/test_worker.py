@@ -22,6 +22,7 @@ from flask_asyncendpoints.config import Settings
 from flask_asyncendpoints.jobs import JobPayload
 from flask_asyncendpoints.stores import MemoryStore, Store
 from flask_asyncendpoints.worker import Worker, retry_delay
+from flask_asyncendpoints.worker.ledger import CancelEvent
 
 from .conftest import FakeClock, Finished
 
@@ -258,6 +259,55 @@ class TestWhatAHandlerCanDo:
         assert body["status"] == "Completed"
         assert body["progress"]["fraction"] == 1.0
         assert body["progress"]["message"] == "done"
+
+
+class TestTheCancelEvent:
+    """``ctx.cancelled`` is built cheaply for every attempt; it must behave as a ``threading.Event``."""
+
+    def test_a_handler_gets_an_unset_threading_event(self, ae: AsyncEndpoints, app: Flask, worker: Worker) -> None:
+        seen: list[threading.Event] = []
+
+        @ae.handler("Looks")
+        def looks(ctx: JobContext) -> None:
+            seen.append(ctx.cancelled)
+
+        submit(ae, app, "Looks")
+        submit(ae, app, "Looks")
+        worker.run_once()
+
+        first, second = seen
+        assert isinstance(first, threading.Event)
+        assert first is not second  # one per attempt
+        assert not first.is_set()
+        assert first.wait(0) is False
+        assert "unset" in repr(first)
+
+    def test_set_clear_and_wait_as_for_an_event(self) -> None:
+        event = CancelEvent()
+        event.set()
+        assert event.is_set()
+        assert event.wait() is True
+        assert event.wait(0) is True
+        assert "unset" not in repr(event)
+        event.clear()
+        assert not event.is_set()
+        assert event.wait(0.001) is False
+
+    def test_set_wakes_a_thread_waiting_on_it(self) -> None:
+        event = CancelEvent()
+        about_to_wait = threading.Event()
+        woke: list[bool] = []
+
+        def waiter() -> None:
+            about_to_wait.set()
+            woke.append(event.wait(30))
+
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        assert about_to_wait.wait(10)
+        event.set()
+        thread.join(10)
+        assert woke == [True]
 
 
 class TestTracebacks:

@@ -124,6 +124,8 @@ class MemoryState:
         self.max_finished = max_finished
         self._lock = threading.Lock()
         self._finished = threading.Condition(self._lock)
+        #: Threads waiting on ``_finished`` (long polls): a job that finishes with none skips the notify.
+        self._finish_waiters = 0
         self._jobs: dict[str, Entry] = {}
         self._queues: dict[str, QueueState] = {}
         self._names: dict[str, Counts] = {}
@@ -246,7 +248,8 @@ class MemoryState:
         if self.max_finished is not None:
             while len(self._finished_order) > self.max_finished:
                 self._remove(self._jobs[next(iter(self._finished_order))])
-        self._finished.notify_all()
+        if self._finish_waiters:
+            self._finished.notify_all()
         return job
 
     def _cancel_ends(self, entry: Entry, now: float, result_ttl: float | None, error: JobError | None) -> Job:

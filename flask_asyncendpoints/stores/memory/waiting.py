@@ -65,7 +65,11 @@ class MemoryWaiting(MemoryState):
                 remaining = deadline - time.monotonic()
                 if entry is None or entry.job.status.is_final or remaining <= 0:
                     return entry.job if entry is not None else None
-                self._finished.wait(remaining)
+                self._finish_waiters += 1
+                try:
+                    self._finished.wait(remaining)
+                finally:
+                    self._finish_waiters -= 1
 
     def watch_cancels(self, callback: Callable[[str], None]) -> Callable[[], None]:
         """See :meth:`Store.watch_cancels <flask_asyncendpoints.stores.base.Store.watch_cancels>`.
