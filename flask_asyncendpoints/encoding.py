@@ -43,7 +43,8 @@ def json_bytes(value: Any, where: str) -> int:
     :param where: how to name ``value`` in the message, e.g. ``"body"``.
     :raises NotJSONError: when it cannot be written, naming the first part that cannot.
     """
-    return len(json_text(value, where).encode("utf-8"))
+    text = json_text(value, where)
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
 def json_text(value: Any, where: str) -> str:

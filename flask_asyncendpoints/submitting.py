@@ -252,9 +252,14 @@ def _json_size(value: Any, where: str) -> int:
 
 def _headers_bytes(headers: tuple[tuple[str, str], ...]) -> int:
     """The headers' size as stored (a JSON list of ``[name, value]`` pairs); each one named when it cannot be."""
-    for name, value in headers:
-        for part in (name, value):
-            bad = surrogate_in(part) if isinstance(part, str) else None
-            if bad is not None:
-                raise NotJSONError(f"the header {name!a} holds a lone UTF-16 surrogate ({bad!a})", SURROGATE)
-    return json_bytes([list(pair) for pair in headers], "headers")
+    try:
+        return json_bytes(headers, "headers")  # pairs are written as lists
+    except NotJSONError:
+        for name, value in headers:
+            for part in (name, value):
+                bad = surrogate_in(part) if isinstance(part, str) else None
+                if bad is not None:
+                    raise NotJSONError(
+                        f"the header {name!a} holds a lone UTF-16 surrogate ({bad!a})", SURROGATE
+                    ) from None
+        raise

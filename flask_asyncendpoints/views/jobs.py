@@ -25,6 +25,7 @@ _RECORD_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 #: Stands for the job id in a cached job URL (see :func:`job_location`).
 _LOCATION_PLACEHOLDER = uuid.UUID(int=0)
+_LOCATION_PLACEHOLDER_TEXT = str(_LOCATION_PLACEHOLDER)
 
 #: Job URL templates kept per app at most (one per script root the app is served under).
 _LOCATION_TEMPLATES_MAX = 16
@@ -39,7 +40,7 @@ def job_location(state: AppState, job_id: str) -> str:
         template = url_for(state.job_endpoint, job_id=_LOCATION_PLACEHOLDER)
         if len(state.location_templates) < _LOCATION_TEMPLATES_MAX:
             state.location_templates[root] = template
-    return template.replace(str(_LOCATION_PLACEHOLDER), job_id)
+    return template.replace(_LOCATION_PLACEHOLDER_TEXT, job_id)
 
 
 def job_response(job: Job, status: int, state: AppState, *, location: bool = False) -> Response:
@@ -50,12 +51,13 @@ def job_response(job: Job, status: int, state: AppState, *, location: bool = Fal
             expose_message=state.settings.expose_exception_messages,
         )
     )
-    response = Response(body, status=status, mimetype=JSON_MIMETYPE)
+    # Headers given at once rather than set one by one: each set looks through those there already.
+    headers = [("Content-Type", JSON_MIMETYPE)]
     if location:
-        response.headers["Location"] = job_location(state, job.id)
+        headers.append(("Location", job_location(state, job.id)))
     if not job.status.is_final:
-        response.headers["Retry-After"] = str(state.retry_after)
-    return response
+        headers.append(("Retry-After", str(state.retry_after)))
+    return Response(body, status=status, headers=headers)
 
 
 def may(state: AppState, job: Job, action: str) -> bool:

@@ -70,7 +70,7 @@ def _submit(state: AppState, route: RouteSpec, route_params: dict[str, Any]) -> 
             body,
             request.headers.items(),
             {k: _jsonable(v) for k, v in route_params.items()},
-            request.args.to_dict(flat=False),
+            request.args.to_dict(flat=False) if request.query_string else {},
             owner,
         )
     except InvalidPayload as exc:
