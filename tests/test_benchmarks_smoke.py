@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import _common, compare, drain, enqueue, latency, scale
+from benchmarks import _common, compare, drain, enqueue, instructions, latency, scale
 from benchmarks import http as http_benchmark
 from benchmarks import monitoring as monitoring_benchmark
 from benchmarks import sql as sql_benchmark
@@ -89,6 +89,19 @@ def test_drain_by_several_worker_processes(redis_args: list[str], capsys: pytest
     assert figures(report)["drain.redis"] > 0
     assert report["params"]["processes"] == 2
     assert any("worker --processes 2" in note for note in report["notes"])
+
+
+def test_instructions_runs_what_it_counts() -> None:
+    # The processes callgrind counts, run here without it: each checks its answers or its jobs.
+    assert instructions.main(["--child", "http-bare", "3"]) == 0
+    assert instructions.main(["--child", "http-submit", "3"]) == 0
+    assert instructions.main(["--child", "drain", "5"]) == 0
+
+
+def test_instructions_of_the_drain(capsys: pytest.CaptureFixture[str]) -> None:
+    # Enough jobs to stand out of the few million instructions two identical runs differ by.
+    report = run(instructions.main, ["--what", "drain", "--count", "200"], capsys)
+    assert figures(report)["drain.memory"] > 0
 
 
 def test_enqueue(redis_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
