@@ -235,7 +235,7 @@ class Ledger:
 
         :param abandon: mark it abandoned first, so a result it still produces is discarded.
         """
-        with self.room:
+        with self.lock:  # the room's lock (the condition's ``with`` is a Python call on top of it)
             if abandon:
                 attempt.abandoned = True
             if self.attempts.get(attempt.job.id) is attempt:

@@ -66,6 +66,8 @@ class Pool:
         self._ledger = ledger
         self._runner = runner
         self._results = results
+        # Taken as the lock itself, and waited on and notified through its condition: a condition's
+        # ``with`` is one more Python call around the lock's, twice a job.
         self._lock = ledger.lock
         self._room = ledger.room
         self._threads: list[threading.Thread] = []
@@ -115,7 +117,7 @@ class Pool:
         """
         ledger = self._ledger
         while True:
-            with self._room:
+            with self._lock:
                 if after_job and self._excess_threads > 0:
                     # A replacement for a stuck thread runs: the pool has one thread too many.
                     self._excess_threads -= 1
@@ -156,7 +158,7 @@ class Pool:
         try:
             claimed = self.claim(limit)
             if not claimed:
-                with self._room:
+                with self._lock:
                     if not ledger.attempts:
                         ledger.idle.set()
                     nothing_buffered = not ledger.buffer
@@ -186,7 +188,7 @@ class Pool:
             ledger.stopping.wait(settings.poll_interval)
         finally:
             late: list[Attempt] = []
-            with self._room:
+            with self._lock:
                 if turn:
                     self._claiming = False
                 ledger.reserved -= limit

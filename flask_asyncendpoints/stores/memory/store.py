@@ -206,7 +206,7 @@ class MemoryStore(MemoryWaiting, MemoryUpkeep, MemoryMonitoring, Store):
         self, job_id: str, token: str, result_json: str, *, result_ttl: float | None, now: float | None = None
     ) -> Job | None:
         # Parse outside the lock: the stored copy must be plain JSON data, whatever the caller holds.
-        result = json.loads(result_json)
+        result = None if result_json == "null" else json.loads(result_json)
         with self._lock:
             entry = self._held(job_id, token)
             if entry is None:
