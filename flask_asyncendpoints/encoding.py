@@ -54,7 +54,7 @@ def json_text(value: Any, where: str) -> str:
     :param where: how to name ``value`` in the message, e.g. ``"result"``.
     :raises NotJSONError: when it cannot be written, naming the first part that cannot.
     """
-    if value is None:  # what most handlers return; the encoder's set-up costs more than the rest
+    if value is None:  # a handler that returns nothing: the encoder's set-up would cost more than the rest
         return "null"
     try:
         text = STRICT_ENCODER.encode(value)
