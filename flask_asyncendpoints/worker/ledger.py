@@ -86,7 +86,8 @@ class CancelEvent(threading.Event):
     Each attempt has one (the handler's ``ctx.cancelled``), and for almost every attempt it is only
     ever read: nothing cancels the job and the handler never waits on it. ``threading.Event()``
     builds a condition and its lock there and then: a tenth of a memory-store job's instructions,
-    and more of its time (the condition's constructor raises and catches an AttributeError three times on a plain lock).
+    and more of its time (on a plain lock, the condition's constructor raises and catches an
+    ``AttributeError`` three times).
 
     It implements every method of ``Event`` itself, on attributes of its own, so it relies on
     nothing of ``Event``'s beyond its interface.
