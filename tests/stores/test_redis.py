@@ -220,6 +220,18 @@ class TestLayout:
         finally:
             _delete_prefix(client, key_prefix)
 
+    def test_the_running_set_is_a_skiplist_from_its_first_lease(self, real_redis_client: Any, key_prefix: str) -> None:
+        # Real Redis only (fakeredis reports no encodings). As a listpack, each lease added would
+        # parse every held lease's score from its text; the attempt ids are long enough to avoid it.
+        client = real_redis_client
+        store = RedisStore(client, key_prefix=key_prefix)
+        submit(store)
+        claim_one(store, T0)
+        try:
+            assert text(client.object("encoding", f"{{{key_prefix}:default}}:run")) == "skiplist"
+        finally:
+            _delete_prefix(client, key_prefix)
+
     def test_every_key_of_a_queue_is_in_its_slot_and_queues_spread(self, make_client: MakeClient) -> None:
         prefix = f"test-{uuid.uuid4().hex[:12]}"
         client = make_client()
@@ -807,7 +819,7 @@ class TestConnections:
 
     def test_an_argument_redis_cannot_take_is_a_store_error(self, store: RedisStore) -> None:
         with pytest.raises(StoreError, match="running the create script"):
-            store._run("create", [store._default.base], [T0, "", object()])
+            store._run("create", [store._default.base], ["", object()])
 
     def test_redis_url_with_password_and_db(self) -> None:
         store = RedisStore.from_url("redis://user:s%40cret@db.example:6380/4", key_prefix="p")

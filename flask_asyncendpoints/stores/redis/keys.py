@@ -16,6 +16,7 @@ has no state hash yet) and ``r`` for one that has.
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 from dataclasses import dataclass
 
@@ -94,6 +95,18 @@ def priority_of(key: str) -> int:
 def member_id(member: str) -> str:
     """The job id of a queue member."""
     return member.partition(":")[2]
+
+
+def claim_nonce() -> str:
+    """A new claim's nonce: the attempt ids of the jobs it claims are ``<nonce>.<n>``.
+
+    128 random bits as 32 hex digits. Besides making attempts unique, the length keeps each queue's
+    running set (members ``<attempt>:<job id>``, 71 bytes and more) over Redis's
+    ``zset-max-listpack-value`` (64 bytes by default), so Redis holds it as a skiplist: as a
+    listpack, every lease added would parse the score of every lease held from its 17-digit text,
+    which cost Redis 7 % of its instructions per job drained.
+    """
+    return os.urandom(16).hex()
 
 
 def lease_token(attempt: str, queue: str) -> str:

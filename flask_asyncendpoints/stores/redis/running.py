@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -30,7 +29,7 @@ from .codec import (
     script_arg,
 )
 from .core import RedisCore
-from .keys import lease_token, parse_token, sequence_arg
+from .keys import claim_nonce, lease_token, parse_token, sequence_arg
 
 # The package's name rather than this module's: every part of the Redis store logs as one logger.
 logger = logging.getLogger(__package__)
@@ -76,7 +75,7 @@ class RedisRunning(RedisCore):
         for queue in queues:
             if len(claimed) >= limit:
                 break
-            nonce = os.urandom(8).hex()
+            nonce = claim_nonce()
             args = [at, limit - len(claimed), float(lease_seconds), nonce, worker]
             self._add_claimed(claimed, queue, nonce, started, self._run("claim", [self._keys(queue).base], args))
         return claimed

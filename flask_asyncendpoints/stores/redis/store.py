@@ -27,10 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import ConfigurationError, StoreError
 from ...jobs import DEFAULT_QUEUE, Job, JobPayload
+from ...timestamps import from_timestamp
 from ..base import DEFAULT_HISTORY_LIMIT, NewJob, PendingLimitReached, Store
-from ..jsontext import compact_json, decode_payload, encode_payload
+from ..jsontext import compact_json, encode_payload, read_back
 from .clock import ServerClock
-from .codec import as_text, make_record, parse_time, pointed_queue, script_arg
+from .codec import as_text, make_record, pointed_queue, script_arg
 from .connection import ClusterCalls, ThreadConnections, import_redis
 from .keys import POINTER, Layout, check_priority, next_sequence, sort_key
 from .monitoring import RedisMonitoring
@@ -240,18 +241,19 @@ class RedisStore(RedisRunning, RedisWaiting, RedisUpkeep, RedisMonitoring, Store
                 self._register(DEFAULT_QUEUE)
             call = (
                 [self._default.base],
-                [at, script_arg(max_pending), job_id, record, name_json, f"{key}:{job_id}", when if delayed else ""],
+                [script_arg(max_pending), job_id, record, name_json, f"{key}:{job_id}", when if delayed else ""],
             )
-            (outcome,) = self._run("create", *call) if not self.wait_replicas else self._durable("create", [call])[0]
+            reply = self._run("create", *call) if not self.wait_replicas else self._durable("create", [call])[0]
+            (outcome,) = _outcomes(reply, 1)
             job = Job.new(
                 job_id,
                 name,
                 max_retries=int(max_retries),
                 # As it reads back: JSON turns tuples into lists, and so on.
-                payload=decode_payload(payload_json),
-                created_at=parse_time(repr(at)),
+                payload=read_back(payload, payload_json),
+                created_at=from_timestamp(at),
                 priority=priority,
-                due_at=parse_time(repr(when)) if delayed else None,
+                due_at=from_timestamp(when) if delayed else None,
             )
             created = self._created(job, DEFAULT_QUEUE, outcome)
         if created is None:
@@ -291,11 +293,11 @@ class RedisStore(RedisRunning, RedisWaiting, RedisUpkeep, RedisMonitoring, Store
                 new.name,
                 max_retries=int(new.max_retries),
                 # As it reads back: JSON turns tuples into lists, and so on.
-                payload=decode_payload(payload_json),
-                created_at=parse_time(repr(at)),
+                payload=read_back(new.payload, payload_json),
+                created_at=from_timestamp(at),
                 queue=keys.queue,
                 priority=priority,
-                due_at=parse_time(repr(due)) if delayed else None,
+                due_at=from_timestamp(due) if delayed else None,
             )
             args = [new.id, record, name_json, f"{key}:{new.id}", due if delayed else ""]
             by_queue.setdefault(keys.queue, []).append((index, args, job))
@@ -308,14 +310,14 @@ class RedisStore(RedisRunning, RedisWaiting, RedisUpkeep, RedisMonitoring, Store
             for start in range(0, len(entries), CREATE_MANY_CHUNK)
         ]
         calls = [
-            ([self._keys(queue).base], [at, script_arg(max_pending), *(arg for _, args, _ in chunk for arg in args)])
+            ([self._keys(queue).base], [script_arg(max_pending), *(arg for _, args, _ in chunk for arg in args)])
             for queue, chunk in chunks
             if chunk
         ]
         replies = self._durable("create", calls) if self.wait_replicas else self._many("create", calls)
         refused: dict[str, list[str]] = {}
         for (queue, chunk), reply in zip([c for c in chunks if c[1]], replies, strict=True):
-            for (index, _, job), outcome in zip(chunk, reply, strict=True):
+            for (index, _, job), outcome in zip(chunk, _outcomes(reply, len(chunk)), strict=True):
                 results[index] = self._created(job, queue, outcome)
                 if results[index] is None and queue != DEFAULT_QUEUE:
                     refused.setdefault(queue, []).append(job.id)
@@ -359,13 +361,12 @@ class RedisStore(RedisRunning, RedisWaiting, RedisUpkeep, RedisMonitoring, Store
             by_queue[queue].remove(entry)
             results[index] = (self._job(job.id, keys.queue, *found), False)
 
-    def _created(self, job: Job, queue: str, outcome: Sequence[Any]) -> tuple[Job, bool] | None:
+    def _created(self, job: Job, queue: str, outcome: Any) -> tuple[Job, bool] | None:
         """What ``create.lua`` answered for one job: the job built here from what was sent, the
         existing job, or ``None`` at the pending limit."""
-        kind = int(outcome[0])
-        if kind < 0:
-            return None
-        if kind == 1:
+        if not isinstance(outcome, list):
+            if int(outcome) < 0:
+                return None
             return job, True
         record = as_text(outcome[1])
         other = pointed_queue(record)
@@ -416,3 +417,8 @@ class RedisStore(RedisRunning, RedisWaiting, RedisUpkeep, RedisMonitoring, Store
         closers, self._closers = self._closers, []
         for close in closers:
             close()
+
+
+def _outcomes(reply: Any, jobs: int) -> list[Any]:
+    """``create.lua``'s answer for each of ``jobs`` jobs: ``1`` for all (every job created), or its list."""
+    return [1] * jobs if not isinstance(reply, list) else reply

@@ -26,7 +26,7 @@ if FINAL[status] then
   if ARGV[4] == '1' then
     local tokens = T .. ':f:' .. id
     if redis.call('LLEN', tokens) == 0 then
-      redis.call('RPUSH', tokens, 1)
+      redis.call('RPUSH', tokens, '1')
       redis.call('EXPIRE', tokens, FINISH_TOKEN_TTL)
     end
   end

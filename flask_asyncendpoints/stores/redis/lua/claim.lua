@@ -26,13 +26,14 @@ local limit = tonumber(ARGV[2])
 local lease_until = now + tonumber(ARGV[3])
 local nonce, worker = ARGV[4], ARGV[5]
 local stamp = exact(now)
+local lease = exact(lease_until)
 local ready = T .. ':ready'
 
 local due = redis.call('ZRANGEBYSCORE', T .. ':sched', '-inf', now, 'WITHSCORES', 'LIMIT', 0, MOVE_MAX)
 if #due > 0 then
   local to_ready, to_due, members = {}, {}, {}
   for i = 1, #due, 2 do
-    to_ready[#to_ready + 1] = 0
+    to_ready[#to_ready + 1] = '0'
     to_ready[#to_ready + 1] = due[i]
     to_due[#to_due + 1] = due[i + 1]
     to_due[#to_due + 1] = due[i]
@@ -46,7 +47,7 @@ end
 local claimed, leases, moved, counts = {}, {}, {}, {}
 local budget = limit + MAX_SKIPPED
 while #claimed < limit and budget > 0 do
-  local popped = redis.call('ZPOPMIN', ready, math.min(limit - #claimed, budget))
+  local popped = redis.call('ZPOPMIN', ready, string.format('%d', math.min(limit - #claimed, budget)))
   if #popped == 0 then
     break
   end
@@ -79,9 +80,9 @@ while #claimed < limit and budget > 0 do
       end
       if ok then
         local n = #claimed + 1
-        local attempt = nonce .. '.' .. n
+        local attempt = nonce .. '.' .. string.format('%d', n)
         redis.call('HSET', state, 's', 'InProgress', 'sa', stamp, 'ua', stamp, 'w', worker, 't', attempt)
-        leases[#leases + 1] = lease_until
+        leases[#leases + 1] = lease
         leases[#leases + 1] = attempt .. ':' .. id
         local field = STATUS_CHAR[status] .. jname
         counts[field] = (counts[field] or 0) + 1

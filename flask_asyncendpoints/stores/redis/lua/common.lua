@@ -39,22 +39,26 @@
 -- Every `now` is given by the caller (epoch seconds, the server's clock as the store reads it), so
 -- no script spends a TIME call; only a claim sent behind a worker's blocking wait, which runs when
 -- the wait ends, reads TIME itself (claim.lua).
+--
+-- Numbers go to redis.call as text wherever a script has them as text or can make the text once
+-- ('0', exact(now) for a batch): Redis 7.0 turns each Lua number argument into text with printf's
+-- %.17g, a couple of thousand instructions, as much as half the command it is for.
 
 local PUBLISH = CLUSTER and 'SPUBLISH' or 'PUBLISH'
 
 -- Tokens kept in the wake list at most, and how long an unconsumed token lives (seconds).
 local WAKE_MAX = 64
-local WAKE_TTL = 60
+local WAKE_TTL = '60'
 
 -- Creates wake a worker while at most this many jobs of the name are queued: idle workers are only
 -- idle while nothing is queued, and a longer backlog means every worker is busy with it anyway.
 local WAKE_BELOW = 64
 
 -- Seconds a finish token lives once pushed: long enough for every long-poll of the job to pass it on.
-local FINISH_TOKEN_TTL = 10
+local FINISH_TOKEN_TTL = '10'
 
 -- Seconds a throughput hash outlives its hour.
-local THROUGHPUT_TTL = 90000
+local THROUGHPUT_TTL = '90000'
 
 local FINAL = {Completed = 'C', Failed = 'F', Canceled = 'X'}
 
@@ -98,7 +102,7 @@ end
 
 local function count(T, field, n)
   if n ~= 0 then
-    redis.call('HINCRBY', T .. ':names', field, n)
+    redis.call('HINCRBY', T .. ':names', field, string.format('%d', n))
   end
 end
 
@@ -178,7 +182,7 @@ local function tell_waiters(T, ids)
   for i = 1, #ids do
     if scores[i] then
       local tokens = T .. ':f:' .. ids[i]
-      redis.call('RPUSH', tokens, 1)
+      redis.call('RPUSH', tokens, '1')
       redis.call('EXPIRE', tokens, FINISH_TOKEN_TTL)
       told[#told + 1] = ids[i]
     end

@@ -17,6 +17,7 @@ local ttl = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
 local whole = ARGV[4] == '1'
 local stamp = exact(now)
+local expires = ttl and exact(now + ttl)
 local run = T .. ':run'
 
 local members = {}
@@ -48,10 +49,10 @@ for i = 1, #members do
       if ARGV[a + 4] ~= '' then
         redis.call('HDEL', state, 'e')
       end
-      completed[#completed + 1] = now
+      completed[#completed + 1] = stamp
       completed[#completed + 1] = id
       if ttl then
-        expiries[#expiries + 1] = now + ttl
+        expiries[#expiries + 1] = expires
         expiries[#expiries + 1] = id
       end
       ids[#ids + 1] = id
