@@ -10,11 +10,36 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
+from json.encoder import encode_basestring
 from typing import Any
 
-#: Compact, strict JSON text: no NaN or infinities, non-ASCII written as it is. Made once: json.dumps
-#: with options builds an encoder on every call.
-STRICT_ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+
+def compact_encoder(*, allow_nan: bool) -> Callable[[Any], str]:
+    """``json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=allow_nan).encode``,
+    with its C encoder built once.
+
+    ``JSONEncoder.encode`` builds a new C encoder on every call, with a fresh dict to detect a value
+    that holds itself: that set-up costs more than writing a small body. This one is built once and
+    shared by every thread, so it keeps no such dict (a shared one would keep an entry behind after
+    any error): a value that holds itself fails with ``RecursionError``, as one nested too deeply
+    does, where ``JSONEncoder`` raises ``ValueError``. Everything else is written and refused alike.
+    Without ``json``'s C accelerator (PyPy) it is the ``JSONEncoder``'s own ``encode``.
+    """
+    # What JSONEncoder.iterencode calls (typeshed does not list it); None without the accelerator.
+    make: Any = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return json.JSONEncoder(allow_nan=allow_nan, ensure_ascii=False, separators=(",", ":")).encode
+    encoder = make(None, json.JSONEncoder().default, encode_basestring, None, ":", ",", False, False, allow_nan)
+
+    def encode(value: Any) -> str:
+        return "".join(encoder(value, 0))
+
+    return encode
+
+
+#: Compact, strict JSON text: no NaN or infinities, non-ASCII written as it is.
+strict_json = compact_encoder(allow_nan=False)
 
 
 #: What :attr:`NotJSONError.kind` says about the value.
@@ -57,7 +82,7 @@ def json_text(value: Any, where: str) -> str:
     if value is None:  # a handler that returns nothing: the encoder's set-up would cost more than the rest
         return "null"
     try:
-        text = STRICT_ENCODER.encode(value)
+        text = strict_json(value)
         if not text.isascii():
             text.encode("utf-8")  # a lone surrogate is the one thing a str holds that UTF-8 cannot
     except (TypeError, ValueError, RecursionError) as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import os
 import traceback
 import uuid
 from dataclasses import dataclass, field
@@ -332,7 +333,7 @@ class Job:
         return {
             "id": self.id,
             "name": self.name,
-            "status": self.status.value,
+            "status": self.status._value_,  # the plain str, without Enum's ``value`` descriptor
             "retryCount": self.retry_count,
             "maxRetries": self.max_retries,
             "createdAt": isoformat(self.created_at),
@@ -488,6 +489,18 @@ class LogRecord:
 
 def _optional_text(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+#: The bits :func:`new_job_id` clears and sets: version 4, the RFC 4122 variant.
+_UUID4_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
+_UUID4_SET = (0x8000 << 48) | (4 << 76)
+
+
+def new_job_id() -> str:
+    """A new job id: a random (version 4) UUID in its canonical text, as ``str(uuid.uuid4())`` writes
+    it, in about half the time (no :class:`uuid.UUID` is built on the submit path)."""
+    text = f"{int.from_bytes(os.urandom(16), 'big') & _UUID4_CLEAR | _UUID4_SET:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def parse_job_id(raw: object) -> str | None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, current_app
 
 from .errors import ConfigurationError, JobIdConflict
-from .jobs import Job, parse_job_id
+from .jobs import Job, new_job_id, parse_job_id
 from .registry import Registry
 from .schedules import Schedule
 from .state import NOT_INITIALIZED, AppState, app_state
@@ -107,7 +107,7 @@ class PythonAPI:
             spec.request_schema.load(body)
         job, _ = state.store_job(
             spec,
-            str(uuid.UUID(str(job_id))) if job_id is not None else str(uuid.uuid4()),
+            str(uuid.UUID(str(job_id))) if job_id is not None else new_job_id(),
             checked.payload,
             sender=self._app(app),
             priority=priority,
@@ -162,7 +162,7 @@ class PythonAPI:
             state.store,
             state.settings,
             spec,
-            [(str(uuid.uuid4()), payload) for payload in payloads],
+            [(new_job_id(), payload) for payload in payloads],
             sender=self._app(app),
             priority=priority,
             due=due,

@@ -132,7 +132,7 @@ def build_payload(
     :raises ~flask_asyncendpoints.errors.InvalidPayload: naming the first part that cannot be stored.
     """
     redact = settings.redact_headers
-    kept = tuple((k, v) for k, v in headers if k.lower() not in redact)
+    kept = tuple([(k, v) for k, v in headers if k.lower() not in redact])  # a list: no generator per header
     payload = JobPayload(
         body=body,
         headers=kept,

@@ -10,10 +10,14 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from marshmallow import Schema, fields, validate
+from werkzeug.datastructures import EnvironHeaders
 
 from flask_asyncendpoints import AsyncEndpoints, JobContext, JobStatus, StoreError, problem
 from flask_asyncendpoints.stores import MemoryStore
+from flask_asyncendpoints.views.submit import _HEADER_NAMES, _MAX_HEADER_NAMES, _request_headers
 from flask_asyncendpoints.worker import Worker
 
 from .conftest import FakeClock
@@ -382,3 +386,43 @@ def test_a_body_that_arrives_in_small_pieces_is_read_whole(client: FlaskClient, 
     job = memory_store.get(response.get_json()["id"])
     assert job is not None
     assert job.payload.body["data"] == "x" * 200
+
+
+#: WSGI environ keys as servers write them, and the odd ones a client or a server can make.
+environ_keys = st.one_of(
+    st.sampled_from(
+        [
+            "CONTENT_TYPE",
+            "CONTENT_LENGTH",
+            "HTTP_CONTENT_TYPE",
+            "HTTP_CONTENT_LENGTH",
+            "HTTP_",
+            "HTTP_X_TRACE",
+            "HTTP_X__TWO",
+            "REQUEST_METHOD",
+            "wsgi.input",
+            "gunicorn.socket",
+        ]
+    ),
+    st.builds(lambda name: f"HTTP_{name}", st.text(min_size=0, max_size=12)),
+    st.text(max_size=12),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    environ=st.dictionaries(environ_keys, st.one_of(st.text(max_size=8), st.binary(max_size=4)), max_size=12),
+    rounds=st.integers(1, 3),
+)
+def test_the_submit_view_reads_the_headers_werkzeug_gives(environ: dict[str, Any], rounds: int) -> None:
+    # The view reads the environ itself, spelling each name once per process: the same headers, in
+    # the same order, on the first request and on every one after it.
+    for _ in range(rounds):
+        assert _request_headers(environ) == list(EnvironHeaders(environ).items())
+
+
+def test_the_header_names_kept_stay_bounded() -> None:
+    for number in range(2 * _MAX_HEADER_NAMES):
+        environ = {f"HTTP_X_{number}": "1", "CONTENT_TYPE": "application/json"}
+        assert _request_headers(environ) == [(f"X-{number}", "1"), ("Content-Type", "application/json")]
+        assert len(_HEADER_NAMES) <= _MAX_HEADER_NAMES

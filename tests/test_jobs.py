@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from datetime import datetime, timezone
 
-from flask_asyncendpoints.jobs import Job, JobPayload, JobStatus
+from flask_asyncendpoints.jobs import Job, JobPayload, JobStatus, new_job_id, parse_job_id
 
 CREATED = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
 DUE = datetime(2026, 11, 23, 13, 0, tzinfo=timezone.utc)
@@ -35,3 +36,15 @@ def test_new_with_a_due_time_is_scheduled_until_then() -> None:
     job = Job.new("id", "Work", max_retries=0, payload=JobPayload(), created_at=CREATED, due_at=DUE)
     assert (job.status, job.retry_delay_until, job.queue, job.priority) == (JobStatus.SCHEDULED, DUE, "default", 0)
     assert job.replace(priority=1).priority == 1
+
+
+def test_new_job_ids_are_random_uuids_in_their_canonical_text() -> None:
+    ids = [new_job_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for job_id in ids:
+        parsed = uuid.UUID(job_id)
+        assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
+        assert parse_job_id(job_id) == job_id == str(parsed)
+    # Every random bit is used: each hex digit outside the version and variant takes many values.
+    for position in set(range(36)) - {8, 13, 14, 18, 19, 23}:
+        assert len({job_id[position] for job_id in ids}) > 8

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 import uuid
 
 from flask import Response, current_app, request, url_for
 
+from ..encoding import compact_encoder
 from ..errors import ProblemError, StoreError
 from ..jobs import Job, parse_job_id
 from ..state import AppState
@@ -20,8 +20,8 @@ JOB_ENDPOINT = "job"
 #: Endpoint name of the cancel view within its blueprint (the same URL, ``DELETE``).
 CANCEL_ENDPOINT = "cancel"
 
-#: Job records as sent: compact. Made once: json.dumps with options builds an encoder on every call.
-_RECORD_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+#: Job records as sent: compact.
+_record_json = compact_encoder(allow_nan=True)
 
 #: Stands for the job id in a cached job URL (see :func:`job_location`).
 _LOCATION_PLACEHOLDER = uuid.UUID(int=0)
@@ -45,7 +45,7 @@ def job_location(state: AppState, job_id: str) -> str:
 
 def job_response(job: Job, status: int, state: AppState, *, location: bool = False) -> Response:
     """The job record as JSON; ``Retry-After`` while the job is not finished."""
-    body = _RECORD_ENCODER.encode(
+    body = _record_json(
         job.to_dict(
             expose_traceback=state.settings.expose_tracebacks,
             expose_message=state.settings.expose_exception_messages,

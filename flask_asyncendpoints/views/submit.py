@@ -7,13 +7,14 @@ import math
 import uuid
 from typing import Any
 
-from flask import Response, current_app, request
+from flask import Request, Response, current_app, request
 from marshmallow import ValidationError
+from werkzeug.datastructures import EnvironHeaders
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ..encoding import NOT_FINITE, SURROGATE, TOO_DEEP, safe_text
 from ..errors import InvalidPayload, ProblemError, StoreError
-from ..jobs import Job, parse_job_id
+from ..jobs import Job, new_job_id, parse_job_id
 from ..registry import BeforeSubmit, RouteSpec
 from ..state import AppState
 from ..stores import PendingLimitReached
@@ -58,19 +59,21 @@ def _before_submit(before: BeforeSubmit, job_name: str) -> Response | None:
 
 
 def _submit(state: AppState, route: RouteSpec, route_params: dict[str, Any]) -> Response:
+    # The request itself, looked up once: each ``request.<name>`` goes through the context's proxy.
+    req: Request = request._get_current_object()  # type: ignore[attr-defined]
     spec = state.registry.get_handler(route.job_name)
     owner = current_owner(state)
-    job_id = _request_id(owner)
+    job_id = _request_id(req, owner)
 
     body: Any = None
     if route.takes_body(spec):
-        body = _read_json_body(state.settings.max_payload_bytes)
+        body = _read_json_body(req, state.settings.max_payload_bytes)
     try:
         checked = state.build_payload(
             body,
-            request.headers.items(),
+            _request_headers(req.environ),
             {k: _jsonable(v) for k, v in route_params.items()},
-            request.args.to_dict(flat=False) if request.query_string else {},
+            req.args.to_dict(flat=False) if req.query_string else {},
             owner,
         )
     except InvalidPayload as exc:
@@ -109,7 +112,7 @@ def _submit(state: AppState, route: RouteSpec, route_params: dict[str, Any]) -> 
     try:
         job, created = state.store_job(
             spec,
-            job_id or str(uuid.uuid4()),
+            job_id or new_job_id(),
             checked.payload,
             sender=current_app._get_current_object(),  # type: ignore[attr-defined]
             priority=priority,
@@ -164,13 +167,52 @@ _HINTS = {
     TOO_DEEP: "Send a body nested less deeply.",
 }
 
+#: The header name werkzeug's ``EnvironHeaders`` gives each WSGI environ key (``None``: the key is no
+#: header), made once per key rather than on every request; cleared when it grows past
+#: :data:`_MAX_HEADER_NAMES` (a client can send any names).
+_HEADER_NAMES: dict[str, str | None] = {}
+_MAX_HEADER_NAMES = 1024
+_UNSEEN: Any = object()
+#: The two headers the environ holds without the ``HTTP_`` prefix, kept only when not empty.
+_CONTENT_HEADERS = {"CONTENT_TYPE": "Content-Type", "CONTENT_LENGTH": "Content-Length"}
+
+
+def _request_headers(environ: dict[str, Any]) -> list[tuple[str, str]]:
+    """``request.headers.items()`` for the request's WSGI environ: the same names and values, in the
+    same order, without a generator per header or the same name spelled again on every request."""
+    names = _HEADER_NAMES
+    headers = []
+    for key, value in environ.items():
+        name = names.get(key, _UNSEEN)
+        if name is _UNSEEN:
+            if len(names) >= _MAX_HEADER_NAMES:
+                names.clear()
+            name = names[key] = _header_name(key)
+        if name is None:
+            if key not in _CONTENT_HEADERS or not value:
+                continue
+            name = _CONTENT_HEADERS[key]
+        if type(value) is not str:  # a server that puts bytes there: werkzeug says what they are
+            return list(EnvironHeaders(environ).items())
+        headers.append((name, value))
+    return headers
+
+
+def _header_name(key: str) -> str | None:
+    """The header name of a WSGI environ key, as ``EnvironHeaders`` spells it; ``None`` for no header
+    (``CONTENT_TYPE`` and ``CONTENT_LENGTH`` included: they count only when not empty)."""
+    if key.startswith("HTTP_") and key not in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
+        return key[5:].replace("_", "-").title()
+    return None
+
+
 #: Namespace of the job ids derived from an owner and their request id.
 OWNER_REQUEST_ID_NAMESPACE = uuid.UUID("6a1f3c52-58a4-4d7e-9f0b-2c8e5d9a7b14")
 
 
-def _request_id(owner: str | None) -> str | None:
+def _request_id(req: Request, owner: str | None) -> str | None:
     """The job id an ``X-Async-Request-Id`` asks for: the header's UUID, scoped to the owner if any."""
-    raw = request.headers.get(REQUEST_ID_HEADER)
+    raw = req.headers.get(REQUEST_ID_HEADER)
     if raw is None:
         return None
     job_id = parse_job_id(raw.strip())
@@ -184,23 +226,23 @@ def _request_id(owner: str | None) -> str | None:
     return job_id
 
 
-def _read_json_body(limit: int) -> Any:
-    length = request.content_length
+def _read_json_body(req: Request, limit: int) -> Any:
+    length = req.content_length
     if length is not None and length > limit:
         raise _too_large(limit)
-    raw = _read_at_most(limit + 1, length)
+    raw = _read_at_most(req, limit + 1, length)
     if len(raw) > limit:
         raise _too_large(limit)
     if not raw.strip():
         raise ProblemError(400, "Missing request body", "This endpoint needs a JSON body; none was sent.")
-    mimetype = request.mimetype
+    mimetype = req.mimetype
     if mimetype != JSON_MIMETYPE and not mimetype.endswith("+json"):
         raise ProblemError(
             415,
             "Unsupported media type",
             f"Send the body as JSON with 'Content-Type: {JSON_MIMETYPE}' (got {mimetype or 'none'!r}).",
         )
-    charset = request.mimetype_params.get("charset", "utf-8").lower()
+    charset = req.mimetype_params.get("charset", "utf-8").lower()
     if charset not in ("utf-8", "utf8"):
         raise ProblemError(415, "Unsupported media type", "JSON bodies must be encoded as UTF-8.")
     try:
@@ -217,7 +259,7 @@ def _read_json_body(limit: int) -> Any:
         raise ProblemError(400, "Malformed JSON", f"The request body is not valid JSON: {exc}") from None
 
 
-def _read_at_most(size: int, length: int | None) -> bytes:
+def _read_at_most(req: Request, size: int, length: int | None) -> bytes:
     """Up to ``size`` bytes of the body. A stream may answer a read with less than is left (a
     chunked body read from the socket), so read until the end or ``size``; with a
     ``Content-Length``, until that many bytes are in.
@@ -230,7 +272,7 @@ def _read_at_most(size: int, length: int | None) -> bytes:
     left = size
     while left > 0 and (length is None or size - left < length):
         try:
-            part = request.stream.read(left)
+            part = req.stream.read(left)
         except RequestEntityTooLarge:
             # The app's own MAX_CONTENT_LENGTH, which werkzeug enforces as the body is read.
             raise ProblemError(

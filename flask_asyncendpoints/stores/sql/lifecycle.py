@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Integer, Select, bindparam, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from ...jobs import PENDING_STATUSES, ClaimedJob, Job, JobStatus
+from ...jobs import PENDING_STATUSES, ClaimedJob, Job, JobPayload, JobStatus
 from .. import jsontext
 from ..base import LeaseState, NewJob
 from . import codec, rows
@@ -82,14 +82,15 @@ class Lifecycle:
             **place,
         }
 
-    def _new_job(self, row: dict[str, Any]) -> Job:
+    def _new_job(self, row: dict[str, Any], payload: JobPayload) -> Job:
+        """The job just inserted as ``row``, ``payload`` being what its payload JSON was written from."""
         created = codec.stamp(row["created_at"])
         return Job.new(
             row["id"],
             row["name"],
             max_retries=row["max_retries"],
             # As it reads back: JSON turns tuples into lists, and so on.
-            payload=jsontext.decode_payload(row["payload"]),
+            payload=jsontext.read_back(payload, row["payload"]),
             created_at=created,
             queue=row["queue"],
             priority=row["priority"],
@@ -115,7 +116,7 @@ class Lifecycle:
                 raise Retry()
             return existing, False
         self._created(tx, [row])
-        return self._new_job(row), True
+        return self._new_job(row, new.payload), True
 
     def create_many(self, tx: Tx, jobs: Sequence[NewJob], max_pending: int | None) -> list[tuple[Job, bool] | None]:
         """Create several jobs, judging ``max_pending`` for each in turn."""
@@ -141,7 +142,7 @@ class Lifecycle:
                     continue
                 pending[new.queue] += 1
             row = self.new_row(new, now)
-            job = self._new_job(row)
+            job = self._new_job(row, new.payload)
             existing[new.id] = job
             fresh.append(row)
             answers.append((job, True))
@@ -168,7 +169,7 @@ class Lifecycle:
             return None
         tx.woken.add(new.queue)
         tx.announced = True
-        job = self._new_job({**row, "created_at": float(created), "retry_delay_until": None})
+        job = self._new_job({**row, "created_at": float(created), "retry_delay_until": None}, new.payload)
         return job, True
 
     def _one_statement_create(self) -> Any:
