@@ -17,12 +17,15 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from ...jobs import FINAL_STATUSES, AttemptOutcome, Job, JobStatus, LogRecord
+from ...jobs import FINAL_STATUSES, Job, JobStatus, LogRecord
 from .index import Key, SortedIndex
 
-#: One attempt of the history: number, started, finished (epoch seconds), worker id, outcome,
-#: error code, error message. Kept as a tuple (cheap to make on the hot path), read as an AttemptRecord.
-HistoryRow = tuple[int, float, float, str, AttemptOutcome, str | None, str | None]
+#: One attempt of the history: number, started, finished (epoch seconds), worker id, outcome (its
+#: value), error code, error message. Kept as a tuple (cheap to make on the hot path), read as an
+#: AttemptRecord. Only numbers, strings and ``None`` in it, and the history a tuple of such rows: the
+#: garbage collector stops tracking tuples that hold nothing else, so a finished job's history costs
+#: it nothing, where a list or an enum member in each row would be walked by every full collection.
+HistoryRow = tuple[int, float, float, str, str, str | None, str | None]
 
 Counts = dict[JobStatus, int]
 
@@ -132,7 +135,7 @@ class Entry:
     expires_at: float | None
     #: The result ttl of the cancel requested while it runs: a release at shutdown ends it with that.
     cancel_ttl: float | None
-    history: list[HistoryRow] | None
+    history: tuple[HistoryRow, ...] | None
     #: Log lines with the UTF-8 size of each message.
     logs: deque[tuple[LogRecord, int]] | None
     log_bytes: int

@@ -15,7 +15,7 @@ import json
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from ...jobs import AttemptRecord, Job, JobStatus, LogRecord, from_timestamp
+from ...jobs import AttemptOutcome, AttemptRecord, Job, JobStatus, LogRecord, from_timestamp
 from ..monitoring import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
@@ -215,7 +215,9 @@ class MemoryMonitoring(MemoryState, Monitoring):
         for number, started, finished, worker_id, outcome, code, message in rows:
             started_at, finished_at = from_timestamp(started), from_timestamp(finished)
             assert started_at is not None and finished_at is not None
-            records.append(AttemptRecord(number, started_at, finished_at, worker_id, outcome, code, message))
+            records.append(
+                AttemptRecord(number, started_at, finished_at, worker_id, AttemptOutcome(outcome), code, message)
+            )
         return records
 
     def logs(self, job_id: str) -> list[LogRecord]:

@@ -217,17 +217,15 @@ class MemoryState:
                 entry.started,
                 now,
                 entry.worker_id,
-                outcome,
+                outcome._value_,  # the plain str: Enum's ``value`` is a descriptor call
                 error.code if error is not None else None,
                 error.message if error is not None else None,
             )
             history = entry.history
             if history is None:
-                entry.history = [row]
+                entry.history = (row,)
             else:
-                history.append(row)
-                if len(history) > self.history_limit:
-                    del history[0]
+                entry.history = (*history, row)[-self.history_limit :]
         entry.token = ""
         entry.queue.running.remove(entry.key)
 
