@@ -656,6 +656,42 @@ class TestIdleThreadsWaitTogether:
         assert job is not None and job.status is JobStatus.COMPLETED
 
 
+class TestShutdownOfIdleThreads:
+    @pytest.fixture
+    def app_config(self) -> dict[str, object]:
+        return IDLE_CONFIG
+
+    def test_shutdown_returns_once_every_wait_for_work_has_come_back(
+        self, ae: AsyncEndpoints, app: Flask, memory_store: MemoryStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Until a woken wait is back (with what its wake-up claimed, which it gives back), the store
+        # is in use: an app that closes it after shutdown must not cut that call off.
+        calls = StoreCalls(memory_store, monkeypatch)
+        back, proceed = threading.Event(), threading.Event()
+        wait_and_claim = memory_store.wait_and_claim
+
+        def slow_to_come_back(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return wait_and_claim(*args, **kwargs)
+            finally:
+                back.set()
+                proceed.wait(10)
+
+        monkeypatch.setattr(memory_store, "wait_and_claim", slow_to_come_back)
+        ae.start_worker(app)
+        assert calls.wait_until(lambda: calls.now == 2), "the idle threads did not all wait for work"
+
+        stopper = threading.Thread(target=ae.shutdown, args=(app,), kwargs={"timeout": 10})
+        stopper.start()
+        assert back.wait(10)
+        stopper.join(0.2)  # allow-sleep: that shutdown did not return early can only be seen by waiting
+        assert stopper.is_alive(), "shutdown returned while a wait for work was still on its way back"
+        proceed.set()
+        stopper.join(10)
+        assert not stopper.is_alive()
+        assert calls.now == 0
+
+
 class OneWaiterStore(MemoryStore):
     """A memory store that says its waits cannot be shared (like a store whose wake-ups reach every waiter)."""
 

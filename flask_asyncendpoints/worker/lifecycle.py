@@ -230,6 +230,7 @@ class Worker:
             # It notices the stop within a poll interval anyway; the release below must still be tried.
             ledger.health.failed(exc, "waking the thread waiting for work at shutdown")
         self._maintenance.join(timeout)
+        self._pool.wait_for_claims(deadline)
         # Claimed-ahead jobs can no longer start (pool threads check the stop flag under this lock),
         # so they go back now: another process starts them at once, not after the running jobs end.
         # A claim still under way gives back its jobs itself.

@@ -74,6 +74,9 @@ class Pool:
         #: Set while a pool thread has the claim turn (it claims, or waits for work where waits are
         #: not shared); the others wait for it.
         self._claiming = False
+        #: Pool threads in a claim turn now, a wait for work included: shutdown waits for them to
+        #: come back (see :meth:`wait_for_claims`).
+        self._claims = 0
         self._claim_backoff = 0.0
         #: Pool threads to retire when they next finish a job (after replacements for stuck threads).
         self._excess_threads = 0
@@ -141,6 +144,7 @@ class Pool:
                     self._room.wait(self.settings.poll_interval)
                     continue
                 self._claiming = True
+                self._claims += 1
                 ledger.reserved += limit
             self._claim_into_buffer(limit)
 
@@ -204,6 +208,34 @@ class Pool:
                 # This thread runs one of the jobs: wake a waiting thread for each of the others, and
                 # one to take the next turn (to claim, or to wait for work while this one is busy).
                 self._room.notify(max(1, len(claimed)))
+                if not late:
+                    self._claim_turn_over()
             if late:
-                # Claimed while the worker shut down: they can no longer start here.
+                # Claimed while the worker shut down: they can no longer start here. The turn is
+                # over once they are back (shutdown waits for it).
                 self._results.release(late)
+                with self._lock:
+                    self._claim_turn_over()
+
+    def _claim_turn_over(self) -> None:
+        """Count a claim turn as ended; the last one tells a shutdown waiting for it. Call with the lock held."""
+        self._claims -= 1
+        if not self._claims and self._ledger.stopping.is_set():
+            self._room.notify_all()
+
+    def wait_for_claims(self, deadline: float) -> bool:
+        """Wait until no pool thread is in a claim turn (the worker is stopping), until
+        ``deadline`` (``time.monotonic``), or until told to hurry; ``False`` if one still was then.
+
+        A thread waiting for work comes back once the stop wakes it, with whatever its wake-up
+        claimed, which it gives back itself: until then the store is still in use (closing it
+        would cut the call off, and on Redis leave the jobs that claim took held until their lease
+        ran out), and a process that exits would lose those jobs' reply the same way.
+        """
+        with self._lock:
+            while self._claims and not self._ledger.hurry:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._room.wait(remaining)
+            return True
