@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from ...jobs import DEFAULT_QUEUE, ClaimedJob, Job, JobStatus
@@ -158,21 +159,16 @@ class WaitContract:
         assert woke_a.wait(10)
 
     def test_a_delayed_job_wakes_no_one_before_it_is_due(self, store: Store) -> None:
-        # A delayed job (due in 2036) must not end a wait: the wait lasts its whole timeout.
-        # The timeouts are short and the check is that the waits did not return at once.
-        returned: list[float] = []
-
-        def waiter() -> None:
-            store.wait_for_work(0.4)
-            returned.append(1.0)
-
-        thread = threading.Thread(target=waiter, daemon=True)
-        thread.start()
-        submit(store, due=FAR)
-        thread.join(0.25)  # allow-sleep: that a wait did not end early can only be seen by waiting
-        assert thread.is_alive() and returned == [], "the delayed job woke a waiter"
-        thread.join(10)
-        assert returned == [1.0]
+        # A delayed job (due in 2036) must not end a wait: the wait lasts its whole timeout. What
+        # the clock says is read, not guessed: a try whose submit took longer than the wait shows
+        # nothing (the wait ended first) and is made again with a longer wait.
+        for timeout in (0.4, 1.6, 6.4):
+            start, submitted, end = _submit_during_a_wait(store, timeout)
+            if submitted < end:
+                # Milliseconds are what a store's wait is precise to.
+                assert end - start >= timeout - 0.01, "the delayed job woke a waiter"
+                return
+        raise AssertionError("every submit took longer than the wait it was to happen in")
 
     def test_a_waiter_sees_the_job_finish(self, store: Store) -> None:
         job_id = submit(store)
@@ -330,3 +326,25 @@ class OccurrenceContract:
         assert store.claim_occurrence("daily", T0, now=T0 + 7200)
 
         assert store.occurrences() == {"hourly": T0 + 7200, "daily": T0}
+
+
+def _submit_during_a_wait(store: Store, timeout: float) -> tuple[float, float, float]:
+    """Submit a delayed job while another thread waits for work for ``timeout`` seconds: when the
+    wait started, when the submit ended and when the wait ended (``time.monotonic``)."""
+    times: dict[str, float] = {}
+    started = threading.Event()
+
+    def waiter() -> None:
+        times["start"] = time.monotonic()
+        started.set()
+        store.wait_for_work(timeout)
+        times["end"] = time.monotonic()
+
+    thread = threading.Thread(target=waiter, daemon=True)
+    thread.start()
+    assert started.wait(10)
+    submit(store, due=FAR)
+    submitted = time.monotonic()
+    thread.join(timeout + 10)
+    assert not thread.is_alive(), "the wait outlasted its timeout"
+    return times["start"], submitted, times["end"]
