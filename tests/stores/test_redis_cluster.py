@@ -211,6 +211,29 @@ class TestShardedPubSub:
         assert woke.wait(10), "a create on another node woke the waiter (far below its 30 s)"
         thread.join(5)
 
+    def test_a_wake_while_the_wait_looks_for_due_jobs_ends_it(
+        self, make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # wake() lands between the wait's check for an earlier wake() and its block: the round trip
+        # that looks for due jobs. The wait must still end at once, not at its timeout.
+        store = make_store()
+        look = store._wait_time
+
+        def look_then_wake(*args: Any) -> float | None:
+            answer = look(*args)
+            store.wake()
+            return answer
+
+        monkeypatch.setattr(store, "_wait_time", look_then_wake)
+        done = threading.Event()
+        thread = threading.Thread(target=lambda: (store.wait_for_work(30.0), done.set()), daemon=True)
+        thread.start()
+        assert done.wait(5), "the wake() ended the wait (far below its 9.5 s block)"
+        thread.join(5)
+        monkeypatch.undo()
+        # That wait took the wake(): the next one blocks for its timeout.
+        assert not store._wake_pending
+
 
 def test_submit_and_poll_through_a_started_worker(redis_cluster: LocalCluster, key_prefix: str) -> None:
     ae = AsyncEndpoints()

@@ -11,7 +11,6 @@ queue's ``cancels`` channel; one subscriber thread per process hears every chann
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -23,7 +22,7 @@ from ...jobs import DEFAULT_QUEUE, ClaimedJob, Job
 from ..jsontext import compact_json
 from .codec import as_text, parse_time, pointed_queue
 from .core import RedisCore
-from .keys import CANCELS_CHANNEL, FINISH_TOKENS, READY, SCHEDULED, WAKE, QueueKeys
+from .keys import CANCELS_CHANNEL, FINISH_TOKENS, READY, SCHEDULED, WAKE, QueueKeys, claim_nonce
 from .pubsub import Notifier
 
 # The package's name rather than this module's: every part of the Redis store logs as one logger.
@@ -88,6 +87,7 @@ class RedisWaiting(RedisCore):
         if not keys:
             return
         seen: dict[str, int] = {}
+        woken = 0
         if self.cluster:
             # Subscribed before looking for due jobs: a job created after the look is announced
             # to this waiter, one created before it is seen by it.
@@ -98,16 +98,22 @@ class RedisWaiting(RedisCore):
                     # A wake() that came before this wait still counts.
                     self._wake_pending = False
                     return
+                # Read in the same hold of the lock as the pending flag: a wake() from here on
+                # moves the count this wait watches.
+                woken = self._woken
                 seen = {queue_keys.queue: self._wake_counts.get(queue_keys.queue, 0) for queue_keys in keys}
         with self._errors("waiting for work"):
             wait = self._wait_time(keys, timeout)
             if wait is None:
                 return
             if self.cluster:
-                woken = self._woken
 
                 def heard() -> bool:
-                    return self._woken != woken or any(self._wake_counts.get(q, 0) != n for q, n in seen.items())
+                    if self._woken != woken:
+                        # This wait took the wake(): it is not left pending for the next one.
+                        self._wake_pending = False
+                        return True
+                    return any(self._wake_counts.get(q, 0) != n for q, n in seen.items())
 
                 with self._wakes:
                     self._wakes.wait_for(heard, wait)
@@ -144,7 +150,7 @@ class RedisWaiting(RedisCore):
         if wait is None:
             return self.claim(limit, lease_seconds, queues=queues, worker_id=worker_id, now=now)
         first = keys[0]
-        nonce = os.urandom(8).hex()
+        nonce = claim_nonce()
         args = ["" if now is None else float(now), limit, float(lease_seconds), nonce, compact_json(worker_id)]
         with self._blocked(keys):
             woken, reply = self._scripts.run_behind(
