@@ -171,8 +171,8 @@ class Stream:
 
     send: Send
     accepted: list[Accepted] = field(default_factory=list)
-    #: ``(method, status, answered at, job id)`` of every answer.
-    answers: list[tuple[str, int, float, str]] = field(default_factory=list)
+    #: ``(method, status, sent at, answered at, job id)`` of every answer.
+    answers: list[tuple[str, int, float, float, str]] = field(default_factory=list)
     errors: list[BaseException] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -193,10 +193,10 @@ class Stream:
 
     def refused_since(self, at: float) -> int:
         """How many submits were answered ``503`` after ``at``."""
-        return sum(1 for method, status, when, _ in self.answers if (method, status) == ("POST", 503) and when > at)
+        return sum(1 for method, status, _, when, _ in self.answers if (method, status) == ("POST", 503) and when > at)
 
     def statuses(self, method: str) -> set[int]:
-        return {status for m, status, _, _ in self.answers if m == method}
+        return {status for m, status, _, _, _ in self.answers if m == method}
 
     def _run(self) -> None:
         try:
@@ -205,7 +205,7 @@ class Stream:
                 while not self._stop.is_set():
                     sent = time.time()
                     status = self.send("POST", "/work", {"seconds": 0}, {"X-Async-Request-Id": job_id})
-                    self.answers.append(("POST", status, time.time(), job_id))
+                    self.answers.append(("POST", status, sent, time.time(), job_id))
                     if status in (200, 202):
                         self.accepted.append(Accepted(job_id, sent))
                         break
@@ -214,8 +214,9 @@ class Stream:
                     self._stop.wait(POLL)  # allow-sleep: the store is failing over; a client retries shortly
                 if len(self.accepted) > 1:
                     earlier = self.accepted[-2].job_id
+                    asked = time.time()
                     status = self.send("GET", f"/jobs/{earlier}", None, {})
-                    self.answers.append(("GET", status, time.time(), earlier))
+                    self.answers.append(("GET", status, asked, time.time(), earlier))
                 self._stop.wait(PACE)  # allow-sleep: paces the stream, so that it runs through the failover
         except BaseException as exc:  # pragma: no cover - reported by stop()
             self.errors.append(exc)
@@ -361,7 +362,7 @@ def test_a_cluster_master_killed_mid_run_loses_only_writes_it_had_not_replicated
     lost = [accepted for accepted in stream.accepted if jobs[accepted.job_id] is None]
     lost_ids = {accepted.job_id for accepted in lost}
     assert stream.statuses("GET") <= {200, 503, 404}
-    assert all(job_id in lost_ids for method, status, _, job_id in stream.answers if status == 404)
+    assert all(job_id in lost_ids for method, status, _, _, job_id in stream.answers if status == 404)
     assert all(job is None or job.status is JobStatus.COMPLETED for job in jobs.values())
 
     # Writes lost with the master. Redis replicates asynchronously: the master answers a write,
@@ -398,7 +399,7 @@ def test_a_cluster_master_killed_mid_run_loses_only_writes_it_had_not_replicated
     took = every_thread_takes_work(ae, app, records, len(POOL_THREADS))
     assert took == {(worker.pid, thread) for thread in POOL_THREADS}, f"pool threads that took work: {took}"
 
-    window = [at for method, status, at, _ in stream.answers if status == 503]
+    window = [at for method, status, _, at, _ in stream.answers if status == 503]
     print(
         f"Redis Cluster: killed the master on port {master} mid-run; its replica on port {replica} took over "
         f"{promoted_at - killed_at:.1f} s later. {len(stream.accepted)} submits acknowledged, "
@@ -452,15 +453,20 @@ def test_with_wait_replicas_a_cluster_failover_loses_no_acknowledged_submit(
     assert stream.statuses("GET") <= {200, 503}
     jobs = [ae.get_job(accepted.job_id, app=app) for accepted in stream.accepted]
     assert all(job is not None and job.status is JobStatus.COMPLETED for job in jobs)
-    # From the cut until the old master was started again, no submit was acknowledged (one sent in
-    # that time may be answered later, once a replica confirms it).
-    between = {status for method, status, at, _ in stream.answers if method == "POST" and cut_at < at < promoted_at}
+    # No submit sent after the cut and answered before the replica took over was acknowledged. (One
+    # sent just before the cut may be confirmed by the replica and answered after it; one sent in
+    # that time may be answered later, once a replica confirms it.)
+    between = {
+        status
+        for method, status, sent, at, _ in stream.answers
+        if method == "POST" and cut_at < sent and at < promoted_at
+    }
     assert between == {503}
     no_thread_died(worker)
     runs = records.runs()
     again = [accepted.job_id for accepted in stream.accepted if len(runs[accepted.job_id]) > 1]
 
-    window = [at for method, status, at, _ in stream.answers if method == "POST" and status == 503]
+    window = [at for method, status, _, at, _ in stream.answers if method == "POST" and status == 503]
     print(
         f"Redis Cluster with wait_replicas=1: cut the replica of the master on port {master} off, killed the master "
         f"{killed_at - cut_at:.2f} s later; its replica took over {promoted_at - killed_at:.1f} s after the kill, "
@@ -547,7 +553,7 @@ def test_a_sentinel_failover_mid_run_loses_nothing_and_answers_503_only_without_
     # (the processes hear it within milliseconds and ask the Sentinels once), never 500.
     assert stream.statuses("POST") <= {200, 202, 503}
     assert stream.statuses("GET") <= {200, 503}
-    window = [at for _, status, at, _ in stream.answers if status == 503]
+    window = [at for _, status, _, at, _ in stream.answers if status == 503]
     assert window, "no request fell into the failover"
     assert failover_at <= window[0] and window[-1] <= switch.at + 1.0, (failover_at, window, switch.at)
 
