@@ -72,7 +72,7 @@ def format_value(value: float, unit: str) -> str:
         return "nan"
     if unit in ("ms", "x"):
         return f"{value:.3f}"
-    if unit == "calls":
+    if unit in ("calls", "us"):
         return f"{value:.1f}"
     if unit in ("jobs/s", "req/s", "bytes", "count"):
         return f"{value:.0f}"

@@ -26,6 +26,14 @@ Dramatiq, Celery and RQ, set up in ``benchmarks/peers/`` (each module says what 
   one RPUSH every system's handler makes, so the queue's own calls.
 - ceiling: the enqueue loop with a bare ``EVALSHA`` of a one-call script, and with a bare ``PING``,
   on one connection: the physical limit of one thread's round trips.
+- where an enqueue's time goes (every enqueue loop, the ceiling's too), in µs per job: this
+  process's CPU time (``time.process_time``: Python, the client library, its system calls), the
+  server's (``INFO cpu``, ``used_cpu_user`` + ``used_cpu_sys``: on a shared server, the others'
+  work is in it too), and what is left of the wall time, when neither was on a CPU: the kernel's
+  delivery of the request and the reply over loopback and the two wake-ups. A loop of one thread
+  can be no faster than its three parts added up; each part is what a change would have to cut.
+  The process's CPU time is every thread's: a client with threads of its own at work (Celery's)
+  shows more CPU than the loop's and a rest below zero.
 
 Ratios (ours ÷ peer for rates, peer ÷ ours for latencies: above 1 means ours is better) follow the
 figures. The peers come with ``pip install -e ".[bench]"``; a peer that is not installed is left out
@@ -64,10 +72,25 @@ ONE_CALL_SCRIPT = "return redis.call('INCR', KEYS[1])"
 
 
 @dataclass
+class Loop:
+    """One enqueue loop (one call at a time from one thread): jobs/s, and the CPU time per job of
+    this process and of the Redis server, in µs."""
+
+    rate: float = float("nan")
+    client_us: float = float("nan")
+    server_us: float = float("nan")
+
+    @property
+    def other_us(self) -> float:
+        """The wall time per job when neither process was on a CPU."""
+        return 1e6 / self.rate - self.client_us - self.server_us
+
+
+@dataclass
 class Measured:
     """One system's figures in one run."""
 
-    enqueue: float = float("nan")
+    enqueue: Loop = field(default_factory=Loop)
     drain: float = float("nan")
     enqueue_calls: float = float("nan")
     worker_calls: float = float("nan")
@@ -104,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         peers += [system for system in systems if system not in peers]
 
     runs: dict[str, list[Measured]] = {name: [] for name in ["ours", "ours_2x2", *peers]}
-    ceiling: dict[str, list[float]] = {"evalsha": [], "ping": []}
+    ceiling: dict[str, list[Loop]] = {"evalsha": [], "ping": []}
     with common.redis_target(args.redis_url) as target:
         report.note(target.describe())
         for name in ["ours", *peers]:
@@ -221,8 +244,11 @@ def _huey(target: common.RedisTarget, args: Any) -> Measured:
 
             measured.to_start, measured.to_seen = _latency(args, submit, seen)
     finally:
-        peer.huey.storage.conn.close()
-        target.clean_all_of(("huey.", f"{prefix}:"))
+        storage = peer.huey.storage
+        storage.conn.close()
+        # huey's own keys are named after the instance (this run's prefix), not prefixed by it.
+        keys = (storage.queue_key, storage.schedule_key, storage.result_key, storage.counter_key, storage.notify_prefix)
+        target.clean_all_of((*keys, f"{prefix}:"))
     return measured
 
 
@@ -378,13 +404,30 @@ def _calls(target: common.RedisTarget) -> int:
     return sum(int(value["calls"]) for value in stats.values()) - 1
 
 
-def _enqueue(target: common.RedisTarget, measured: Measured, jobs: int, send: Callable[[int], Any]) -> None:
-    """Send ``jobs`` jobs one call at a time from this thread: jobs/s and Redis commands per job."""
-    before = _calls(target)
+def _server_cpu(target: common.RedisTarget) -> float:
+    """Seconds of CPU the Redis server has used so far, user and system."""
+    info = target.client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def _loop(target: common.RedisTarget, jobs: int, send: Callable[[int], Any]) -> Loop:
+    """``send(n)`` for each of ``jobs`` numbers, timed: jobs/s and where the time went."""
+    server = _server_cpu(target)
+    client = time.process_time()
     start = time.perf_counter()
     for n in range(jobs):
         send(n)
-    measured.enqueue = jobs / (time.perf_counter() - start)
+    wall = time.perf_counter() - start
+    client_s = time.process_time() - client
+    server_s = _server_cpu(target) - server
+    return Loop(jobs / wall, client_s / jobs * 1e6, server_s / jobs * 1e6)
+
+
+def _enqueue(target: common.RedisTarget, measured: Measured, jobs: int, send: Callable[[int], Any]) -> None:
+    """Send ``jobs`` jobs one call at a time from this thread: jobs/s, where the time went, and
+    Redis commands per job."""
+    before = _calls(target)
+    measured.enqueue = _loop(target, jobs, send)
     measured.enqueue_calls = (_calls(target) - before) / jobs
 
 
@@ -422,8 +465,9 @@ def _latency(args: Any, submit: Callable[[int], str], seen: Callable[[str], floa
     return to_start, to_seen
 
 
-def _ceiling(target: common.RedisTarget, jobs: int, kind: str) -> float:
-    """Round trips per second of one thread on one connection: a bare EVALSHA of a one-call script, or PING."""
+def _ceiling(target: common.RedisTarget, jobs: int, kind: str) -> Loop:
+    """Round trips per second of one thread on one connection, and where their time went: a bare
+    EVALSHA of a one-call script, or PING."""
     import redis
 
     client = redis.Redis.from_url(target.url)
@@ -431,24 +475,31 @@ def _ceiling(target: common.RedisTarget, jobs: int, kind: str) -> float:
     sha = client.script_load(ONE_CALL_SCRIPT)
     connection = client.connection_pool.get_connection()
     command: tuple[Any, ...] = ("EVALSHA", sha, 1, key) if kind == "evalsha" else ("PING",)
+
+    def send(_: int) -> None:
+        connection.send_command(*command)  # type: ignore[no-untyped-call]
+        connection.read_response()
+
     try:
-        start = time.perf_counter()
-        for _ in range(jobs):
-            connection.send_command(*command)  # type: ignore[no-untyped-call]
-            connection.read_response()
-        return jobs / (time.perf_counter() - start)
+        return _loop(target, jobs, send)
     finally:
         client.connection_pool.release(connection)
         client.delete(key)
         client.close()
 
 
-def _report(report: common.Report, runs: dict[str, list[Measured]], ceiling: dict[str, list[float]]) -> None:
+def _report(report: common.Report, runs: dict[str, list[Measured]], ceiling: dict[str, list[Loop]]) -> None:
     def pct(values: list[float], q: float) -> float:
         return common.percentile(values, q)
 
+    def loop(name: str, loops: list[Loop]) -> None:
+        report.add(name, "jobs/s", [one.rate for one in loops])
+        report.add(f"{name}_client_cpu", "us", [one.client_us for one in loops])
+        report.add(f"{name}_server_cpu", "us", [one.server_us for one in loops])
+        report.add(f"{name}_other", "us", [one.other_us for one in loops])
+
     for name, measured in runs.items():
-        report.add(f"compare.{name}.enqueue", "jobs/s", [m.enqueue for m in measured])
+        loop(f"compare.{name}.enqueue", [m.enqueue for m in measured])
         report.add(f"compare.{name}.drain", "jobs/s", [m.drain for m in measured])
         report.add(f"compare.{name}.enqueue_calls_per_job", "calls", [m.enqueue_calls for m in measured])
         report.add(f"compare.{name}.worker_calls_per_job", "calls", [m.worker_calls for m in measured])
@@ -458,8 +509,8 @@ def _report(report: common.Report, runs: dict[str, list[Measured]], ceiling: dic
             for q in (50, 99):
                 report.add(f"compare.{name}.submit_to_start.p{q}", "ms", [pct(m.to_start, q) for m in measured])
                 report.add(f"compare.{name}.submit_to_seen.p{q}", "ms", [pct(m.to_seen, q) for m in measured])
-    report.add("compare.ceiling.evalsha", "jobs/s", ceiling["evalsha"])
-    report.add("compare.ceiling.ping", "jobs/s", ceiling["ping"])
+    loop("compare.ceiling.evalsha", ceiling["evalsha"])
+    loop("compare.ceiling.ping", ceiling["ping"])
 
     ours = {f.name: f.value for f in report.figures}
 

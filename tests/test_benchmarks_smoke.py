@@ -98,10 +98,30 @@ def test_instructions_runs_what_it_counts() -> None:
     assert instructions.main(["--child", "drain", "5"]) == 0
 
 
+def test_instructions_submit_runs_what_it_counts(redis_args: list[str]) -> None:
+    # The submitting process, without callgrind: it checks that every job it submitted is queued.
+    with _common.redis_target(redis_args[1] if redis_args else None) as target:
+        prefix = target.new_prefix()
+        try:
+            argv = ["--child", "submit-redis", "3", "--redis-url", target.url, "--key-prefix", prefix]
+            assert instructions.main(argv) == 0
+        finally:
+            target.clean(prefix)
+
+
 def test_instructions_of_the_drain(capsys: pytest.CaptureFixture[str]) -> None:
     # Enough jobs to stand out of the few million instructions two identical runs differ by.
     report = run(instructions.main, ["--what", "drain", "--count", "200"], capsys)
     assert figures(report)["drain.memory"] > 0
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server on PATH")
+def test_instructions_of_the_redis_server(capsys: pytest.CaptureFixture[str]) -> None:
+    values = figures(run(instructions.main, ["--what", "server", "--count", "100"], capsys))
+    # A create script costs the server several times what one plain command does, and a job's
+    # claim and completion cost it more than its creation.
+    assert values["server.create"] > 2 * values["server.lpush"] > 0
+    assert values["server.drain"] > values["server.lpush"]
 
 
 def test_enqueue(redis_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -221,6 +241,8 @@ def test_compare(redis_args: list[str], capsys: pytest.CaptureFixture[str]) -> N
     values = figures(report)
     assert values["compare.ours.enqueue"] > 0 and values["compare.ours.drain"] > 0
     assert values["compare.ceiling.evalsha"] > 0 and values["compare.ceiling.ping"] > 0
+    # Where an enqueue's time went: both processes spent some CPU on it.
+    assert values["compare.ours.enqueue_client_cpu"] > 0 and values["compare.ours.enqueue_server_cpu"] > 0
     # A submit is at least one round trip, so it cannot beat a bare one on the same server.
     assert values["ratio.enqueue.ours_vs_ceiling_ping"] < 1.5
     assert values["compare.ours.enqueue_calls_per_job"] >= 1
