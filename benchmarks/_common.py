@@ -295,7 +295,7 @@ class RedisServer:
             self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
             client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
             try:
-                wait_until(functools.partial(_pings, client), START_TIMEOUT, "redis-server", alive=self._alive)
+                wait_until(functools.partial(pings, client), START_TIMEOUT, "redis-server", alive=self._alive)
                 return self.url
             except RuntimeError:
                 stop_process(self.proc)
@@ -322,7 +322,8 @@ class RedisServer:
         self.stop()
 
 
-def _pings(client: Any) -> bool:
+def pings(client: Any) -> bool:
+    """Whether a Redis client's ``PING`` is answered (any error: not yet)."""
     try:
         return bool(client.ping())
     except Exception:

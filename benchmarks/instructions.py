@@ -160,7 +160,7 @@ def _server_count(kind: str, n: int, threads: int) -> int:
         try:
             client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1)
             alive = lambda: proc.poll() is None  # noqa: E731
-            common.wait_until(lambda: _answers(client), 120, "redis-server under callgrind", alive)
+            common.wait_until(lambda: common.pings(client), 120, "redis-server under callgrind", alive)
             url = f"redis://127.0.0.1:{port}/0"
             if kind == "create":
                 app = create_app(STORE=url, KEY_PREFIX="bench")
@@ -196,13 +196,6 @@ def _drain_redis(url: str, n: int, threads: int) -> None:
         _run_until_idle(app, n)
     finally:
         store.close()
-
-
-def _answers(client: Any) -> bool:
-    try:
-        return bool(client.ping())
-    except Exception:
-        return False
 
 
 def _per_unit(kind: str, args: argparse.Namespace) -> float:
