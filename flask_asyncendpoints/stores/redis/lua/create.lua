@@ -38,8 +38,9 @@ for a = 2, #ARGV, 5 do
     created_all = false
     replies[#replies + 1] = {0, redis.call('GET', key), redis.call('HGETALL', T .. ':s:' .. id)}
   elseif due then
-    redis.call('HSET', T .. ':s:' .. id, 's', 'Scheduled', 'rd', exact(due))
-    redis.call('ZADD', T .. ':sched', due, member)
+    local at = exact(due)
+    redis.call('HSET', T .. ':s:' .. id, 's', 'Scheduled', 'rd', at)
+    redis.call('ZADD', T .. ':sched', at, member)
     count(T, 'S' .. jname, 1)
     replies[#replies + 1] = 1
   else
