@@ -691,6 +691,48 @@ class TestShutdownOfIdleThreads:
         assert not stopper.is_alive()
         assert calls.now == 0
 
+    def test_shutdown_returns_when_giving_back_a_late_claim_fails_unexpectedly(
+        self,
+        ae: AsyncEndpoints,
+        app: Flask,
+        memory_store: MemoryStore,
+        monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        # A wait for work that comes back with a job after the stop cannot start it and gives it
+        # back; should that fail with something the store did not foresee, the claim turn still
+        # ends, so shutdown returns now rather than after its whole timeout.
+        @ae.handler("Quick")
+        def quick(ctx: JobContext) -> None:
+            return None
+
+        calls = StoreCalls(memory_store, monkeypatch)
+        wait_and_claim = memory_store.wait_and_claim
+
+        def claimed_as_the_worker_stops(*args: Any, **kwargs: Any) -> Any:
+            claimed = wait_and_claim(*args, **kwargs)
+            if claimed:
+                assert worker._ledger.stopping.wait(10)
+            return claimed
+
+        def broken_release(job_id: str, token: str) -> bool:
+            raise RuntimeError("a store bug")
+
+        monkeypatch.setattr(memory_store, "wait_and_claim", claimed_as_the_worker_stops)
+        worker = ae.start_worker(app)
+        assert calls.wait_until(lambda: calls.now == 2), "the idle threads did not all wait for work"
+        job_id = submit(ae, app, "Quick")
+        assert calls.wait_until(lambda: memory_store.counts()[JobStatus.IN_PROGRESS] == 1)
+        monkeypatch.setattr(memory_store, "release", broken_release)
+
+        stopper = threading.Thread(target=worker.shutdown, kwargs={"timeout": 60})
+        stopper.start()
+        stopper.join(20)
+        assert not stopper.is_alive(), "shutdown waited for a claim turn that never ended"
+        assert "unexpected error while giving back jobs claimed at shutdown" in caplog.text
+        job = memory_store.get(job_id)
+        assert job is not None and job.status is JobStatus.IN_PROGRESS  # its lease recovers it
+
 
 class OneWaiterStore(MemoryStore):
     """A memory store that says its waits cannot be shared (like a store whose wake-ups reach every waiter)."""
