@@ -212,15 +212,10 @@ class Pool:
                     self._claim_turn_over()
             if late:
                 # Claimed while the worker shut down: they can no longer start here. The turn is
-                # over once they are back (shutdown waits for it), or once giving them back failed
-                # in a way the store did not foresee (their leases recover them).
-                try:
-                    self._results.release(late)
-                except Exception:
-                    logger.exception("unexpected error while giving back jobs claimed at shutdown")
-                finally:
-                    with self._lock:
-                        self._claim_turn_over()
+                # over once they are back (shutdown waits for it).
+                self._results.release(late)
+                with self._lock:
+                    self._claim_turn_over()
 
     def _claim_turn_over(self) -> None:
         """Count a claim turn as ended; the last one tells a shutdown waiting for it. Call with the lock held."""

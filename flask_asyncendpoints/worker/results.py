@@ -358,6 +358,11 @@ class Results:
             except StoreError as exc:
                 self.ledger.health.failed(exc, "giving back unfinished jobs")
                 unreleased.append(attempt.job.id)
+            except Exception:
+                # A store breaking its contract (a bug of its own): the other jobs are still given
+                # back, and the shutdown or claim turn that called this still ends.
+                logger.exception("unexpected error while giving back job %s", attempt.job.id)
+                unreleased.append(attempt.job.id)
             finally:
                 attempt.cancelled.set()
         if unreleased:
