@@ -40,7 +40,7 @@ from flask_asyncendpoints.stores.redis import (
 )
 from flask_asyncendpoints.stores.redis import waiting as waiting_module
 from flask_asyncendpoints.stores.redis.clock import ServerClock
-from flask_asyncendpoints.stores.redis.connection import ThreadConnections
+from flask_asyncendpoints.stores.redis.connection import ThreadConnections, _HeldConnection
 from flask_asyncendpoints.stores.redis.keys import scan_patterns, sort_key
 from flask_asyncendpoints.stores.redis.scripts import script_source, used_definitions
 
@@ -794,7 +794,45 @@ class TestWaitAndClaim:
         assert time.monotonic() - started < 2.0
 
 
+class LockedPool:
+    """A pool whose methods take its one, non-reentrant lock, as redis-py 5.3's ``ConnectionPool`` does."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.released: list[object] = []
+
+    def get_connection(self) -> object:
+        with self.lock:
+            return object()
+
+    def release(self, connection: object) -> None:
+        with self.lock:
+            self.released.append(connection)
+
+
 class TestConnections:
+    def test_a_connection_dropped_while_its_pool_holds_its_lock_goes_back_later(self) -> None:
+        # A thread's connection goes back when its locals are dropped, which the garbage collector
+        # may do inside one of the pool's own methods (``close`` disconnecting every connection)
+        # with the lock held in the same thread: giving it back there would wait forever.
+        pool = LockedPool()
+        outcome: list[object] = []
+
+        def drop_under_the_lock() -> None:
+            held: _HeldConnection | None = _HeldConnection(pool)
+            assert held is not None
+            connection = held.connection
+            with pool.lock:
+                held = None  # its finalizer runs here, with the lock held
+            _HeldConnection(pool)  # the next connection taken out gives the dropped one back
+            outcome.append(connection)
+
+        thread = threading.Thread(target=drop_under_the_lock, daemon=True)
+        thread.start()
+        thread.join(10)
+        assert not thread.is_alive(), "giving a connection back waited for the lock its own thread held"
+        assert pool.released == outcome
+
     @pytest.mark.parametrize(
         "command",
         [

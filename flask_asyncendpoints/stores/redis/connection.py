@@ -7,6 +7,7 @@ import os
 import threading
 import types
 import weakref
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -219,6 +220,7 @@ class _HeldConnection:
 
     def __init__(self, pool: Any) -> None:
         self.pid = os.getpid()
+        _return_dropped()  # first, so this thread may take one of them
         self.connection = connection = pool.get_connection()
         #: The :attr:`SentinelWatch.generation <.sentinel.SentinelWatch.generation>` it connects under.
         self.generation = 0
@@ -247,8 +249,26 @@ def _uses_hiredis_packer(connection: Any) -> bool:
     return type(packer).__name__ == "HiredisRespSerializer" and type(packer).__module__ == "redis.connection"
 
 
+#: Connections whose thread's locals were dropped, waiting to go back to their pool.
+_DROPPED: deque[tuple[Any, Any, int]] = deque()
+
+
 def _give_back(pool: Any, connection: Any, pid: int) -> None:
-    # A connection inherited through fork is the parent's; the child's pool has forgotten it.
-    if os.getpid() == pid:
-        with contextlib.suppress(Exception):
-            pool.release(connection)
+    # A finalizer runs wherever the garbage collector happens to run, maybe inside one of the
+    # pool's own methods in this very thread, with its lock held (``close`` disconnecting every
+    # connection): releasing here would wait for that lock forever. So it only queues the
+    # connection (``deque.append`` takes no lock); the next connection taken out gives it back.
+    _DROPPED.append((pool, connection, pid))
+
+
+def _return_dropped() -> None:
+    """Give the connections of dropped thread locals back to their pools."""
+    while True:
+        try:
+            pool, connection, pid = _DROPPED.popleft()
+        except IndexError:
+            return
+        # A connection inherited through fork is the parent's; the child's pool has forgotten it.
+        if os.getpid() == pid:
+            with contextlib.suppress(Exception):
+                pool.release(connection)
