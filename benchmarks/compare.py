@@ -25,7 +25,9 @@ Dramatiq, Celery and RQ, set up in ``benchmarks/peers/`` (each module says what 
   and over the drain, divided by N; ``worker_calls_per_job_less_handler`` is the drain's less the
   one RPUSH every system's handler makes, so the queue's own calls.
 - ceiling: the enqueue loop with a bare ``EVALSHA`` of a one-call script, and with a bare ``PING``,
-  on one connection: the physical limit of one thread's round trips.
+  on one connection: the physical limit of one thread's round trips. ``enqueue.<peer>_vs_ceiling_evalsha``
+  says how near each peer's enqueue comes to it, so what a ratio to that peer asks of ours:
+  1.3× a peer at 0.6 of the ceiling is 0.78 of it.
 - where an enqueue's time goes (every enqueue loop, the ceiling's too), in µs per job: this
   process's CPU time (``time.process_time``: Python, the client library, its system calls), the
   server's (``INFO cpu``, ``used_cpu_user`` + ``used_cpu_sys``: on a shared server, the others'
@@ -523,6 +525,8 @@ def _report(report: common.Report, runs: dict[str, list[Measured]], ceiling: dic
         if peer.startswith("ours"):
             continue
         ratio(f"enqueue.ours_vs_{peer}", "compare.ours.enqueue", f"compare.{peer}.enqueue")
+        # How near the peer's enqueue comes to the ceiling: ``n``× the peer needs ``n``× this of ours.
+        ratio(f"enqueue.{peer}_vs_ceiling_evalsha", f"compare.{peer}.enqueue", "compare.ceiling.evalsha")
         ratio(f"drain.ours_vs_{peer}", "compare.ours.drain", f"compare.{peer}.drain")
         ratio(f"drain.ours_2x2_vs_{peer}", "compare.ours_2x2.drain", f"compare.{peer}.drain")
         for q in (50, 99):

@@ -6,6 +6,11 @@ threads, then, per run, a load generator (``--processes`` processes of ``--clien
 a new connection per request, as sync workers close each one) POSTs the same JSON body first to the
 bare route, then to the example endpoint, each for ``--duration`` seconds after ``--warmup``.
 Reported: requests/s and p99 latency of each route and submit/bare requests/s (the overhead ratio).
+
+With Redis a third route runs between the two: the bare route plus one ``EVALSHA`` of a one-call
+script to the same Redis (``round_trip``). ``http.round_trip_vs_bare`` is the ceiling: no submit,
+which must reach Redis before it answers, can do better. ``http.submit_vs_round_trip`` is how close
+the submit comes to it.
 """
 
 from __future__ import annotations
@@ -27,9 +32,11 @@ from typing import Any
 
 from benchmarks import _common as common
 from benchmarks import _loadgen
-from benchmarks.http_app import BARE_PATH, REQUEST_BODY, SUBMIT_PATH
+from benchmarks.http_app import BARE_PATH, REQUEST_BODY, ROUND_TRIP_PATH, SUBMIT_PATH
 
-ROUTES = (("bare", BARE_PATH), ("submit", SUBMIT_PATH))
+#: The routes loaded in each run, in order: with the memory store, and with Redis.
+MEMORY_ROUTES = (("bare", BARE_PATH), ("submit", SUBMIT_PATH))
+REDIS_ROUTES = (("bare", BARE_PATH), ("round_trip", ROUND_TRIP_PATH), ("submit", SUBMIT_PATH))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,12 +65,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "store": args.store,
         },
     )
-    results: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in ROUTES}
+    routes = MEMORY_ROUTES if args.store == "memory" else REDIS_ROUTES
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in routes}
     report.note(f"load: {args.clients} clients in {args.processes} processes, a new connection per request")
     if args.store == "memory":
         report.note(f"gunicorn: {args.workers} sync workers, a memory store each, ASYNCENDPOINTS_WORKER off")
         with Gunicorn("memory://", "ae", workers=args.workers) as server:
-            _run_routes(server, args, results)
+            _run_routes(server, args, routes, results)
     else:
         with common.redis_target(args.redis_url) as target:
             report.note(target.describe())
@@ -71,10 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             prefix = target.new_prefix()
             try:
                 with Gunicorn(target.url, prefix, workers=args.workers) as server:
-                    _run_routes(server, args, results)
+                    _run_routes(server, args, routes, results)
             finally:
                 target.clean(prefix)
-    for name, _ in ROUTES:
+    for name, _ in routes:
         runs = results[name]
         report.add(f"http.{name}.requests_per_s", "req/s", [r["expected"] / args.duration for r in runs])
         report.add(f"http.{name}.p50", "ms", [common.percentile(r["latencies"], 50) * 1000 for r in runs])
@@ -86,18 +94,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                 others[status] = others.get(status, 0) + count
         if others:
             report.note(f"{name}: answers other than 202: {others}")
-    ratios = [
-        s["expected"] / b["expected"] if b["expected"] else float("nan")
-        for s, b in zip(results["submit"], results["bare"], strict=True)
-    ]
-    report.add("http.submit_vs_bare", "x", ratios)
+    report.add("http.submit_vs_bare", "x", _ratios(results["submit"], results["bare"]))
+    if "round_trip" in results:
+        report.add("http.round_trip_vs_bare", "x", _ratios(results["round_trip"], results["bare"]))
+        report.add("http.submit_vs_round_trip", "x", _ratios(results["submit"], results["round_trip"]))
     report.emit(args.json)
     return 0
 
 
-def _run_routes(server: Gunicorn, args: Any, results: dict[str, list[dict[str, Any]]]) -> None:
+def _ratios(over: list[dict[str, Any]], under: list[dict[str, Any]]) -> list[float]:
+    """Each run's requests of one route over another's (the same run's)."""
+    return [o["expected"] / u["expected"] if u["expected"] else float("nan") for o, u in zip(over, under, strict=True)]
+
+
+def _run_routes(
+    server: Gunicorn, args: Any, routes: Sequence[tuple[str, str]], results: dict[str, list[dict[str, Any]]]
+) -> None:
     for _ in range(args.runs):
-        for name, path in ROUTES:
+        for name, path in routes:
             results[name].append(_load(server.port, path, args))
 
 

@@ -5,6 +5,11 @@ validator) and queues a job; ``POST /bare/process-data`` parses the same JSON bo
 with a job-sized JSON body and the same headers, queueing nothing. No worker runs in these processes
 (``ASYNCENDPOINTS_WORKER`` is off), so the difference between the two is the cost of submitting.
 
+With a Redis store, ``POST /bare-redis/process-data`` is the bare route plus one round trip to the
+same Redis: an ``EVALSHA`` of a one-call script on a connection each thread keeps (the ceiling loop
+of ``compare.py``). A submit needs at least that one round trip before it may answer ``202``, so
+this route's requests/s is the most a submit to that Redis could reach.
+
 Configured by ``BENCH_STORE`` (a store URL, default ``memory://``) and ``BENCH_KEY_PREFIX``.
 """
 
@@ -12,7 +17,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, request
@@ -26,6 +33,9 @@ ae = AsyncEndpoints()
 
 SUBMIT_PATH = "/api/process-data"
 BARE_PATH = "/bare/process-data"
+ROUND_TRIP_PATH = "/bare-redis/process-data"
+#: The script of the round-trip route: one redis.call, as small as a script gets.
+ONE_CALL_SCRIPT = "return redis.call('INCR', KEYS[1])"
 #: What the load generator sends to both routes.
 REQUEST_BODY = {"data": "hello world", "processingPriority": 3}
 
@@ -62,11 +72,43 @@ def create_app() -> Flask:
     body = job_sized_body()
     location = f"/jobs/{uuid.uuid4()}"
 
-    @app.post(BARE_PATH)
-    def bare() -> Response:
-        request.get_json()
+    def answer() -> Response:
         return Response(
             body, status=202, mimetype="application/json", headers={"Location": location, "Retry-After": "1"}
         )
 
+    @app.post(BARE_PATH)
+    def bare() -> Response:
+        request.get_json()
+        return answer()
+
+    if isinstance(store, str):
+        round_trip = one_round_trip(store, os.environ.get("BENCH_KEY_PREFIX", "ae"))
+
+        @app.post(ROUND_TRIP_PATH)
+        def bare_redis() -> Response:
+            request.get_json()
+            round_trip()
+            return answer()
+
     return app
+
+
+def one_round_trip(url: str, prefix: str) -> Callable[[], None]:
+    """A call that makes one round trip to the Redis at ``url``: an ``EVALSHA`` of
+    :data:`ONE_CALL_SCRIPT` on a key under ``prefix``, each thread on a connection of its own."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    sha = client.script_load(ONE_CALL_SCRIPT)
+    key = f"{{{prefix}}}:round-trip"  # under the prefix, so the benchmark's clean-up deletes it
+    local = threading.local()
+
+    def call() -> None:
+        connection = getattr(local, "connection", None)
+        if connection is None:
+            connection = local.connection = client.connection_pool.get_connection()
+        connection.send_command("EVALSHA", sha, 1, key)
+        connection.read_response()
+
+    return call

@@ -153,6 +153,14 @@ def test_http(store: str, redis_args: list[str], capsys: pytest.CaptureFixture[s
     assert values["http.submit.requests_per_s"] > 0
     assert values["http.submit.unexpected"] == values["http.bare.unexpected"] == 0
     assert values["http.submit_vs_bare"] > 0
+    if store == "redis":
+        # The ceiling route answered like the bare one, having been to Redis.
+        assert values["http.round_trip.requests_per_s"] > 0
+        assert values["http.round_trip.unexpected"] == 0
+        assert values["http.round_trip_vs_bare"] > 0
+        assert values["http.submit_vs_round_trip"] > 0
+    else:
+        assert "http.round_trip.requests_per_s" not in values
 
 
 def test_scale(redis_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
