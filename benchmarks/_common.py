@@ -33,6 +33,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 15.0
 
+#: The script of the ceilings' ``EVALSHA`` (``compare.py``'s loop, ``http.py``'s round-trip route):
+#: one redis.call, as small as a script gets.
+ONE_CALL_SCRIPT = "return redis.call('INCR', KEYS[1])"
+
 
 # -- statistics ------------------------------------------------------------------------------------------
 

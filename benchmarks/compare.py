@@ -69,8 +69,6 @@ from benchmarks.bench_app import RPUSH, ae, create_app
 WARMUP = 20
 #: Seconds a latency sample may take before the run is given up.
 SAMPLE_TIMEOUT = 5.0
-#: The script of the ceiling's EVALSHA: one redis.call, as small as a script gets.
-ONE_CALL_SCRIPT = "return redis.call('INCR', KEYS[1])"
 
 
 @dataclass
@@ -474,7 +472,7 @@ def _ceiling(target: common.RedisTarget, jobs: int, kind: str) -> Loop:
 
     client = redis.Redis.from_url(target.url)
     key = f"{target.new_prefix()}:ceiling"
-    sha = client.script_load(ONE_CALL_SCRIPT)
+    sha = client.script_load(common.ONE_CALL_SCRIPT)
     connection = client.connection_pool.get_connection()
     command: tuple[Any, ...] = ("EVALSHA", sha, 1, key) if kind == "evalsha" else ("PING",)
 

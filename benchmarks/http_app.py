@@ -24,6 +24,7 @@ from typing import Any
 
 from flask import Flask, Response, request
 
+from benchmarks._common import ONE_CALL_SCRIPT
 from example_app import ProcessDataRequest, ProcessDataResult, validate_process_data
 from flask_asyncendpoints import AsyncEndpoints, JobContext
 from flask_asyncendpoints.jobs import JobPayload
@@ -34,8 +35,6 @@ ae = AsyncEndpoints()
 SUBMIT_PATH = "/api/process-data"
 BARE_PATH = "/bare/process-data"
 ROUND_TRIP_PATH = "/bare-redis/process-data"
-#: The script of the round-trip route: one redis.call, as small as a script gets.
-ONE_CALL_SCRIPT = "return redis.call('INCR', KEYS[1])"
 #: What the load generator sends to both routes.
 REQUEST_BODY = {"data": "hello world", "processingPriority": 3}
 
@@ -96,7 +95,7 @@ def create_app() -> Flask:
 
 def one_round_trip(url: str, prefix: str) -> Callable[[], None]:
     """A call that makes one round trip to the Redis at ``url``: an ``EVALSHA`` of
-    :data:`ONE_CALL_SCRIPT` on a key under ``prefix``, each thread on a connection of its own."""
+    :data:`~benchmarks._common.ONE_CALL_SCRIPT` on a key under ``prefix``, each thread on a connection of its own."""
     import redis
 
     client = redis.Redis.from_url(url)
